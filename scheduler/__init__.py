@@ -1,0 +1,96 @@
+"""The producer side of the job queue: scan, register, dispatch.
+
+Plain functions over the catalog and the stores; Celery appears only behind the ``send``
+callable and in the periodic top-up::
+
+    app = create_app(broker_url=broker_url)            # workers.app
+    sessions = make_sessionmaker(database_url)          # catalog
+    summary = submit(sessions, name="1920s", source="s3://scans/1920s",
+                     output="s3://colour/1920s", storage=open_storage("s3://scans/1920s"),
+                     send=celery_sender(app), max_in_flight=200)
+    run_scheduler(app, database_url=database_url, max_in_flight=200)   # panchro scheduler
+
+The task is known only by its name (``workers.names.COLORIZE``); nothing here imports the
+worker's code, torch or the model.
+"""
+
+from __future__ import annotations
+
+from scheduler.dispatching import (
+    DISPATCH_BATCH_SIZE,
+    CollectionDispatch,
+    DispatchReport,
+    Send,
+    TaskRequest,
+    dispatch,
+)
+from scheduler.errors import (
+    BrokerUnavailable,
+    InvalidDestination,
+    OutputCollision,
+    SchedulerError,
+)
+from scheduler.outputs import (
+    Location,
+    check_destination,
+    is_case_insensitive,
+    output_relative,
+    plan_outputs,
+)
+from scheduler.periodic import (
+    DISPATCH_INTERVAL_S,
+    SCHEDULER_QUEUE,
+    install_dispatcher,
+    run_scheduler,
+    scheduler_argv,
+)
+from scheduler.scanning import PROGRESS_EVERY, ProgressCallback, ScanProgress, scan_source
+from scheduler.sending import celery_sender
+from scheduler.submission import (
+    OUTPUT_FORMAT_OPTION,
+    SUBMIT_CHUNK_ROWS,
+    CollectionSettings,
+    SubmitProgress,
+    SubmitProgressCallback,
+    SubmitSummary,
+    submit,
+)
+from scheduler.windows import is_window_open, parse_not_before, window_opens_at
+
+__all__ = [
+    "DISPATCH_BATCH_SIZE",
+    "DISPATCH_INTERVAL_S",
+    "OUTPUT_FORMAT_OPTION",
+    "PROGRESS_EVERY",
+    "SCHEDULER_QUEUE",
+    "SUBMIT_CHUNK_ROWS",
+    "BrokerUnavailable",
+    "CollectionDispatch",
+    "CollectionSettings",
+    "DispatchReport",
+    "InvalidDestination",
+    "Location",
+    "OutputCollision",
+    "ProgressCallback",
+    "ScanProgress",
+    "SchedulerError",
+    "Send",
+    "SubmitProgress",
+    "SubmitProgressCallback",
+    "SubmitSummary",
+    "TaskRequest",
+    "celery_sender",
+    "check_destination",
+    "dispatch",
+    "install_dispatcher",
+    "is_case_insensitive",
+    "is_window_open",
+    "output_relative",
+    "parse_not_before",
+    "plan_outputs",
+    "run_scheduler",
+    "scan_source",
+    "scheduler_argv",
+    "submit",
+    "window_opens_at",
+]

@@ -1,0 +1,3 @@
+"""workers."""
+
+from __future__ import annotations

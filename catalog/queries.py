@@ -1,0 +1,173 @@
+"""Read-only queries of the catalog: collections, images, attempts, in-flight counts.
+
+Like every function of ``catalog``, these take the caller's session first and neither
+commit nor close it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, joinedload
+
+from catalog.engine import database_errors
+from catalog.errors import CollectionNotFound, ImageNotFound
+from catalog.models import Attempt, Collection, CollectionStatus, Image, ImageStatus
+
+logger = logging.getLogger(__name__)
+
+#: A collection given by its id or by its unique name.
+CollectionRef = int | str
+
+
+@database_errors()
+def get_collection(db: Session, collection: CollectionRef) -> Collection:
+    """Return a collection by id (``int``) or by name (``str``).
+
+    Args:
+        db: The caller's session.
+        collection: The collection's id or name.
+
+    Returns:
+        The collection.
+
+    Raises:
+        CollectionNotFound: If no collection has that id or name.
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    if isinstance(collection, int):
+        found = db.get(Collection, collection)
+    else:
+        found = db.scalars(select(Collection).where(Collection.name == collection)).first()
+    if found is None:
+        kind = "id" if isinstance(collection, int) else "name"
+        raise CollectionNotFound(f"no collection with {kind} {collection!r}")
+    return found
+
+
+@database_errors()
+def get_image(db: Session, image_id: int) -> Image:
+    """Return one image by id.
+
+    Args:
+        db: The caller's session.
+        image_id: The image's id.
+
+    Returns:
+        The image.
+
+    Raises:
+        ImageNotFound: If no image has that id.
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    image = db.get(Image, image_id)
+    if image is None:
+        raise ImageNotFound(f"no image with id {image_id}")
+    return image
+
+
+@database_errors()
+def list_collections(
+    db: Session, *, statuses: Iterable[CollectionStatus] | None = None
+) -> list[Collection]:
+    """Return collections in dispatch order: highest priority first, then oldest first.
+
+    The dispatcher feeds ``list_collections(db, statuses=[CollectionStatus.ACTIVE])`` in
+    this order; honouring each collection's ``not_before`` window is its job.
+
+    Args:
+        db: The caller's session.
+        statuses: Only collections in these statuses; None means all.
+
+    Returns:
+        The collections, ordered by ``priority`` descending, then by id.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    query = select(Collection).order_by(Collection.priority.desc(), Collection.id)
+    if statuses is not None:
+        query = query.where(Collection.status.in_(list(statuses)))
+    return list(db.scalars(query))
+
+
+@database_errors()
+def list_images(
+    db: Session,
+    collection: CollectionRef,
+    *,
+    status: ImageStatus | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> list[Image]:
+    """Return a collection's images in id (scan) order, optionally of one status.
+
+    Each image's ``collection`` is loaded too, so the rows stay fully readable after
+    the transaction ends.
+
+    Args:
+        db: The caller's session.
+        collection: The collection's id or name.
+        status: Only images in this status; None means all.
+        limit: At most this many images; None means no limit.
+        offset: Skip this many images first (for paging).
+
+    Returns:
+        The images.
+
+    Raises:
+        CollectionNotFound: If no collection has that id or name.
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    collection_id = get_collection(db, collection).id
+    query = (
+        select(Image)
+        .where(Image.collection_id == collection_id)
+        .options(joinedload(Image.collection))
+    )
+    if status is not None:
+        query = query.where(Image.status == status)
+    query = query.order_by(Image.id).offset(offset).limit(limit)
+    return list(db.scalars(query))
+
+
+@database_errors()
+def list_attempts(db: Session, image_id: int) -> list[Attempt]:
+    """Return every try at one image, oldest first: the image's provenance trail.
+
+    Args:
+        db: The caller's session.
+        image_id: The image's id.
+
+    Returns:
+        The attempts, ordered by their number.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    query = select(Attempt).where(Attempt.image_id == image_id).order_by(Attempt.number)
+    return list(db.scalars(query))
+
+
+@database_errors()
+def count_in_flight(db: Session, collection_id: int | None = None) -> int:
+    """Count the images sent to the broker but not yet claimed by a worker (``queued``).
+
+    The dispatcher tops the broker up to its ``max_in_flight`` with this count.
+
+    Args:
+        db: The caller's session.
+        collection_id: Count only this collection; None counts all collections.
+
+    Returns:
+        The number of queued images.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    query = select(func.count()).select_from(Image).where(Image.status == ImageStatus.QUEUED)
+    if collection_id is not None:
+        query = query.where(Image.collection_id == collection_id)
+    return int(db.scalar(query) or 0)

@@ -1,0 +1,261 @@
+"""Claiming an image for a try, and giving up tries whose workers are gone."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import ColumnElement, Row, select, update
+from sqlalchemy.orm import Session
+
+from catalog.engine import database_errors
+from catalog.models import Image, ImageStatus, utcnow
+from catalog.transitions._common import (
+    MAX_LOST_ATTEMPTS,
+    close_open_attempts,
+    lost_reason,
+    open_attempt,
+    returned_ids,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A running try at an image, held by the worker that claimed it.
+
+    Attributes:
+        image_id: The image.
+        attempt_id: The open ``attempts`` row; pass it to ``mark_done()`` and friends.
+        attempt_number: Its number: 1 for the image's first try.
+        collection_id: The image's collection.
+        source_uri: Where to read the original.
+        output_uri: Where to write the result.
+        relative_path: The source's path below the collection's source.
+    """
+
+    image_id: int
+    attempt_id: int
+    attempt_number: int
+    collection_id: int
+    source_uri: str
+    output_uri: str
+    relative_path: str
+
+
+class Released(NamedTuple):
+    """What ``release_lost()`` did: images back to pending, and images failed at the cap."""
+
+    requeued: int
+    failed: int
+
+
+#: What a successful claim reads back from the image row.
+_CLAIMED = (
+    Image.attempts,
+    Image.collection_id,
+    Image.source_uri,
+    Image.output_uri,
+    Image.relative_path,
+)
+
+
+def _take_over(
+    db: Session, image_id: int, task_id: str, holder: dict[str, Any], now: datetime
+) -> Row[int, int, str, str, str] | None:
+    """Give up the open try of a running image whose message came again; maybe reclaim."""
+    current = db.execute(
+        select(Image.attempts, Image.lost_attempts).where(Image.id == image_id)
+    ).one()
+    # Conditional on the try being the one just read: of two redeliveries racing for
+    # the same dead try, one takes it over and the other finds nothing to do.
+    still_held = (
+        Image.id == image_id,
+        Image.status == ImageStatus.RUNNING,
+        Image.attempts == current.attempts,
+        Image.task_id == task_id,
+    )
+    lost = current.lost_attempts + 1
+    if lost >= MAX_LOST_ATTEMPTS:
+        failed = db.execute(
+            update(Image)
+            .where(*still_held)
+            .values(
+                status=ImageStatus.FAILED,
+                lost_attempts=lost,
+                last_error=lost_reason(lost),
+                finished_at=now,
+            )
+            .returning(Image.id)
+            .execution_options(synchronize_session=False)
+        ).one_or_none()
+        if failed is not None:
+            close_open_attempts(db, [image_id], now)
+            logger.error("image %s: failed, %s", image_id, lost_reason(lost))
+        return None
+    claimed = db.execute(
+        update(Image)
+        .where(*still_held)
+        .values(lost_attempts=lost, attempts=Image.attempts + 1, **holder)
+        .returning(*_CLAIMED)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if claimed is not None:
+        close_open_attempts(db, [image_id], now)
+        logger.warning("image %s: worker lost (%d so far), taken over", image_id, lost)
+    return claimed
+
+
+@database_errors()
+def claim_image(
+    db: Session,
+    image_id: int,
+    *,
+    worker: str,
+    device: str | None = None,
+    task_id: str | None = None,
+) -> Claim | None:
+    """Start a try at a queued image: ``queued -> running`` and a new ``attempts`` row.
+
+    A second delivery of the *same* message (same ``task_id``) to an image that is
+    still ``running`` means the worker that held it died (Celery redelivers an
+    unacknowledged message when its worker is lost): the open try is closed as ``lost``
+    and this call takes the image over, unless the image has now been lost
+    ``MAX_LOST_ATTEMPTS`` times, in which case it is failed with that reason. A running
+    image held under another (or no) ``task_id`` is live work of another worker, for
+    example a concurrent claim that won; it is left alone.
+
+    Args:
+        db: The caller's session.
+        image_id: The image named in the task.
+        worker: Host or node name of the worker, recorded as provenance.
+        device: Device the worker runs on, recorded as provenance.
+        task_id: Id of the broker message being processed.
+
+    Returns:
+        The claim, or None when there is nothing to do: the image is not queued (already
+        done, failed, cancelled, pending again, or running under another message), was
+        claimed by a concurrent call, or was failed for dying workers.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    now = utcnow()
+    holder = {"worker_host": worker, "device": device, "task_id": task_id, "started_at": now}
+    claimed = db.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == ImageStatus.QUEUED)
+        .values(
+            status=ImageStatus.RUNNING,
+            attempts=Image.attempts + 1,
+            finished_at=None,
+            duration_s=None,
+            last_error=None,
+            **holder,
+        )
+        .returning(*_CLAIMED)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if claimed is None:
+        current = db.execute(
+            select(Image.status, Image.task_id).where(Image.id == image_id)
+        ).one_or_none()
+        if current is None:
+            logger.warning("image %s: not in the catalog; nothing to claim", image_id)
+            return None
+        redelivered = (
+            current.status is ImageStatus.RUNNING
+            and task_id is not None
+            and current.task_id == task_id
+        )
+        if not redelivered:
+            logger.info("image %s: %s, not claimed by %s", image_id, current.status.value, worker)
+            return None
+        assert task_id is not None
+        claimed = _take_over(db, image_id, task_id, holder, now)
+        if claimed is None:
+            return None
+
+    attempt_id = open_attempt(
+        db, image_id, claimed.attempts, worker=worker, device=device, started_at=now
+    )
+    logger.info(
+        "image %s: claimed by %s on %s (try %d)", image_id, worker, device, claimed.attempts
+    )
+    return Claim(
+        image_id=image_id,
+        attempt_id=attempt_id,
+        attempt_number=claimed.attempts,
+        collection_id=claimed.collection_id,
+        source_uri=claimed.source_uri,
+        output_uri=claimed.output_uri,
+        relative_path=claimed.relative_path,
+    )
+
+
+@database_errors()
+def release_lost(
+    db: Session, *, started_before: datetime | None = None, collection_id: int | None = None
+) -> Released:
+    """Give up running tries whose workers are gone: back to ``pending``, or failed.
+
+    Each image's open try is closed as ``lost`` and its ``lost_attempts`` grows by one;
+    an image that reaches ``MAX_LOST_ATTEMPTS`` is failed with that reason instead of
+    being queued again. Call it when no worker can still hold the tries: at the start
+    of an embedded run for its collection, or for tries older than the task time limit.
+
+    Args:
+        db: The caller's session.
+        started_before: Only tries started before this time; None means all.
+        collection_id: Only this collection; None means all.
+
+    Returns:
+        How many images went back to pending and how many were failed.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    now = utcnow()
+    conditions: list[ColumnElement[bool]] = [Image.status == ImageStatus.RUNNING]
+    if started_before is not None:
+        conditions.append(Image.started_at < started_before)
+    if collection_id is not None:
+        conditions.append(Image.collection_id == collection_id)
+    failed = returned_ids(
+        db,
+        update(Image)
+        .where(*conditions, Image.lost_attempts + 1 >= MAX_LOST_ATTEMPTS)
+        .values(
+            status=ImageStatus.FAILED,
+            lost_attempts=Image.lost_attempts + 1,
+            last_error=lost_reason(MAX_LOST_ATTEMPTS),
+            finished_at=now,
+        )
+        .returning(Image.id)
+        .execution_options(synchronize_session=False),
+    )
+    requeued = returned_ids(
+        db,
+        update(Image)
+        .where(*conditions)
+        .values(
+            status=ImageStatus.PENDING,
+            lost_attempts=Image.lost_attempts + 1,
+            task_id=None,
+            queued_at=None,
+        )
+        .returning(Image.id)
+        .execution_options(synchronize_session=False),
+    )
+    close_open_attempts(db, failed + requeued, now)
+    if failed or requeued:
+        logger.warning(
+            "collection %s: released %d lost images to pending, failed %d",
+            collection_id,
+            len(requeued),
+            len(failed),
+        )
+    return Released(requeued=len(requeued), failed=len(failed))

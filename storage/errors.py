@@ -1,0 +1,42 @@
+"""Errors raised by ``storage``.
+
+::
+
+    StorageError                  base class of everything below
+    ├── InvalidURI                a location that is neither a local path nor s3://bucket/key
+    ├── ObjectNotFound            the object or file does not exist
+    ├── StorageUnavailable        the backend cannot be reached now (retry later)
+    ├── OutputExists              refusing to overwrite an existing object
+    └── InvalidImage              the bytes are not an image this project can read
+        └── UnsupportedImage      a readable image of a kind that is not supported
+"""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every error raised by ``storage``."""
+
+
+class InvalidURI(StorageError):
+    """A location that is neither a local path nor an ``s3://bucket/key`` URI."""
+
+
+class ObjectNotFound(StorageError):
+    """The object or file does not exist."""
+
+
+class StorageUnavailable(StorageError):
+    """The backend cannot be reached now; the operation may succeed if retried."""
+
+
+class OutputExists(StorageError):
+    """An output already exists where overwriting it was not allowed."""
+
+
+class InvalidImage(StorageError):
+    """The bytes are not an image that can be decoded (corrupt, truncated, empty)."""
+
+
+class UnsupportedImage(InvalidImage):
+    """A readable image of a kind this project does not colorize."""

@@ -1,0 +1,453 @@
+"""``LocalStorage``: collections in folders of a local or mounted file system.
+
+Listing is an ``os.scandir`` walk with an explicit stack (no recursion limit, no open folder
+handles kept between steps). Its order is the code-point order of the relative paths, the same
+order S3 lists keys in, so both backends yield a collection in the same sequence.
+
+Symbolic links: a link to a file is listed under the link's own path. A link to a folder is
+followed, because archives do assemble collections from linked folders; every folder entered is
+identified by ``(st_dev, st_ino)``, and a folder that is one of its own ancestors (a link loop,
+or a bind mount of a parent) is not entered again and is reported as ``symlink-loop``, while a
+folder reached a second time through another link is reported as ``already-listed``. Links may
+point outside the listed folder; that is the owner's choice.
+
+Writes are atomic: a hidden temporary file in the destination folder, written, flushed and
+fsynced, then renamed over the destination (``os.replace``) or, when overwriting is not allowed,
+hard-linked to it (which fails if the destination exists) and unlinked. The temporary name
+starts with a ``.`` so that a scan running at the same time passes over it.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import stat
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Final
+
+from storage.base import (
+    CHECKSUM_MTIME_SIZE,
+    SKIP_ALREADY_LISTED,
+    SKIP_BROKEN_LINK,
+    SKIP_NOT_A_FILE,
+    SKIP_SYMLINK_LOOP,
+    SKIP_UNREADABLE,
+    SKIP_VANISHED,
+    Data,
+    ObjectInfo,
+    Prune,
+    SkipListener,
+)
+from storage.errors import (
+    InvalidURI,
+    ObjectNotFound,
+    OutputExists,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.uri import LOCAL, URI, parse_uri
+
+__all__ = ["COPY_CHUNK_SIZE", "LocalStorage"]
+
+logger = logging.getLogger(__name__)
+
+#: Bytes copied at a time from a file object into a new file.
+COPY_CHUNK_SIZE: Final = 1024 * 1024
+
+#: errno values of network file systems that may recover; reported as StorageUnavailable.
+_TRANSIENT_ERRNOS: Final = frozenset(
+    {
+        errno.ESTALE,
+        errno.ETIMEDOUT,
+        errno.EHOSTDOWN,
+        errno.EHOSTUNREACH,
+        errno.ENOTCONN,
+        errno.EAGAIN,
+    }
+)
+#: errno values meaning the destination file system is full.
+_FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: errno values of os.link on file systems without hard links.
+_NO_LINK_ERRNOS: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
+
+_DirEntries = list[tuple[str, os.DirEntry[str], bool]]
+
+
+class LocalStorage:
+    """Files and folders on a local or mounted file system.
+
+    The object holds no state, so one instance can be shared by threads and processes.
+    """
+
+    def list(
+        self,
+        prefix: URI | str,
+        *,
+        on_skip: SkipListener | None = None,
+        prune: Prune | None = None,
+    ) -> Iterator[ObjectInfo]:
+        """Yield every regular file below a folder, sorted by relative path.
+
+        Args:
+            prefix: A folder, or a single file (then listed alone, under its name).
+            on_skip: Told ``(relative path, reason)`` of every entry passed over; folders end
+                with ``/``. Reasons are ``storage.base.SKIP_*`` constants and the reasons
+                returned by ``prune``.
+            prune: Given a folder's relative path (without a trailing ``/``), returns a reason
+                not to enter it, or None.
+
+        Returns:
+            An iterator of :class:`ObjectInfo` with ``checksum_kind`` ``"mtime-size"``.
+
+        Raises:
+            ObjectNotFound: If ``prefix`` does not exist (raised at once, not on iteration).
+            StorageError: If ``prefix`` cannot be read or is neither a file nor a folder.
+        """
+        root = _local(prefix)
+        try:
+            root_stat = os.stat(root.key)
+        except OSError as exc:
+            raise _error(exc, root.key, "list") from exc
+        if stat.S_ISREG(root_stat.st_mode):
+            return iter([_info(root.key, root.name, root_stat)])
+        if not stat.S_ISDIR(root_stat.st_mode):
+            raise StorageError(f"cannot list {root.key}: it is neither a file nor a folder")
+        entries = _read_folder(root.key)
+        return _walk(root.key, root_stat, entries, on_skip, prune)
+
+    def read(self, uri: URI | str) -> bytes:
+        """Return the whole content of a file.
+
+        Args:
+            uri: The file.
+
+        Returns:
+            Its bytes.
+
+        Raises:
+            ObjectNotFound: If it does not exist.
+            StorageError: If it cannot be read (a folder, permissions, I/O).
+        """
+        path = _local(uri).key
+        try:
+            with open(path, "rb") as file:
+                return file.read()
+        except OSError as exc:
+            raise _error(exc, path, "read") from exc
+
+    def read_head(self, uri: URI | str, n: int) -> bytes:
+        """Return the first ``n`` bytes of a file (fewer if it is shorter).
+
+        Args:
+            uri: The file.
+            n: How many bytes to read; at least 0.
+
+        Returns:
+            At most ``n`` bytes.
+
+        Raises:
+            ValueError: If ``n`` is negative.
+            ObjectNotFound: If the file does not exist.
+            StorageError: If it cannot be read.
+        """
+        if n < 0:
+            raise ValueError(f"cannot read {n} bytes")
+        path = _local(uri).key
+        try:
+            return _read_head(path, n)
+        except OSError as exc:
+            raise _error(exc, path, "read") from exc
+
+    def write(
+        self,
+        uri: URI | str,
+        data: Data,
+        *,
+        content_type: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        """Write a file atomically, creating its folders.
+
+        Args:
+            uri: The file to write.
+            data: The content: bytes, or a binary file object read to its end. An exception
+                raised by the file object propagates unchanged, after the temporary file has
+                been removed.
+            content_type: Ignored: files carry no MIME type.
+            overwrite: Whether to replace an existing file.
+
+        Raises:
+            OutputExists: If the file exists and ``overwrite`` is false.
+            StorageError: If the file cannot be written (permissions, a parent that is a file,
+                a full disk); no temporary file is left behind.
+            StorageUnavailable: If a network file system failed in a way that may pass.
+        """
+        path = _local(uri).key
+        folder, name = os.path.split(path)
+        if not name:
+            raise InvalidURI(f"cannot write to a folder path: {path}")
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise _error(exc, folder, "create folder", writing=True) from exc
+        if not overwrite and os.path.lexists(path):
+            raise OutputExists(f"{path} exists and overwriting is not allowed")
+        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            _write_temporary(temporary, data)
+            _commit(temporary, path, overwrite)
+        except BaseException:
+            _remove_quietly(temporary)
+            raise
+        _sync_folder(folder)
+        logger.debug("wrote %s", path)
+
+    def exists(self, uri: URI | str) -> bool:
+        """Return whether a regular file exists at ``uri`` (following links).
+
+        Args:
+            uri: The file.
+
+        Returns:
+            True for a regular file; False when nothing (or a folder, or a broken link) is
+            there.
+
+        Raises:
+            StorageError: If the path cannot be inspected (permissions, I/O).
+        """
+        path = _local(uri).key
+        try:
+            return stat.S_ISREG(os.stat(path).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _error(exc, path, "inspect") from exc
+
+    def stat(self, uri: URI | str) -> ObjectInfo:
+        """Return size, checksum and modification time of one file.
+
+        Args:
+            uri: The file.
+
+        Returns:
+            Its :class:`ObjectInfo`, with ``relative`` set to the file name.
+
+        Raises:
+            ObjectNotFound: If it does not exist.
+            StorageError: If it is not a regular file or cannot be inspected.
+        """
+        location = _local(uri)
+        try:
+            info = os.stat(location.key)
+        except OSError as exc:
+            raise _error(exc, location.key, "inspect") from exc
+        if not stat.S_ISREG(info.st_mode):
+            raise StorageError(f"{location.key} is not a regular file")
+        return _info(location.key, location.name, info)
+
+
+def _local(location: URI | str) -> URI:
+    uri = parse_uri(location)
+    if uri.scheme != LOCAL:
+        raise InvalidURI(f"LocalStorage cannot handle {uri}")
+    return uri
+
+
+def _info(path: str, relative: str, info: os.stat_result) -> ObjectInfo:
+    return ObjectInfo(
+        uri=URI(LOCAL, "", path),
+        relative=relative,
+        size=info.st_size,
+        checksum=f"{info.st_mtime_ns}+{info.st_size}",
+        checksum_kind=CHECKSUM_MTIME_SIZE,
+        last_modified=datetime.fromtimestamp(info.st_mtime_ns / 1e9, UTC),
+    )
+
+
+def _read_folder(path: str) -> _DirEntries:
+    """Return the entries of a folder as ``(sort key, entry, is folder)``, sorted.
+
+    A folder's sort key ends with ``/`` so that depth-first order equals the code-point order
+    of full relative paths (``a.jpg`` < ``a/b.jpg``), as S3 sorts keys.
+    """
+    entries: _DirEntries = []
+    with os.scandir(path) as scan:
+        for entry in scan:
+            try:
+                is_folder = entry.is_dir()
+            except OSError:
+                is_folder = False  # the stat of the file branch reports why
+            entries.append((entry.name + "/" if is_folder else entry.name, entry, is_folder))
+    entries.sort(key=lambda item: item[0])
+    return entries
+
+
+def _walk(
+    root: str,
+    root_stat: os.stat_result,
+    entries: _DirEntries,
+    on_skip: SkipListener | None,
+    prune: Prune | None,
+) -> Iterator[ObjectInfo]:
+    base = root if root.endswith("/") else root + "/"
+    skip = on_skip if on_skip is not None else _ignore
+    top = (root_stat.st_dev, root_stat.st_ino)
+    seen = {top}
+    # One frame per open folder: its remaining entries, its relative path and its ancestors.
+    stack = [(iter(entries), "", frozenset({top}))]
+    while stack:
+        remaining, folder, ancestors = stack[-1]
+        item = next(remaining, None)
+        if item is None:
+            stack.pop()
+            continue
+        _, entry, is_folder = item
+        relative = folder + entry.name
+        if not is_folder:
+            info = _file_stat(entry, relative, skip)
+            if info is not None:
+                yield _info(base + relative, relative, info)
+            continue
+        reason = prune(relative) if prune is not None else None
+        if reason is not None:
+            skip(relative + "/", reason)
+            continue
+        try:
+            folder_stat = entry.stat()
+            identity = (folder_stat.st_dev, folder_stat.st_ino)
+            if identity in ancestors:
+                logger.warning("not entering %s%s/: it contains itself", base, relative)
+                skip(relative + "/", SKIP_SYMLINK_LOOP)
+                continue
+            if identity in seen:
+                skip(relative + "/", SKIP_ALREADY_LISTED)
+                continue
+            seen.add(identity)
+            children = _read_folder(base + relative)
+        except OSError as exc:
+            logger.warning("cannot list %s%s/: %s", base, relative, exc.strerror or exc)
+            skip(relative + "/", _skip_reason(exc, entry))
+            continue
+        stack.append((iter(children), relative + "/", ancestors | {identity}))
+
+
+def _file_stat(entry: os.DirEntry[str], relative: str, skip: SkipListener) -> os.stat_result | None:
+    try:
+        info = entry.stat()
+    except OSError as exc:
+        skip(relative, _skip_reason(exc, entry))
+        return None
+    if not stat.S_ISREG(info.st_mode):
+        skip(relative, SKIP_NOT_A_FILE)
+        return None
+    return info
+
+
+def _skip_reason(exc: OSError, entry: os.DirEntry[str]) -> str:
+    if exc.errno == errno.ELOOP:
+        return SKIP_SYMLINK_LOOP
+    if isinstance(exc, FileNotFoundError):
+        return SKIP_BROKEN_LINK if entry.is_symlink() else SKIP_VANISHED
+    return SKIP_UNREADABLE
+
+
+def _ignore(relative: str, reason: str) -> None:
+    """Default skip listener: listings without a listener drop skips silently."""
+
+
+def _read_head(path: str, n: int) -> bytes:
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        head = os.read(fd, n)
+        # A regular file returns everything at once; loop only for short reads (e.g. FUSE).
+        while 0 < len(head) < n:
+            more = os.read(fd, n - len(head))
+            if not more:
+                break
+            head += more
+        return head
+    finally:
+        os.close(fd)
+
+
+def _write_temporary(temporary: str, data: Data) -> None:
+    try:
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+    except OSError as exc:
+        raise _error(exc, temporary, "create", writing=True) from exc
+    try:
+        with open(fd, "wb") as file:
+            if isinstance(data, bytes | bytearray | memoryview):
+                file.write(data)
+            else:
+                while chunk := data.read(COPY_CHUNK_SIZE):
+                    file.write(chunk)
+            file.flush()
+            os.fsync(file.fileno())
+    except OSError as exc:
+        raise _error(exc, temporary, "write", writing=True) from exc
+
+
+def _commit(temporary: str, path: str, overwrite: bool) -> None:
+    try:
+        if overwrite:
+            os.replace(temporary, path)
+            return
+        try:
+            # link() fails if the destination exists: an atomic "create only if absent".
+            os.link(temporary, path)
+        except FileExistsError as exc:
+            raise OutputExists(f"{path} exists and overwriting is not allowed") from exc
+        except OSError as exc:
+            if exc.errno not in _NO_LINK_ERRNOS:
+                raise
+            # Without hard links the check and the rename cannot be one step.
+            if os.path.lexists(path):
+                raise OutputExists(f"{path} exists and overwriting is not allowed") from exc
+            os.rename(temporary, path)
+            return
+        os.unlink(temporary)
+    except OSError as exc:
+        raise _error(exc, path, "write", writing=True) from exc
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        logger.warning("cannot remove temporary file %s: %s", path, exc.strerror or exc)
+
+
+def _sync_folder(folder: str) -> None:
+    """Make the rename durable; some file systems cannot fsync a folder, which is harmless."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        logger.debug("cannot fsync folder %s: %s", folder, exc.strerror or exc)
+    finally:
+        os.close(fd)
+
+
+def _error(exc: OSError, path: str, action: str, *, writing: bool = False) -> StorageError:
+    """Translate an OSError into the StorageError subclass that says what happened."""
+    detail = exc.strerror or str(exc)
+    if exc.errno in _TRANSIENT_ERRNOS:
+        return StorageUnavailable(f"cannot {action} {path} now: {detail}")
+    if not writing and exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        return ObjectNotFound(f"{path} does not exist")
+    if exc.errno in _FULL_ERRNOS:
+        return StorageError(f"cannot {action} {path}: no space left on the device")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"cannot {action} {path}: permission denied")
+    if exc.errno == errno.EISDIR:
+        return StorageError(f"cannot {action} {path}: it is a folder")
+    return StorageError(f"cannot {action} {path}: {detail}")

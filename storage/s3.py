@@ -1,0 +1,477 @@
+"""``S3Storage``: collections in S3 buckets or S3-compatible services (MinIO, Ceph, moto).
+
+The only module that imports boto3. The client is built from plain values
+(:class:`~storage.base.S3Options`: endpoint, region, addressing style, retries, timeouts) on
+first use, once per process: a forked worker notices
+the new process id and builds its own, since a client's connection pool must not be shared
+across a fork. The storage object pickles to those plain values, never to a client.
+
+Requests use botocore's ``standard`` retry mode (backoff with jitter on throttling, 5xx and
+connection errors). What still fails is translated where it happens: a missing key to
+``ObjectNotFound``; connection errors, timeouts, 5xx and throttling to ``StorageUnavailable``;
+a missing bucket, refused access or missing credentials to ``StorageError`` naming bucket and
+key; a conditional write that finds the key taken to ``OutputExists``.
+
+Writes below ``multipart_threshold`` are one PUT. Larger ones are a multipart upload that only
+becomes visible when it is completed; any failure on the way aborts it, so a reader never sees a
+partial object. ``overwrite=False`` sends ``If-None-Match: *`` (honoured by AWS since 2024) after
+a HEAD check, which also covers services that ignore the header.
+
+Checksums: request and response checksums are computed only where S3 requires them, because
+several S3-compatible services reject the CRC headers newer botocore versions add by default.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, BinaryIO, Final
+
+import boto3
+from botocore import exceptions as boto
+from botocore.config import Config
+
+from storage.base import (
+    CHECKSUM_ETAG,
+    SKIP_FOLDER_MARKER,
+    Data,
+    ObjectInfo,
+    Prune,
+    S3Options,
+    SkipListener,
+)
+from storage.errors import (
+    InvalidURI,
+    ObjectNotFound,
+    OutputExists,
+    StorageError,
+    StorageUnavailable,
+)
+from storage.uri import S3, URI, parse_uri
+
+__all__ = ["S3Storage"]
+
+logger = logging.getLogger(__name__)
+
+#: Connections kept per client; a scan reads object heads from several threads.
+MAX_POOL_CONNECTIONS: Final = 32
+#: Keys per list_objects_v2 page (S3's maximum).
+LIST_PAGE_SIZE: Final = 1000
+
+#: Error codes of a missing key (HEAD requests carry no body, only the status).
+_NOT_FOUND_CODES: Final = frozenset("NoSuchKey NotFound 404".split())
+#: Error codes of refused access or credentials that will not pass by retrying.
+_DENIED_CODES: Final = frozenset(
+    "AccessDenied Forbidden 403 AllAccessDisabled AccountProblem InvalidAccessKeyId "
+    "SignatureDoesNotMatch ExpiredToken InvalidToken".split()
+)
+#: Error codes of a conditional write (If-None-Match) that found the key taken.
+_TAKEN_CODES: Final = frozenset("PreconditionFailed 412".split())
+#: Error codes that may pass (besides any 5xx or 429 status).
+_TRANSIENT_CODES: Final = frozenset(
+    "SlowDown Throttling ThrottlingException TooManyRequestsException RequestLimitExceeded "
+    "BandwidthLimitExceeded RequestTimeout ServiceUnavailable InternalError OperationAborted "
+    "ConditionalRequestConflict".split()
+)
+
+
+class S3Storage:
+    """Objects in S3 or an S3-compatible service, addressed by ``s3://bucket/key`` URIs.
+
+    One instance serves any number of buckets and threads. Create it once per worker process;
+    the boto3 client is built lazily on first use.
+
+    Args:
+        options: How to reach the service; None for AWS with default settings.
+    """
+
+    def __init__(self, options: S3Options | None = None) -> None:
+        self.options = options if options is not None else S3Options()
+        self._lock = threading.Lock()
+        self._client_pid: int | None = None
+        self._client_obj: Any = None
+
+    def __repr__(self) -> str:
+        return f"S3Storage({self.options!r})"
+
+    def __reduce__(self) -> tuple[type[S3Storage], tuple[S3Options]]:
+        # Pickle the plain options only; the copy builds its own client when first used.
+        return (S3Storage, (self.options,))
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client of this process, built on first use."""
+        pid = os.getpid()
+        if self._client_pid != pid:
+            if self._client_pid is not None:
+                # Forked: the parent's lock may be held by a thread that does not exist here.
+                self._lock = threading.Lock()
+            with self._lock:
+                if self._client_pid != pid:
+                    self._client_obj = self._build_client()
+                    self._client_pid = pid
+        return self._client_obj
+
+    def _build_client(self) -> Any:
+        options = self.options
+        config = Config(
+            connect_timeout=options.connect_timeout,
+            read_timeout=options.read_timeout,
+            retries={"mode": "standard", "max_attempts": options.max_attempts},
+            s3={"addressing_style": options.addressing_style},
+            max_pool_connections=MAX_POOL_CONNECTIONS,
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        # A session per storage: boto3's default session is not safe to share across threads.
+        session = boto3.session.Session(region_name=options.region)
+        logger.debug("creating S3 client for endpoint %s", options.endpoint_url or "AWS")
+        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+
+    def list(
+        self,
+        prefix: URI | str,
+        *,
+        on_skip: SkipListener | None = None,
+        prune: Prune | None = None,
+    ) -> Iterator[ObjectInfo]:
+        """Yield every object below a prefix, in S3's key order.
+
+        ``s3://b/scans`` lists keys starting with ``scans/``, never ``scans2/``. If there are
+        none but ``scans`` is itself an object, that object is listed alone, under its name.
+
+        Args:
+            prefix: An S3 prefix, or a whole bucket.
+            on_skip: Told ``(relative key, "folder-marker")`` for ``folder/`` placeholders.
+            prune: Ignored: S3 has no folders to step over.
+
+        Returns:
+            An iterator of :class:`ObjectInfo` with ``checksum_kind`` ``"etag"``.
+
+        Raises:
+            StorageError: If the bucket does not exist or access is denied (on iteration).
+            StorageUnavailable: If S3 cannot be reached (on iteration).
+        """
+        return self._list(_s3(prefix), on_skip)
+
+    def _list(self, location: URI, on_skip: SkipListener | None) -> Iterator[ObjectInfo]:
+        head = location.key + "/" if location.key else ""
+        found = False
+        with self._translated(location, "list"):
+            paginator = self.client.get_paginator("list_objects_v2")
+            pages = paginator.paginate(
+                Bucket=location.bucket,
+                Prefix=head,
+                PaginationConfig={"PageSize": LIST_PAGE_SIZE},
+            )
+            for page in pages:
+                for item in page.get("Contents", ()):
+                    found = True
+                    key: str = item["Key"]
+                    relative = key[len(head) :]
+                    if key.endswith("/"):
+                        if relative and on_skip is not None:
+                            on_skip(relative, SKIP_FOLDER_MARKER)
+                        continue
+                    yield _info(URI(S3, location.bucket, key), relative, item, "Size")
+        if not found and location.key and self.exists(location):
+            yield self.stat(location)
+
+    def read(self, uri: URI | str) -> bytes:
+        """Return the whole content of an object.
+
+        Args:
+            uri: The object.
+
+        Returns:
+            Its bytes.
+
+        Raises:
+            ObjectNotFound: If the key does not exist.
+            StorageError: If the bucket is missing or access is denied.
+            StorageUnavailable: If S3 cannot be reached or the transfer breaks.
+        """
+        return self._get(_s3(uri), None)
+
+    def read_head(self, uri: URI | str, n: int) -> bytes:
+        """Return the first ``n`` bytes of an object with one ranged GET.
+
+        Args:
+            uri: The object.
+            n: How many bytes to read; at least 0.
+
+        Returns:
+            At most ``n`` bytes (fewer, or none, for a shorter object).
+
+        Raises:
+            ValueError: If ``n`` is negative.
+            ObjectNotFound: If the key does not exist.
+            StorageError: If the bucket is missing or access is denied.
+            StorageUnavailable: If S3 cannot be reached.
+        """
+        if n < 0:
+            raise ValueError(f"cannot read {n} bytes")
+        location = _s3(uri)
+        if n == 0:
+            self.stat(location)
+            return b""
+        return self._get(location, f"bytes=0-{n - 1}")
+
+    def _get(self, location: URI, byte_range: str | None) -> bytes:
+        extra = {"Range": byte_range} if byte_range else {}
+        with self._translated(location, "read"):
+            try:
+                response = self.client.get_object(Bucket=location.bucket, Key=location.key, **extra)
+            except boto.ClientError as exc:
+                if byte_range and _code(exc) == "InvalidRange":
+                    return b""  # the range starts past the end: the object is empty
+                raise
+            body = response["Body"]
+            try:
+                return bytes(body.read())
+            finally:
+                body.close()
+
+    def write(
+        self,
+        uri: URI | str,
+        data: Data,
+        *,
+        content_type: str | None = None,
+        overwrite: bool = True,
+    ) -> None:
+        """Write an object: one PUT below ``multipart_threshold``, else a multipart upload.
+
+        Args:
+            uri: The object to write.
+            data: The content: bytes, or a binary file object read to its end. An exception
+                raised by the file object propagates unchanged (a started multipart upload is
+                aborted first).
+            content_type: The object's ``Content-Type``.
+            overwrite: Whether to replace an existing object.
+
+        Raises:
+            OutputExists: If the key exists and ``overwrite`` is false.
+            StorageError: If the bucket is missing or access is denied.
+            StorageUnavailable: If S3 cannot be reached; nothing has become visible.
+        """
+        location = _s3(uri)
+        if not location.key:
+            raise InvalidURI(f"cannot write to a whole bucket: {location}")
+        if not overwrite and self.exists(location):
+            raise OutputExists(f"{location} exists and overwriting is not allowed")
+        stream: BinaryIO = (
+            io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
+        )
+        extra: dict[str, str] = {"ContentType": content_type} if content_type else {}
+        condition: dict[str, str] = {} if overwrite else {"IfNoneMatch": "*"}
+        with self._translated(location, "write"):
+            first = _read_up_to(stream, self.options.multipart_threshold)
+            if len(first) < self.options.multipart_threshold:
+                self.client.put_object(
+                    Bucket=location.bucket, Key=location.key, Body=first, **extra, **condition
+                )
+                logger.debug("put %s (%d bytes)", location, len(first))
+            else:
+                self._upload_parts(location, first, stream, extra, condition)
+
+    def _upload_parts(
+        self,
+        location: URI,
+        first: bytes,
+        stream: BinaryIO,
+        extra: dict[str, str],
+        condition: dict[str, str],
+    ) -> None:
+        client = self.client
+        chunk = self.options.multipart_chunksize
+        upload_id = client.create_multipart_upload(
+            Bucket=location.bucket, Key=location.key, **extra
+        )["UploadId"]
+        try:
+            parts = []
+            for number, body in enumerate(_chunks(first, stream, chunk), start=1):
+                response = client.upload_part(
+                    Bucket=location.bucket,
+                    Key=location.key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                )
+                parts.append({"ETag": response["ETag"], "PartNumber": number})
+            client.complete_multipart_upload(
+                Bucket=location.bucket,
+                Key=location.key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                **condition,
+            )
+        except BaseException:
+            self._abort(location, upload_id)
+            raise
+        logger.debug("uploaded %s in %d parts", location, len(parts))
+
+    def _abort(self, location: URI, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=location.bucket, Key=location.key, UploadId=upload_id
+            )
+        except (boto.ClientError, boto.BotoCoreError) as exc:
+            # The upload stays invisible; a bucket lifecycle rule removes abandoned parts.
+            logger.warning("cannot abort multipart upload of %s: %s", location, exc)
+
+    def exists(self, uri: URI | str) -> bool:
+        """Return whether an object exists at ``uri`` (one HEAD request).
+
+        Args:
+            uri: The object.
+
+        Returns:
+            True if the key exists.
+
+        Raises:
+            StorageError: If access is denied (S3 then cannot tell).
+            StorageUnavailable: If S3 cannot be reached.
+        """
+        try:
+            self.stat(uri)
+        except ObjectNotFound:
+            return False
+        return True
+
+    def stat(self, uri: URI | str) -> ObjectInfo:
+        """Return size, ETag and modification time of one object (one HEAD request).
+
+        Args:
+            uri: The object.
+
+        Returns:
+            Its :class:`ObjectInfo`, with ``relative`` set to the last segment of the key.
+
+        Raises:
+            ObjectNotFound: If the key does not exist.
+            StorageError: If access is denied.
+            StorageUnavailable: If S3 cannot be reached.
+        """
+        location = _s3(uri)
+        with self._translated(location, "inspect"):
+            head = self.client.head_object(Bucket=location.bucket, Key=location.key)
+        return _info(location, location.name, head, "ContentLength")
+
+    @contextmanager
+    def _translated(self, location: URI, action: str) -> Iterator[None]:
+        """Raise the botocore errors of the block as the StorageError that says what happened."""
+        try:
+            yield
+        except (boto.ClientError, boto.BotoCoreError) as exc:
+            raise self._error(exc, location, action) from exc
+
+    def _error(self, exc: Exception, location: URI, action: str) -> StorageError:
+        """Translate a botocore error into the StorageError subclass that says what happened."""
+        where = self.options.endpoint_url or "AWS"
+        if isinstance(exc, boto.ClientError):
+            code = _code(exc)
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = exc.response.get("Error", {}).get("Message") or code
+            if code in _NOT_FOUND_CODES:
+                return ObjectNotFound(f"{location} does not exist")
+            if code in _TAKEN_CODES:  # only conditional writes send a precondition
+                return OutputExists(f"{location} exists and overwriting is not allowed")
+            if code == "NoSuchBucket":
+                return StorageError(
+                    f"cannot {action} {location}: bucket {location.bucket!r} does not exist "
+                    f"at {where}"
+                )
+            if code in _DENIED_CODES:
+                return StorageError(
+                    f"cannot {action} {location}: access denied to bucket "
+                    f"{location.bucket!r}, key {location.key!r} ({code}); check the "
+                    "credentials and the bucket policy"
+                )
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                return StorageUnavailable(
+                    f"cannot {action} {location} now: S3 answered {code} after "
+                    f"{self.options.max_attempts} tries: {message}"
+                )
+            return StorageError(f"cannot {action} {location}: {code}: {message}")
+        if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
+            return StorageError(
+                f"cannot {action} {location}: no usable AWS credentials ({exc}); set "
+                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role"
+            )
+        if isinstance(exc, boto.SSLError):
+            return StorageError(f"cannot {action} {location}: TLS error with {where}: {exc}")
+        if isinstance(
+            exc,
+            boto.ConnectionError
+            | boto.HTTPClientError
+            | boto.IncompleteReadError
+            | boto.CredentialRetrievalError,
+        ):
+            return StorageUnavailable(
+                f"cannot {action} {location} now: {where} unreachable after "
+                f"{self.options.max_attempts} tries: {exc}"
+            )
+        return StorageError(f"cannot {action} {location}: {exc}")
+
+
+def _s3(location: URI | str) -> URI:
+    uri = parse_uri(location)
+    if uri.scheme != S3:
+        raise InvalidURI(f"S3Storage cannot handle {uri}")
+    return uri
+
+
+def _code(exc: boto.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _info(uri: URI, relative: str, fields: dict[str, Any], size_field: str) -> ObjectInfo:
+    """Build an ObjectInfo from a listed item or a HEAD response (they name the size apart)."""
+    etag = str(fields["ETag"]).strip('"')
+    modified: datetime = fields["LastModified"]
+    return ObjectInfo(
+        uri, relative, int(fields[size_field]), etag, CHECKSUM_ETAG, modified.astimezone(UTC)
+    )
+
+
+def _read_up_to(stream: BinaryIO, n: int) -> bytes:
+    """Read ``n`` bytes, or fewer only at the end of the stream (raw streams read short)."""
+    data = stream.read(n)
+    if len(data) in (0, n):
+        return data
+    pieces = [data]
+    missing = n - len(data)
+    while missing > 0:
+        more = stream.read(missing)
+        if not more:
+            break
+        pieces.append(more)
+        missing -= len(more)
+    return b"".join(pieces)
+
+
+def _chunks(first: bytes, stream: BinaryIO, size: int) -> Iterator[bytes]:
+    """Yield ``first`` followed by the rest of ``stream`` in pieces of exactly ``size`` bytes.
+
+    Only the last piece may be shorter, as S3 requires of multipart parts.
+    """
+    view = memoryview(first)
+    offset = 0
+    while len(first) - offset >= size:
+        yield bytes(view[offset : offset + size])
+        offset += size
+    tail = bytes(view[offset:])
+    while True:
+        piece = tail + _read_up_to(stream, size - len(tail))
+        tail = b""
+        if not piece:
+            return
+        yield piece
+        if len(piece) < size:
+            return

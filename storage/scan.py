@@ -1,0 +1,398 @@
+"""Find the images of a collection: list it, drop hidden and system files, keep images.
+
+An image is recognised by its content: the first ``SNIFF_BYTES`` bytes of each candidate are
+matched against the magic numbers of the supported formats
+(:func:`storage.codecs.formats.sniff_format`, whose Pillow format names a scan reports).
+A ``.jpg`` holding text is skipped, and a photograph saved without an extension is found.
+
+Reading a head costs a few microseconds for a local file but one GET request per S3 object, so
+the ``by_extension`` fast path trusts well-known image extensions and sniffs only the other
+names. It is on by default for S3 and off for local folders. An object it lets through wrongly
+still fails cleanly later, when the worker decodes it (``InvalidImage``). S3 heads are read by a
+small thread pool, ahead of the consumer but in listing order.
+
+What a scan passes over is counted per reason in a :class:`ScanReport` (the reasons of
+:mod:`storage.base`, plus ``hidden``, ``system``, ``empty``, ``not-an-image``,
+``unknown-extension``, ``unsafe-name`` and ``undecodable-name``). A folder pruned by a local walk
+(``.git``, ``@eaDir``) counts once, however many files it holds.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from storage.base import SKIP_UNREADABLE, SKIP_VANISHED, ObjectInfo, Storage
+from storage.codecs.formats import BMP, JPEG, JPEG2000, PNG, SNIFF_BYTES, TIFF, WEBP, sniff_format
+from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
+from storage.uri import URI, parse_uri
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SKIP_EMPTY",
+    "SKIP_HIDDEN",
+    "SKIP_NOT_AN_IMAGE",
+    "SKIP_SYSTEM",
+    "SKIP_UNDECODABLE_NAME",
+    "SKIP_UNKNOWN_EXTENSION",
+    "SKIP_UNSAFE_NAME",
+    "ScanReport",
+    "ScannedObject",
+    "Sniffer",
+    "scan",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Threads reading S3 object heads at the same time (each one GET in flight).
+S3_SNIFF_WORKERS: Final = 16
+#: Objects listed ahead of the consumer per sniffing thread.
+_LOOKAHEAD_PER_WORKER: Final = 4
+#: Example paths kept per skip reason in a ScanReport.
+EXAMPLES_PER_REASON: Final = 5
+
+#: Lower-case file extensions trusted by the ``by_extension`` fast path, and their formats.
+IMAGE_EXTENSIONS: Final[Mapping[str, str]] = {
+    "jpg": JPEG,
+    "jpeg": JPEG,
+    "jpe": JPEG,
+    "jfif": JPEG,
+    "png": PNG,
+    "tif": TIFF,
+    "tiff": TIFF,
+    "webp": WEBP,
+    "bmp": BMP,
+    "dib": BMP,
+    "jp2": JPEG2000,
+    "j2k": JPEG2000,
+    "jpf": JPEG2000,
+    "jpx": JPEG2000,
+    "j2c": JPEG2000,
+}
+
+#: Lower-case names of files and folders that operating systems and NAS boxes leave behind.
+SYSTEM_NAMES: Final = frozenset(
+    {
+        "thumbs.db",
+        "ehthumbs.db",
+        "ehthumbs_vista.db",
+        "desktop.ini",
+        "icon\r",
+        "@eadir",
+        "__macosx",
+        "$recycle.bin",
+        "system volume information",
+        "#recycle",
+        "#snapshot",
+        "lost+found",
+    }
+)
+
+#: Skip reason: a name starting with ``.`` (``.DS_Store``, AppleDouble ``._x``, ``.git/``).
+SKIP_HIDDEN: Final = "hidden"
+#: Skip reason: a system file or folder (``Thumbs.db``, ``desktop.ini``, ``@eaDir/``).
+SKIP_SYSTEM: Final = "system"
+#: Skip reason: a file of zero bytes.
+SKIP_EMPTY: Final = "empty"
+#: Skip reason: content that matches no supported image format.
+SKIP_NOT_AN_IMAGE: Final = "not-an-image"
+#: Skip reason: an extension that is not an image's, in a scan that reads no content.
+SKIP_UNKNOWN_EXTENSION: Final = "unknown-extension"
+#: Skip reason: a key with empty, ``.`` or ``..`` segments, which cannot be mirrored safely.
+SKIP_UNSAFE_NAME: Final = "unsafe-name"
+#: Skip reason: a local file name that is not valid UTF-8, which the catalog cannot store.
+SKIP_UNDECODABLE_NAME: Final = "undecodable-name"
+
+#: Recognises a format from an object's first bytes; None when it is not an image.
+Sniffer = Callable[[bytes], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedObject:
+    """One image found by :func:`scan`.
+
+    Attributes:
+        uri: Where the image is.
+        relative: Its ``/``-separated key below the scanned prefix; the output mirrors it.
+        size: Size in bytes.
+        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``.
+        checksum_kind: ``"etag"`` or ``"mtime-size"``.
+        last_modified: Time of the last change, UTC.
+        format: Pillow's name of the format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``BMP`` or
+            ``JPEG2000`` (or what a custom ``sniffer`` returns).
+        sniffed: True if ``format`` was read from the content, False if it was taken from the
+            extension.
+    """
+
+    uri: URI
+    relative: str
+    size: int
+    checksum: str
+    checksum_kind: str
+    last_modified: datetime
+    format: str
+    sniffed: bool
+
+
+@dataclass
+class ScanReport:
+    """What a scan found and what it passed over, filled in while the scan is consumed.
+
+    Attributes:
+        found: Images yielded so far.
+        found_bytes: Their total size in bytes.
+        skipped: Entries passed over, per reason.
+        examples: Up to :data:`EXAMPLES_PER_REASON` relative paths per reason.
+        on_skip: Optionally also told ``(relative path, reason)`` of every skip, as it happens.
+    """
+
+    found: int = 0
+    found_bytes: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    on_skip: Callable[[str, str], None] | None = None
+
+    @property
+    def total_skipped(self) -> int:
+        """Entries passed over, all reasons together."""
+        return sum(self.skipped.values())
+
+    def skip(self, relative: str, reason: str) -> None:
+        """Count one entry passed over.
+
+        Args:
+            relative: Its relative path (a folder's ends with ``/``).
+            reason: Why it was passed over.
+        """
+        self.skipped[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(relative)
+        if self.on_skip is not None:
+            self.on_skip(relative, reason)
+
+
+def scan(
+    storage: Storage,
+    prefix: URI | str | os.PathLike[str],
+    *,
+    sniff: bool = True,
+    by_extension: bool | None = None,
+    report: ScanReport | None = None,
+    sniffer: Sniffer | None = None,
+    workers: int | None = None,
+) -> Iterator[ScannedObject]:
+    """Yield the images below ``prefix`` in listing order (code-point order of the keys).
+
+    Args:
+        storage: The backend that holds ``prefix``.
+        prefix: The collection's folder or S3 prefix.
+        sniff: Whether to read object heads at all. False keeps exactly the files with an
+            image extension and reads nothing.
+        by_extension: Trust the well-known image extensions and sniff only other names.
+            None: True on S3 (a GET per object costs), False locally (reading is cheap).
+        report: Filled in with counts of what was found and skipped; read it after the scan.
+        sniffer: Recognises a format from the first ``SNIFF_BYTES`` bytes; None uses
+            :func:`storage.codecs.formats.sniff_format`.
+        workers: Threads reading heads; None: :data:`S3_SNIFF_WORKERS` on S3, else 1.
+
+    Returns:
+        An iterator of :class:`ScannedObject`.
+
+    Raises:
+        ValueError: If ``workers`` is less than 1.
+        ObjectNotFound: If a local ``prefix`` does not exist.
+        StorageUnavailable: If the store cannot be reached; worth retrying.
+        StorageError: If the listing fails otherwise.
+    """
+    location = parse_uri(prefix)
+    if report is None:
+        report = ScanReport()
+    if by_extension is None:
+        by_extension = location.is_s3
+    if workers is None:
+        workers = S3_SNIFF_WORKERS if location.is_s3 else 1
+    if workers < 1:
+        raise ValueError(f"workers must be at least 1, not {workers}")
+    if sniffer is None:
+        sniffer = sniff_format
+    listing = storage.list(location, on_skip=report.skip, prune=_prune_reason)
+    candidates = _candidates(listing, report, trust_extension=by_extension or not sniff)
+    if not sniff:
+        found = _by_extension_only(candidates, report)
+    else:
+        found = _sniffed(candidates, storage, sniffer, report, workers)
+    return _counted(found, report, location)
+
+
+def _prune_reason(relative: str) -> str | None:
+    name = relative.rsplit("/", 1)[-1]
+    if name.startswith("."):
+        return SKIP_HIDDEN
+    if name.lower() in SYSTEM_NAMES:
+        return SKIP_SYSTEM
+    return None
+
+
+def _name_reason(relative: str) -> str | None:
+    """Why a listed key is not a candidate (checking every segment), or None."""
+    for segment in relative.split("/"):
+        if segment in ("", ".", ".."):
+            return SKIP_UNSAFE_NAME
+        if segment.startswith("."):
+            return SKIP_HIDDEN
+        if segment.lower() in SYSTEM_NAMES:
+            return SKIP_SYSTEM
+    if not relative.isascii():
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            return SKIP_UNDECODABLE_NAME
+    return None
+
+
+def _extension_format(relative: str) -> str | None:
+    name = relative.rsplit("/", 1)[-1]
+    _, dot, extension = name.rpartition(".")
+    return IMAGE_EXTENSIONS.get(extension.lower()) if dot else None
+
+
+def _candidates(
+    listing: Iterable[ObjectInfo], report: ScanReport, *, trust_extension: bool
+) -> Iterator[tuple[ObjectInfo, str | None]]:
+    """Yield listed objects worth a look, with their format if the extension is trusted."""
+    for info in listing:
+        reason = _name_reason(info.relative)
+        if reason is None and info.size == 0:
+            reason = SKIP_EMPTY
+        if reason is not None:
+            report.skip(info.relative, reason)
+            continue
+        yield info, _extension_format(info.relative) if trust_extension else None
+
+
+def _by_extension_only(
+    candidates: Iterable[tuple[ObjectInfo, str | None]], report: ScanReport
+) -> Iterator[ScannedObject]:
+    for info, image_format in candidates:
+        if image_format is None:
+            report.skip(info.relative, SKIP_UNKNOWN_EXTENSION)
+        else:
+            yield _scanned(info, image_format, sniffed=False)
+
+
+def _sniffed(
+    candidates: Iterable[tuple[ObjectInfo, str | None]],
+    storage: Storage,
+    sniffer: Sniffer,
+    report: ScanReport,
+    workers: int,
+) -> Iterator[ScannedObject]:
+    if workers == 1:
+        for info, image_format in candidates:
+            if image_format is not None:
+                yield _scanned(info, image_format, sniffed=False)
+                continue
+            found = _recognise(info, _read_head(storage, info), sniffer, report)
+            if found is not None:
+                yield found
+        return
+    # Heads are read by the pool ahead of the consumer; results are taken in listing order,
+    # so the order of the scan does not depend on the timing of the requests.
+    window: deque[tuple[ObjectInfo, str | None, Future[bytes | str] | None]] = deque()
+    limit = workers * _LOOKAHEAD_PER_WORKER
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scan-head")
+    try:
+        for info, image_format in candidates:
+            if image_format is not None and not window:
+                yield _scanned(info, image_format, sniffed=False)
+                continue
+            pending = None if image_format is not None else pool.submit(_read_head, storage, info)
+            window.append((info, image_format, pending))
+            while len(window) >= limit:
+                found = _resolve(window.popleft(), sniffer, report)
+                if found is not None:
+                    yield found
+        while window:
+            found = _resolve(window.popleft(), sniffer, report)
+            if found is not None:
+                yield found
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _resolve(
+    item: tuple[ObjectInfo, str | None, Future[bytes | str] | None],
+    sniffer: Sniffer,
+    report: ScanReport,
+) -> ScannedObject | None:
+    info, image_format, pending = item
+    if pending is None:
+        assert image_format is not None
+        return _scanned(info, image_format, sniffed=False)
+    return _recognise(info, pending.result(), sniffer, report)
+
+
+def _read_head(storage: Storage, info: ObjectInfo) -> bytes | str:
+    """Return the head of an object, or the skip reason if it cannot be read.
+
+    StorageUnavailable propagates: a scan that cannot reach its store must fail, not shrink.
+    """
+    try:
+        return storage.read_head(info.uri, SNIFF_BYTES)
+    except ObjectNotFound:
+        return SKIP_VANISHED
+    except StorageUnavailable:
+        raise
+    except StorageError as exc:
+        logger.warning("cannot read %s: %s", info.uri, exc)
+        return SKIP_UNREADABLE
+
+
+def _recognise(
+    info: ObjectInfo, head: bytes | str, sniffer: Sniffer, report: ScanReport
+) -> ScannedObject | None:
+    if isinstance(head, str):
+        report.skip(info.relative, head)
+        return None
+    image_format = sniffer(head)
+    if image_format is None:
+        report.skip(info.relative, SKIP_NOT_AN_IMAGE)
+        return None
+    return _scanned(info, image_format, sniffed=True)
+
+
+def _scanned(info: ObjectInfo, image_format: str, *, sniffed: bool) -> ScannedObject:
+    return ScannedObject(
+        uri=info.uri,
+        relative=info.relative,
+        size=info.size,
+        checksum=info.checksum,
+        checksum_kind=info.checksum_kind,
+        last_modified=info.last_modified,
+        format=image_format,
+        sniffed=sniffed,
+    )
+
+
+def _counted(
+    found: Iterable[ScannedObject], report: ScanReport, location: URI
+) -> Iterator[ScannedObject]:
+    for item in found:
+        report.found += 1
+        report.found_bytes += item.size
+        yield item
+    logger.info(
+        "scanned %s: %d images (%d bytes), %d entries skipped %s",
+        location,
+        report.found,
+        report.found_bytes,
+        report.total_skipped,
+        dict(report.skipped),
+    )

@@ -1,0 +1,418 @@
+"""Colorize one image with DDColor: input size, precision, the out-of-memory ladder, output.
+
+DDColor (Kang et al., "DDColor: Towards Photo-Realistic Image Colorization via Dual Decoders",
+ICCV 2023; upstream github.com/piddnad/DDColor, weights under the Apache-2.0 licence) follows
+the published inference pipeline:
+
+1. the image as float32 in [0, 1]; its L at full resolution;
+2. the image resized to a square input size (OpenCV INTER_LINEAR); the L of that, with a = b = 0,
+   converted back to RGB: a grey RGB image is the network input;
+3. the network predicts ab on the square grid; ab is brought back to the original height and
+   width and joined with the original full-resolution L; Lab -> RGB; scaled and rounded.
+
+8-bit images use OpenCV's colour arithmetic, reproduced in :mod:`ddcolor.transforms`, so they
+come out as the published pipeline's do (``upsample="nearest"``). 16-bit images use the exact
+formulas: their full 16-bit L is kept, never quantised to 8 bits or to OpenCV's table. The
+full-resolution work runs in bands of rows, so memory stays near the size of the output.
+
+Out of device memory, the network is retried at the next smaller size of :data:`OOM_LADDER`.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from ddcolor.build import build_ddcolor
+from ddcolor.checkpoints import load_model
+from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
+from ddcolor.device import TORCH_DTYPES, describe_device, resolve_device, resolve_precision
+from ddcolor.errors import CheckpointError, DDColorError, InvalidSize, OutOfMemoryAtMinimumSize
+from ddcolor.transforms import (
+    DEFAULT_UPSAMPLE,
+    UPSAMPLE_METHODS,
+    AbUpsampler,
+    UpsampleMethod,
+    resize_bilinear,
+)
+
+if TYPE_CHECKING:
+    from os import PathLike
+
+    from torch import nn
+
+    from ddcolor.checkpoints import LoadedCheckpoint
+
+logger = logging.getLogger(__name__)
+
+#: Square input size of the ``portrait`` preset, in pixels (practice: 460-680 for portraits).
+PORTRAIT_SIZE = 512
+#: Square input size of the ``landscape`` preset, in pixels (practice: 960-1280 for buildings
+#: and landscapes).
+LANDSCAPE_SIZE = 1024
+#: Named input sizes, in pixels.
+PRESETS: dict[str, int] = {"portrait": PORTRAIT_SIZE, "landscape": LANDSCAPE_SIZE}
+#: Input size used when none is given, in pixels (the published pipeline's).
+DEFAULT_SIZE = PORTRAIT_SIZE
+#: Smallest input size accepted, in pixels; the network was trained on 256 px crops.
+MIN_SIZE = 256
+#: Largest input size accepted, in pixels.
+MAX_SIZE = 2048
+#: Input sizes must be multiples of this, in pixels (the encoder's total stride).
+SIZE_STEP = 32
+#: Input sizes tried after an out-of-memory error, largest first, in pixels; only those
+#: smaller than the failed size are tried.
+OOM_LADDER: tuple[int, ...] = (1024, 768, 512, 384, 256)
+#: Model built by ``load_colorizer(untrained=True)`` when no name is given.
+UNTRAINED_MODEL = "ddcolor_paper_tiny"
+#: Seed of the random weights of ``load_colorizer(untrained=True)``.
+UNTRAINED_SEED = 0
+
+
+@dataclass(frozen=True)
+class ColorizeResult:
+    """A colorized image and how it was made.
+
+    Attributes:
+        image: HxWx3 RGB, uint8 or uint16 like the input.
+        size: Square input size the network ran at, in pixels.
+        sizes_tried: Every size attempted, in order; all but the last ran out of memory.
+        precision: Precision actually used: ``fp32`` when reduced precision produced
+            non-finite ab and the image was redone.
+        upsample: How ab was brought to full resolution.
+        device: The device, e.g. ``cuda:0 (NVIDIA A100-SXM4-40GB)``.
+        seconds: Wall time of the whole call, in seconds.
+        network_seconds: Wall time of the successful network forward(s), in seconds.
+    """
+
+    image: np.ndarray
+    size: int
+    sizes_tried: tuple[int, ...]
+    precision: str
+    upsample: str
+    device: str
+    seconds: float
+    network_seconds: float
+
+
+def validate_size(size: int) -> int:
+    """Check a square input size.
+
+    Args:
+        size: Side in pixels.
+
+    Returns:
+        The size.
+
+    Raises:
+        InvalidSize: Unless it is a multiple of :data:`SIZE_STEP` from :data:`MIN_SIZE` to
+            :data:`MAX_SIZE`.
+    """
+    if isinstance(size, bool) or not isinstance(size, int | np.integer):
+        raise InvalidSize(f"input size must be an integer, got {size!r}")
+    if not MIN_SIZE <= size <= MAX_SIZE or size % SIZE_STEP:
+        raise InvalidSize(
+            f"input size {size} is not a multiple of {SIZE_STEP} from {MIN_SIZE} to {MAX_SIZE}"
+        )
+    return int(size)
+
+
+def size_ladder(size: int) -> tuple[int, ...]:
+    """The sizes to try, in order: ``size``, then the smaller sizes of :data:`OOM_LADDER`.
+
+    Args:
+        size: Requested input size in pixels.
+
+    Returns:
+        Sizes in pixels, largest first.
+
+    Raises:
+        InvalidSize: If ``size`` is not valid.
+    """
+    size = validate_size(size)
+    return (size, *(step for step in OOM_LADDER if step < size))
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"expected a numpy array, got {type(image).__name__}")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"expected uint8 or uint16 pixels, got {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(f"expected an HxW or HxWx3 image, got shape {image.shape}")
+    if min(image.shape[:2]) < 1:
+        raise ValueError(f"empty image of shape {image.shape}")
+
+
+def network_input(image: np.ndarray, size: int, math: ColorMath) -> tuple[torch.Tensor, np.ndarray]:
+    """Make the network input: the image resized to ``size`` square, as grey RGB of its L.
+
+    Args:
+        image: HxW or HxWx3, uint8 or uint16.
+        size: Square side in pixels.
+        math: Colour arithmetic (``opencv`` for 8-bit, ``exact`` for 16-bit).
+
+    Returns:
+        1x3xSxS float32 grey RGB in [0, 1], and the SxS float32 L it was made from.
+    """
+    small = resize_bilinear(image, (size, size))
+    if small.ndim == 2:
+        small = np.repeat(small[..., None], 3, axis=2)
+    light = rgb_to_lab(small, math=math)[..., 0]
+    grey = lab_to_rgb(np.stack([light, np.zeros_like(light), np.zeros_like(light)], -1), math=math)
+    return torch.from_numpy(np.ascontiguousarray(grey.transpose(2, 0, 1)))[None], light
+
+
+def _predict(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[torch.Tensor, str]:
+    """One forward, reduced precision by autocast; redone in fp32 if it gave NaN or Inf."""
+    if precision != "fp32":
+        with torch.autocast(device_type=x.device.type, dtype=TORCH_DTYPES[precision]):
+            ab = model(x).float()
+        if bool(torch.isfinite(ab).all()):
+            return ab, precision
+        logger.warning("non-finite ab in %s; redoing the image in fp32", precision)
+        del ab
+    ab = model(x).float()
+    if not bool(torch.isfinite(ab).all()):
+        raise DDColorError("the network gave NaN or infinite ab in fp32; are the weights damaged?")
+    return ab, "fp32"
+
+
+def colorize(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    size: int = DEFAULT_SIZE,
+    precision: str = "fp32",
+    upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
+    device: str | torch.device | None = None,
+) -> ColorizeResult:
+    """Colorize a black-and-white photograph.
+
+    Args:
+        model: DDColor in eval mode, taking Bx3xSxS RGB in [0, 1] and returning Bx2xSxS ab.
+        image: HxW grey or HxWx3 RGB, uint8 or uint16. Only the L of RGB scans is used.
+        size: Square input size in pixels; smaller sizes of :data:`OOM_LADDER` are tried
+            when the device runs out of memory.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``auto`` (see
+            :func:`ddcolor.device.resolve_precision`).
+        upsample: How ab is brought to full resolution, one of
+            :data:`ddcolor.transforms.UPSAMPLE_METHODS`.
+        device: Device to run the network on; None for the model's own.
+
+    Returns:
+        The HxWx3 RGB image of the input's dtype, and its provenance.
+
+    Raises:
+        TypeError: If the image is not a uint8 or uint16 array.
+        ValueError: If the image is not HxW or HxWx3, or ``upsample`` is unknown.
+        InvalidSize: If ``size`` is not valid.
+        UnsupportedPrecision: If ``precision`` is unknown or unsupported on the device.
+        OutOfMemoryAtMinimumSize: If the device runs out of memory at every size.
+        DDColorError: If the network gives NaN or infinite ab even in fp32.
+    """
+    started = time.perf_counter()
+    _check_image(image)
+    if upsample not in UPSAMPLE_METHODS:
+        raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_METHODS}")
+    sizes = size_ladder(size)
+    if device is None:
+        param = next(model.parameters(), None)
+        device = param.device if param is not None else torch.device("cpu")
+    device = torch.device(device)
+    precision = resolve_precision(precision, device)
+    math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
+    tried: list[int] = []
+    for step in sizes:
+        tried.append(step)
+        x, light_small = network_input(image, step, math)
+        out_of_memory = False
+        try:
+            began = time.perf_counter()
+            with torch.inference_mode():
+                ab, used = _predict(model, x.to(device), precision)
+                ab_small = ab[0].permute(1, 2, 0).cpu().numpy()
+                del ab
+            network_seconds = time.perf_counter() - began
+        except torch.OutOfMemoryError:
+            out_of_memory = True
+        if not out_of_memory:
+            break
+        # Freed only here: inside the except block the traceback keeps the tensors alive.
+        del x
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        logger.warning("out of memory at input size %d on %s", step, device)
+    else:
+        raise OutOfMemoryAtMinimumSize(
+            f"out of memory on {device} at every input size tried "
+            f"({', '.join(map(str, tried))} px); free the device or run on the CPU"
+        )
+    output = _compose(image, ab_small, light_small, math, upsample)
+    return ColorizeResult(
+        image=output,
+        size=tried[-1],
+        sizes_tried=tuple(tried),
+        precision=used,
+        upsample=upsample,
+        device=str(describe_device(device)),
+        seconds=time.perf_counter() - started,
+        network_seconds=network_seconds,
+    )
+
+
+def _compose(
+    image: np.ndarray,
+    ab_small: np.ndarray,
+    light_small: np.ndarray,
+    math: ColorMath,
+    upsample: UpsampleMethod,
+) -> np.ndarray:
+    """Join the upsampled ab with the full-resolution L, band by band, into HxWx3 RGB."""
+    height, width = image.shape[:2]
+    top = np.float32(np.iinfo(image.dtype).max)
+    upsampler = AbUpsampler(ab_small, (height, width), upsample, guide=light_small)
+    output = np.empty((height, width, 3), dtype=image.dtype)
+    step = band_rows(width)
+    for start in range(0, height, step):
+        stop = min(start + step, height)
+        light = lightness(image[start:stop], math=math)
+        ab = upsampler.rows(start, stop, guide=light)
+        rgb = lab_to_rgb(np.concatenate([light[..., None], ab], axis=2), math=math)
+        output[start:stop] = np.rint(rgb * top)
+    return output
+
+
+class Colorizer:
+    """A loaded model with its device, precision and default input size.
+
+    Args:
+        model: DDColor in eval mode, already on ``device``.
+        device: The device it runs on.
+        precision: ``fp32``, ``fp16``, ``bf16`` or ``auto``.
+        size: Default square input size in pixels.
+        upsample: Default upsampling of ab.
+        model_name: Registry name of the weights, for provenance.
+        checkpoint: Provenance of the weights file, when loaded from one.
+
+    Raises:
+        InvalidSize: If ``size`` is not valid.
+        UnsupportedPrecision: If ``precision`` is unknown or unsupported on the device.
+        ValueError: If ``upsample`` is unknown.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        device: str | torch.device = "cpu",
+        precision: str = "fp32",
+        size: int = DEFAULT_SIZE,
+        upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
+        model_name: str | None = None,
+        checkpoint: LoadedCheckpoint | None = None,
+    ) -> None:
+        self.model = model
+        self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)
+        self.size = validate_size(size)
+        if upsample not in UPSAMPLE_METHODS:
+            raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_METHODS}")
+        self.upsample: UpsampleMethod = upsample
+        self.checkpoint = checkpoint
+        self.model_name = model_name or (checkpoint.model_name if checkpoint else None)
+
+    def colorize(
+        self, image: np.ndarray, *, size: int | None = None, upsample: UpsampleMethod | None = None
+    ) -> ColorizeResult:
+        """Colorize one image; see :func:`colorize` for the arguments, errors and result.
+
+        Args:
+            image: HxW grey or HxWx3 RGB, uint8 or uint16.
+            size: Square input size in pixels; None for the default.
+            upsample: Upsampling of ab; None for the default.
+
+        Returns:
+            The HxWx3 RGB image of the input's dtype, and its provenance.
+        """
+        return colorize(
+            self.model,
+            image,
+            size=self.size if size is None else size,
+            precision=self.precision,
+            upsample=self.upsample if upsample is None else upsample,
+            device=self.device,
+        )
+
+    def __repr__(self) -> str:
+        """Summarise for logs."""
+        return (
+            f"Colorizer(model={self.model_name!r}, device={self.device}, "
+            f"precision={self.precision}, size={self.size}, upsample={self.upsample})"
+        )
+
+
+def load_colorizer(
+    weights: str | PathLike[str] | None,
+    *,
+    device: str | torch.device = "auto",
+    precision: str = "auto",
+    model: str | None = None,
+    untrained: bool = False,
+    size: int = DEFAULT_SIZE,
+    upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
+) -> Colorizer:
+    """Load a checkpoint into a :class:`Colorizer` on a device.
+
+    Args:
+        weights: Checkpoint file (see :func:`ddcolor.checkpoints.load_model`); ignored when
+            ``untrained``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        model: Registry name the checkpoint must hold (None: recognised from its shapes), or
+            the model to build when ``untrained`` (default :data:`UNTRAINED_MODEL`).
+        untrained: Build random weights, seeded with :data:`UNTRAINED_SEED`, for demos and
+            tests; the colours are meaningless.
+        size: Default square input size in pixels.
+        upsample: Default upsampling of ab.
+
+    Returns:
+        The colorizer; the network stays float32, reduced precision is applied by autocast.
+
+    Raises:
+        CheckpointError: If no weights are given, or the file is not a DDColor checkpoint.
+        DDColorError: If the device does not exist here.
+        UnsupportedPrecision: If the precision is unknown or unsupported on the device.
+        InvalidSize: If ``size`` is not valid.
+    """
+    target = resolve_device(device)
+    resolved = resolve_precision(precision, target)
+    validate_size(size)
+    if untrained:
+        name = model or UNTRAINED_MODEL
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(UNTRAINED_SEED)
+            net = build_ddcolor(name, device="cpu")
+        logger.warning("using untrained %s weights: the colours are meaningless", name)
+        return Colorizer(
+            net.to(target),
+            device=target,
+            precision=resolved,
+            size=size,
+            upsample=upsample,
+            model_name=name,
+        )
+    if weights is None:
+        raise CheckpointError("no checkpoint given: pass the weights file, or untrained=True")
+    net = load_model(weights, device=target, precision="fp32", model=model)
+    checkpoint: LoadedCheckpoint | None = getattr(net, "checkpoint", None)
+    return Colorizer(
+        net, device=target, precision=resolved, size=size, upsample=upsample, checkpoint=checkpoint
+    )

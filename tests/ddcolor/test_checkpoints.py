@@ -1,0 +1,500 @@
+"""Tests of checkpoint reading, validation and loading, on synthetic official-layout files."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from ddcolor.build import ARCHITECTURES, build_ddcolor
+from ddcolor.checkpoints import (
+    UNUSED_KEYS,
+    LoadedCheckpoint,
+    check_state_dict,
+    detect_architecture,
+    drop_unused_keys,
+    expected_entries,
+    load_model,
+    model_name_from_path,
+    read_checkpoint,
+    resolve_precision,
+    sha256_file,
+    unwrap_state_dict,
+)
+from ddcolor.errors import CheckpointError, UnsupportedPrecision
+from ddcolor.modeling.ddcolor import DDColor
+
+#: The three layouts the official weights are published in.
+LAYOUTS = ("basicsr", "huggingface", "safetensors")
+#: Bytes kept of a checkpoint to make a truncated copy (the files are far larger).
+TRUNCATED_BYTES = 4 << 20
+#: Classification-head width (channels) per architecture, for the unused head_cls keys.
+HEAD_WIDTH = {"large": 1536, "tiny": 768}
+
+StateDict = dict[str, torch.Tensor]
+
+
+def write_checkpoint(layout: str, state: StateDict, arch: str, directory: Path) -> Path:
+    """Write ``state`` in one of the official layouts and return the file's path.
+
+    Args:
+        layout: ``basicsr`` (``{"params": ...}`` with the two head_cls keys, as the
+            released ``.pth`` files), ``huggingface`` (bare ``pytorch_model.bin``) or
+            ``safetensors`` (bare ``model.safetensors``).
+        state: The state dict.
+        arch: ``large`` or ``tiny``, for the head_cls width.
+        directory: Where to write.
+
+    Returns:
+        The new file.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    if layout == "basicsr":
+        head = {
+            "encoder.arch.head_cls.weight": torch.randn(4, HEAD_WIDTH[arch]),
+            "encoder.arch.head_cls.bias": torch.randn(4),
+        }
+        path = directory / "ddcolor_checkpoint.pth"
+        torch.save({"params": {**state, **head}}, path)
+    elif layout == "huggingface":
+        path = directory / "pytorch_model.bin"
+        torch.save(state, path)
+    else:
+        path = directory / "model.safetensors"
+        safetensors.torch.save_file(state, path)
+    return path
+
+
+@dataclass(frozen=True)
+class CheckpointFiles:
+    """One architecture's source state dict and a file of it in each official layout."""
+
+    arch: str
+    state: StateDict
+    files: dict[str, Path]
+
+
+def _write_all(arch: str, state: StateDict, root: Path) -> CheckpointFiles:
+    files = {layout: write_checkpoint(layout, state, arch, root / layout) for layout in LAYOUTS}
+    return CheckpointFiles(arch=arch, state=state, files=files)
+
+
+@pytest.fixture(scope="session")
+def tiny_files(
+    tiny_model: DDColor, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CheckpointFiles]:
+    """The randomised tiny model saved in every official layout (removed afterwards)."""
+    root = tmp_path_factory.mktemp("tiny-checkpoints")
+    state = {key: value.clone() for key, value in tiny_model.state_dict().items()}
+    yield _write_all("tiny", state, root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def large_files(
+    large_state_dict: StateDict, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[CheckpointFiles]:
+    """The synthetic large state dict saved in every official layout (removed afterwards)."""
+    root = tmp_path_factory.mktemp("large-checkpoints")
+    yield _write_all("large", large_state_dict, root)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def scratch_dir(tmp_path: Path) -> Iterator[Path]:
+    """A temporary folder removed after the test, as checkpoint copies take hundreds of MB."""
+    yield tmp_path
+    shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _meta_state_dict(arch: str) -> StateDict:
+    """A state dict of meta tensors with an architecture's keys and shapes: no memory."""
+    return {
+        key: torch.empty(shape, dtype=dtype, device="meta")
+        for key, (shape, dtype) in expected_entries(ARCHITECTURES[arch]).items()
+    }
+
+
+def _assert_same_state(model: DDColor, state: StateDict) -> None:
+    loaded = model.state_dict()
+    assert set(loaded) == set(state)
+    different = [key for key in state if not torch.equal(loaded[key], state[key])]
+    assert different == []
+
+
+# --------------------------------------------------------------------------- official layouts
+
+
+@pytest.mark.parametrize(
+    ("layout", "file_format", "wrapper", "dropped"),
+    [
+        ("basicsr", "torch", "params", UNUSED_KEYS),
+        ("huggingface", "torch", None, ()),
+        ("safetensors", "safetensors", None, ()),
+    ],
+)
+def test_tiny_checkpoint_in_each_official_layout_reproduces_the_source_model(
+    layout: str,
+    file_format: str,
+    wrapper: str | None,
+    dropped: tuple[str, ...],
+    tiny_files: CheckpointFiles,
+    tiny_model: DDColor,
+) -> None:
+    path = tiny_files.files[layout]
+    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(20))
+
+    model = load_model(path)
+
+    assert not model.training
+    _assert_same_state(model, tiny_files.state)
+    with torch.no_grad():
+        torch.testing.assert_close(model(rgb), tiny_model(rgb), rtol=1e-5, atol=1e-6)
+    assert model.checkpoint == LoadedCheckpoint(
+        path=path,
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        size_bytes=path.stat().st_size,
+        model_name="tiny",
+        arch="tiny",
+        format=file_format,
+        wrapper=wrapper,
+        dropped_keys=dropped,
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_large_checkpoint_in_each_official_layout_loads_every_tensor_unchanged(
+    layout: str, large_files: CheckpointFiles
+) -> None:
+    model = load_model(large_files.files[layout])
+
+    assert not model.training
+    assert model.checkpoint is not None
+    assert model.checkpoint.arch == "large"
+    _assert_same_state(model, large_files.state)
+
+
+@pytest.mark.slow
+def test_large_checkpoint_reproduces_the_output_of_the_source_model(
+    large_files: CheckpointFiles, large_model: DDColor
+) -> None:
+    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(21))
+
+    model = load_model(large_files.files["basicsr"])
+
+    with torch.no_grad():
+        expected = large_model(rgb)
+        torch.testing.assert_close(model(rgb), expected, rtol=1e-5, atol=1e-6)
+    assert torch.isfinite(expected).all()
+
+
+def test_sha256_file_equals_hashlib_on_the_whole_file(tmp_path: Path) -> None:
+    path = tmp_path / "blob.bin"
+    path.write_bytes(bytes(range(256)) * 12345)
+
+    assert sha256_file(path) == hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("layout", ["basicsr", "safetensors"])
+def test_file_format_is_recognised_from_the_content_when_the_suffix_is_unknown(
+    layout: str, tiny_files: CheckpointFiles, tmp_path: Path
+) -> None:
+    link = tmp_path / "weights.dat"
+    link.symlink_to(tiny_files.files[layout])
+
+    info, state = read_checkpoint(link)
+
+    assert info.format == ("safetensors" if layout == "safetensors" else "torch")
+    assert set(state) == set(tiny_files.state)
+
+
+# --------------------------------------------------------------------------- precision and names
+
+
+def test_load_model_casts_floating_parameters_to_the_precision(
+    tiny_files: CheckpointFiles,
+) -> None:
+    model = load_model(tiny_files.files["safetensors"], precision="fp16")
+    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(22))
+
+    dtypes = {value.dtype for value in model.state_dict().values()}
+    assert dtypes == {torch.float16, torch.int64}
+    with torch.no_grad():
+        assert torch.isfinite(model(rgb)).all()
+
+
+def test_load_model_rejects_an_unknown_precision_before_reading(tmp_path: Path) -> None:
+    with pytest.raises(UnsupportedPrecision, match="fp8"):
+        load_model(tmp_path / "absent.pth", precision="fp8")
+
+
+def test_resolve_precision_maps_the_three_names() -> None:
+    assert [resolve_precision(name) for name in ("fp32", "fp16", "bf16")] == [
+        torch.float32,
+        torch.float16,
+        torch.bfloat16,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("relative", "arch", "name"),
+    [
+        ("ddcolor_artistic.pth", "large", "ddcolor_artistic"),
+        ("weights/ddcolor_paper.pth", "large", "ddcolor_paper"),
+        (
+            "models--piddnad--ddcolor_modelscope/snapshots/0a1b/pytorch_model.bin",
+            "large",
+            "ddcolor_modelscope",
+        ),
+        ("damo/cv_ddcolor_image-colorization/pytorch_model.pt", "large", "ddcolor_modelscope"),
+        ("ddcolor_paper_tiny.pth", "tiny", "ddcolor_paper_tiny"),
+        (
+            "models--piddnad--ddcolor_paper_tiny/snapshots/9f/model.safetensors",
+            "tiny",
+            "ddcolor_paper_tiny",
+        ),
+        ("ddcolor_paper_tiny.pth", "large", "large"),
+        ("ddcolor_paper.pth", "tiny", "tiny"),
+        ("ddcolor_paperback.pth", "large", "large"),
+        ("checkpoints/net_g_40000.pth", "large", "large"),
+    ],
+)
+def test_model_name_comes_from_the_file_or_its_folders_else_the_architecture(
+    relative: str, arch: str, name: str
+) -> None:
+    assert model_name_from_path(Path(relative), arch) == name
+
+
+def test_read_checkpoint_names_the_model_from_the_file_name(
+    tiny_files: CheckpointFiles, tmp_path: Path
+) -> None:
+    link = tmp_path / "ddcolor_paper_tiny.pth"
+    link.symlink_to(tiny_files.files["basicsr"])
+
+    info, _ = read_checkpoint(link)
+
+    assert (info.model_name, info.arch) == ("ddcolor_paper_tiny", "tiny")
+
+
+def test_load_model_refuses_a_file_of_the_other_architecture_than_the_named_model(
+    tiny_files: CheckpointFiles,
+) -> None:
+    with pytest.raises(CheckpointError, match="holds a tiny DDColor, but ddcolor_paper is large"):
+        load_model(tiny_files.files["basicsr"], model="ddcolor_paper")
+
+
+def test_build_ddcolor_with_weights_loads_them_under_the_given_name(
+    tiny_files: CheckpointFiles,
+) -> None:
+    model = build_ddcolor("ddcolor_paper_tiny", weights=tiny_files.files["huggingface"])
+
+    assert not model.training
+    assert model.checkpoint is not None
+    assert model.checkpoint.model_name == "ddcolor_paper_tiny"
+    _assert_same_state(model, tiny_files.state)
+
+
+# --------------------------------------------------------------------------- unwrapping
+
+
+def test_unwrap_prefers_params_over_params_ema() -> None:
+    params, ema = {"a": torch.zeros(1)}, {"a": torch.ones(1)}
+
+    state, wrapper = unwrap_state_dict({"params": params, "params_ema": ema})
+
+    assert wrapper == "params"
+    assert torch.equal(state["a"], params["a"])
+
+
+def test_unwrap_uses_params_ema_when_params_is_absent() -> None:
+    state, wrapper = unwrap_state_dict({"params_ema": {"a": torch.ones(1)}})
+
+    assert wrapper == "params_ema"
+    assert torch.equal(state["a"], torch.ones(1))
+
+
+def test_unwrap_takes_a_bare_state_dict_as_is() -> None:
+    state, wrapper = unwrap_state_dict({"a": torch.ones(2)})
+
+    assert wrapper is None
+    assert list(state) == ["a"]
+
+
+@pytest.mark.parametrize(
+    "obj",
+    [
+        torch.zeros(3),
+        [torch.zeros(3)],
+        {"params": [1, 2]},
+        {"a": 1},
+        {"state_dict": {"a": torch.ones(1)}},
+    ],
+    ids=["tensor", "list", "params-list", "int-value", "nested-dict"],
+)
+def test_unwrap_rejects_objects_that_are_not_state_dicts(obj: object) -> None:
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        unwrap_state_dict(obj, source="x.pth")
+
+
+def test_only_the_two_head_cls_keys_are_dropped() -> None:
+    state = {
+        "encoder.arch.head_cls.weight": torch.zeros(4, 8),
+        "encoder.arch.head_cls.bias": torch.zeros(4),
+        "encoder.arch.head_cls.extra": torch.zeros(1),
+        "encoder.arch.norm.weight": torch.zeros(8),
+    }
+
+    kept, dropped = drop_unused_keys(state)
+
+    assert dropped == UNUSED_KEYS
+    assert sorted(kept) == ["encoder.arch.head_cls.extra", "encoder.arch.norm.weight"]
+
+
+# --------------------------------------------------------------------------- recognition and checks
+
+
+@pytest.mark.parametrize("arch", ["tiny", "large"])
+def test_detect_architecture_recognises_each_architecture_from_shapes(arch: str) -> None:
+    assert detect_architecture(_meta_state_dict(arch)) == arch
+
+
+def test_detect_architecture_still_recognises_a_large_file_without_its_stem() -> None:
+    state = _meta_state_dict("large")
+    del state["encoder.arch.downsample_layers.0.0.weight"]
+
+    assert detect_architecture(state) == "large"
+
+
+def test_detect_architecture_rejects_a_state_dict_of_another_network() -> None:
+    state = {"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}
+
+    with pytest.raises(CheckpointError, match="not a DDColor checkpoint.*fc.weight"):
+        detect_architecture(state, source="resnet.pth")
+
+
+def test_check_state_dict_names_missing_unexpected_and_misshaped_keys() -> None:
+    state = _meta_state_dict("large")
+    del state["decoder.color_decoder.query_feat.weight"]
+    state["decoder.extra.weight"] = torch.empty(3, device="meta")
+    state["refine_net.0.0.weight_orig"] = torch.empty(2, 104, 1, 1, device="meta")
+
+    with pytest.raises(CheckpointError) as caught:
+        check_state_dict(state, ARCHITECTURES["large"], source="damaged.pth")
+
+    message = str(caught.value)
+    assert "damaged.pth" in message
+    assert "1 missing key (decoder.color_decoder.query_feat.weight)" in message
+    assert "1 unexpected key (decoder.extra.weight)" in message
+    assert (
+        "1 mis-shaped key (refine_net.0.0.weight_orig is [2, 104, 1, 1], expected [2, 103, 1, 1])"
+        in message
+    )
+
+
+def test_check_state_dict_counts_all_problems_but_quotes_only_the_first_few() -> None:
+    state = _meta_state_dict("tiny")
+    removed = [key for key in state if key.startswith("encoder.arch.stages.2.")][:12]
+    for key in removed:
+        del state[key]
+
+    with pytest.raises(CheckpointError, match=r"12 missing keys \(.*, and 7 more\)"):
+        check_state_dict(state, ARCHITECTURES["tiny"])
+
+
+def test_check_state_dict_rejects_integer_tensors_for_float_parameters() -> None:
+    state = _meta_state_dict("tiny")
+    state["mean"] = torch.empty(1, 3, 1, 1, dtype=torch.int64, device="meta")
+
+    with pytest.raises(CheckpointError, match="mean is torch.int64, expected torch.float32"):
+        check_state_dict(state, ARCHITECTURES["tiny"])
+
+
+def test_check_state_dict_accepts_the_official_key_list(
+    official_keys: Callable[[str], list[tuple[str, tuple[int, ...], str]]],
+) -> None:
+    for arch in ("tiny", "large"):
+        state = {
+            key: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
+            for key, shape, dtype in official_keys(arch)
+        }
+        check_state_dict(state, ARCHITECTURES[arch])
+
+
+# --------------------------------------------------------------------------- damaged files
+
+
+def test_state_dict_file_missing_a_key_raises_checkpoint_error_naming_it(
+    tiny_files: CheckpointFiles, scratch_dir: Path
+) -> None:
+    state = dict(tiny_files.state)
+    del state["decoder.last_shuf.conv.0.bias"]
+    path = scratch_dir / "ddcolor_damaged.safetensors"
+    safetensors.torch.save_file(state, path)
+
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+
+    assert "1 missing key (decoder.last_shuf.conv.0.bias)" in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("layout", ["basicsr", "safetensors"])
+def test_truncated_file_raises_checkpoint_error(
+    layout: str, tiny_files: CheckpointFiles, scratch_dir: Path
+) -> None:
+    source = tiny_files.files[layout]
+    path = scratch_dir / f"truncated{source.suffix}"
+    with open(source, "rb") as handle:
+        path.write_bytes(handle.read(TRUNCATED_BYTES))
+
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".safetensors", ".ckpt"])
+def test_random_bytes_raise_checkpoint_error(suffix: str, tmp_path: Path) -> None:
+    path = tmp_path / f"noise{suffix}"
+    generator = torch.Generator().manual_seed(23)
+    noise = torch.randint(0, 256, (4096,), generator=generator, dtype=torch.uint8)
+    path.write_bytes(noise.numpy().tobytes())
+
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        load_model(path)
+
+
+class _Payload:
+    """An arbitrary object that weights_only loading must refuse to unpickle."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must never run",))
+
+
+def test_pickle_with_arbitrary_objects_is_refused_by_weights_only_loading(tmp_path: Path) -> None:
+    path = tmp_path / "ddcolor_paper.pth"
+    with open(path, "wb") as handle:
+        pickle.dump({"params": {"a": 1}, "payload": _Payload()}, handle, protocol=2)
+
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_model(path)
+
+
+def test_torch_file_holding_a_tensor_is_not_a_state_dict(tmp_path: Path) -> None:
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        load_model(path)
+
+
+def test_missing_file_raises_checkpoint_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no checkpoint file"):
+        read_checkpoint(tmp_path / "ddcolor_paper.pth")

@@ -1,0 +1,503 @@
+"""Speed of the producer side: scan, register and dispatch, stage by stage and end to end.
+
+Two sources are measured, each into fresh PostgreSQL databases and a real Redis:
+
+- a local folder of ``--files`` small JPEG files (100,000 by default, in 100 folders);
+- an S3 prefix of ``--objects`` objects (10,000 by default) on a moto server that the
+  benchmark starts itself.
+
+For each source the stages run one after the other (the scan into a list, then the
+registration in chunks, then one dispatch pass with ``max_in_flight`` above the count so
+that every image is sent), and then ``scheduler.submit()`` runs end to end on another
+fresh database, streaming all three: once sending every image, once with the default
+``max_in_flight`` of 200 (what a submission does in production; the scheduler sends the
+rest as workers free room). Sending uses the app's defaults, ``task-sent`` events
+included; ``--without-events`` times dispatch without them as well. Every count is
+checked against the catalog and against the length of the Redis queue.
+
+Usage::
+
+    python benchmarks/submit.py                        # about two minutes on 2 cores
+    python benchmarks/submit.py --files 20000 --objects 2000 --without-events
+    PANCHRO_BENCH_DATABASE_URL=postgresql+psycopg://me@db/postgres python benchmarks/submit.py
+
+``PANCHRO_BENCH_DATABASE_URL`` names a PostgreSQL database whose role may create
+databases (default: the local ``test`` database). ``PANCHRO_BENCH_BROKER_URL`` names a
+Redis database that the benchmark may empty; unset, the benchmark starts a private
+``redis-server`` on a free port, so that no one's queue is ever flushed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+
+from catalog import (
+    create_or_get_collection,
+    make_sessionmaker,
+    register_images,
+    transaction,
+    unqueue_stale,
+)
+from migrations.runner import upgrade
+from scheduler import (
+    SUBMIT_CHUNK_ROWS,
+    celery_sender,
+    dispatch,
+    plan_outputs,
+    scan_source,
+    submit,
+)
+from storage.base import open_storage
+from workers.app import COLORIZE_QUEUE, create_app
+
+#: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: Files in the local source.
+DEFAULT_FILES = 100_000
+#: Objects in the S3 source.
+DEFAULT_OBJECTS = 10_000
+#: Folders the sources are spread over.
+FOLDERS = 100
+#: Content of every source file: the start of a JPEG, enough for the scan to recognise it.
+JPEG_BYTES = b"\xff\xd8\xff\xe0" + bytes(60)
+#: Seconds to wait for a private server to answer.
+SERVER_START_S = 30.0
+#: The default ``max_in_flight`` of ``panchro`` (its Settings), measured as a second run.
+PRODUCTION_MAX_IN_FLIGHT = 200
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the result table."""
+
+    source: str
+    stage: str
+    count: int
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        """Objects per second."""
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+
+def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+@contextmanager
+def _fresh_database(admin_url: str) -> Iterator[str]:
+    """Create an empty, migrated database and drop it afterwards."""
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"panchro_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _empty_broker(broker_url: str) -> None:
+    client = redis.Redis.from_url(broker_url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+
+
+def _queue_length(broker_url: str) -> int:
+    client = redis.Redis.from_url(broker_url)
+    try:
+        return int(client.llen(COLORIZE_QUEUE))
+    finally:
+        client.close()
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise SystemExit(f"benchmark check failed: {message}")
+
+
+def _stages(
+    label: str,
+    source: str,
+    output: str,
+    storage: Any,
+    expected: int,
+    admin_url: str,
+    broker_url: str,
+    *,
+    without_events: bool,
+) -> list[Row]:
+    """Time scan, register and dispatch one after the other (then without events)."""
+    rows: list[Row] = []
+    with _fresh_database(admin_url) as database_url:
+        sessions = make_sessionmaker(database_url)
+        _empty_broker(broker_url)
+
+        found, scan_s = _timed(lambda: list(scan_source(source, storage=storage)[0]))
+        _check(len(found) == expected, f"{label}: scanned {len(found)} of {expected}")
+        rows.append(Row(label, "scan", len(found), scan_s))
+
+        def register() -> int:
+            with transaction(sessions) as db:
+                collection, _ = create_or_get_collection(db, "bench", source, output)
+                collection_id = collection.id
+            planned = plan_outputs(found, output=output)
+            total = 0
+            while chunk := list(islice(planned, SUBMIT_CHUNK_ROWS)):
+                with transaction(sessions) as db:
+                    total += register_images(db, collection_id, chunk).new
+            return total
+
+        registered, register_s = _timed(register)
+        _check(registered == expected, f"{label}: registered {registered} of {expected}")
+        rows.append(Row(label, "plan + register", registered, register_s))
+
+        for events in (True, False) if without_events else (True,):
+            app = create_app(broker_url=broker_url, task_send_sent_event=events)
+            send = celery_sender(app)
+            start = time.perf_counter()
+            report = dispatch(sessions, send, max_in_flight=expected + 1)
+            dispatch_s = time.perf_counter() - start
+            _check(report.sent == expected, f"{label}: dispatched {report.sent} of {expected}")
+            _check(_queue_length(broker_url) == expected, f"{label}: Redis queue length")
+            stage = "dispatch" if events else "dispatch without task-sent events"
+            rows.append(Row(label, stage, report.sent, dispatch_s))
+            app.close()
+            # Back to pending for the next measurement, as a lost broker would leave them.
+            with transaction(sessions) as db:
+                unqueue_stale(db, queued_before=datetime.now(UTC) + timedelta(days=1))
+            _empty_broker(broker_url)
+        sessions.kw["bind"].dispose()
+    return rows
+
+
+def _end_to_end(
+    label: str,
+    source: str,
+    output: str,
+    storage: Any,
+    expected: int,
+    admin_url: str,
+    broker_url: str,
+    *,
+    max_in_flight: int | None = None,
+) -> Row:
+    """Time submit(): scan, register and dispatch streamed, with the default app.
+
+    With ``max_in_flight`` None every image is sent; otherwise that many.
+    """
+    limit = expected + 1 if max_in_flight is None else max_in_flight
+    to_send = min(expected, limit)
+    with _fresh_database(admin_url) as database_url:
+        sessions = make_sessionmaker(database_url)
+        _empty_broker(broker_url)
+        app = create_app(broker_url=broker_url)
+        summary, seconds = _timed(
+            lambda: submit(
+                sessions,
+                name="bench",
+                source=source,
+                output=output,
+                storage=storage,
+                send=celery_sender(app),
+                max_in_flight=limit,
+                case_insensitive=False,
+            )
+        )
+        _check(summary.new == expected, f"{label}: submitted {summary.new} of {expected}")
+        _check(summary.dispatched == to_send, f"{label}: dispatched {summary.dispatched}")
+        _check(_queue_length(broker_url) == to_send, f"{label}: Redis queue length")
+        app.close()
+        sessions.kw["bind"].dispose()
+        _empty_broker(broker_url)
+    stage = "end to end: submit(), all sent"
+    if max_in_flight is not None:
+        stage = f"end to end: submit(), max_in_flight {max_in_flight:,}"
+    return Row(label, stage, expected, seconds)
+
+
+def _write_local_source(root: Path, count: int) -> None:
+    # Distinct files, not hard links to one: a scan of links would stat and read one
+    # cached inode over and over and look faster than a real archive.
+    for folder in range(FOLDERS):
+        (root / f"box{folder:03d}").mkdir(parents=True)
+    for index in range(count):
+        path = root / f"box{index % FOLDERS:03d}" / f"scan{index:07d}.jpg"
+        with open(path, "wb") as handle:
+            handle.write(JPEG_BYTES)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def _private_redis() -> Iterator[str]:
+    """Start a throw-away redis-server on a free loopback port."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("no redis-server found: set PANCHRO_BENCH_BROKER_URL")
+    port = _free_port()
+    with tempfile.TemporaryDirectory(prefix="panchro-bench-redis-") as folder:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            url = f"redis://127.0.0.1:{port}/0"
+            deadline = time.monotonic() + SERVER_START_S
+            while True:
+                try:
+                    if redis.Redis.from_url(url, socket_timeout=1).ping():
+                        break
+                except redis.ConnectionError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise SystemExit("the private redis-server did not start") from None
+                    time.sleep(0.1)
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+@contextmanager
+def _moto_server(bucket: str, count: int) -> Iterator[str]:
+    """Start a moto server in a child process, with ``count`` objects in ``bucket``.
+
+    The objects are put straight into the server's in-memory backend: uploading them over
+    HTTP would take longer than the whole benchmark.
+    """
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--serve-moto", str(port), bucket, str(count)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        # moto announces itself on stdout before the child says it is ready.
+        for line in proc.stdout:
+            if line.strip() == b"ready":
+                break
+        else:
+            raise SystemExit("the moto server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _serve_moto(port: int, bucket: str, count: int) -> None:
+    """Run a moto server with a filled bucket until terminated (the child process)."""
+    from moto.core.models import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket(bucket, "us-east-1")
+    for index in range(count):
+        key = f"scans/box{index % FOLDERS:03d}/scan{index:07d}.jpg"
+        backend.put_object(bucket, key, JPEG_BYTES)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    while True:
+        time.sleep(3600)
+
+
+def _machine() -> str:
+    model = "unknown"
+    with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    memory_gib = 0.0
+    with open("/proc/meminfo", encoding="utf-8") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemTotal:"):
+                memory_gib = int(line.split()[1]) / 2**20
+                break
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {memory_gib:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, load average before the run {load}"
+    )
+
+
+def _versions(admin_url: str, broker_url: str) -> str:
+    import celery
+    import kombu
+    import sqlalchemy
+
+    engine = create_engine(admin_url)
+    with engine.connect() as conn:
+        postgres = conn.execute(text("SHOW server_version")).scalar_one()
+    engine.dispose()
+    client = redis.Redis.from_url(broker_url)
+    redis_version = client.info("server")["redis_version"]
+    client.close()
+    return (
+        f"PostgreSQL {postgres}, Redis {redis_version}, Celery {celery.__version__}, "
+        f"kombu {kombu.__version__}, SQLAlchemy {sqlalchemy.__version__}"
+    )
+
+
+def _table(rows: list[Row]) -> str:
+    lines = [
+        "| source | stage | objects | seconds | objects/s |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.source} | {row.stage} | {row.count:,} | {row.seconds:.2f} | {row.rate:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the result table (Markdown).
+
+    Args:
+        argv: Command-line arguments; None reads ``sys.argv``.
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--files", type=int, default=DEFAULT_FILES, help="local files")
+    parser.add_argument("--objects", type=int, default=DEFAULT_OBJECTS, help="S3 objects (0: skip)")
+    parser.add_argument(
+        "--without-events",
+        action="store_true",
+        help="also time dispatch with the app's task-sent events off",
+    )
+    parser.add_argument("--serve-moto", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve_moto:
+        port, bucket, count = args.serve_moto
+        _serve_moto(int(port), bucket, int(count))
+        return 0
+    # The catalog logs every stale image it returns to pending; only errors matter here.
+    logging.basicConfig(level=logging.ERROR)
+    admin_url = os.environ.get("PANCHRO_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    machine = _machine()
+    with ExitStack() as stack:
+        broker_url = os.environ.get("PANCHRO_BENCH_BROKER_URL") or stack.enter_context(
+            _private_redis()
+        )
+        rows = _run(args, admin_url, broker_url)
+        services = _versions(admin_url, broker_url)
+    print(f"Machine: {machine}")
+    print(f"Services (loopback): {services}")
+    print()
+    print(_table(rows))
+    return 0
+
+
+def _run(args: argparse.Namespace, admin_url: str, broker_url: str) -> list[Row]:
+    rows: list[Row] = []
+
+    with tempfile.TemporaryDirectory(prefix="panchro-bench-") as tmp:
+        root = Path(tmp) / "scans"
+        _, prepare_s = _timed(lambda: _write_local_source(root, args.files))
+        print(f"wrote {args.files:,} local files in {prepare_s:.1f} s", file=sys.stderr)
+        source, output = str(root), str(Path(tmp) / "colour")
+        storage = open_storage(source)
+        label = "local folder"
+        rows += _stages(
+            label,
+            source,
+            output,
+            storage,
+            args.files,
+            admin_url,
+            broker_url,
+            without_events=args.without_events,
+        )
+        for limit in (None, PRODUCTION_MAX_IN_FLIGHT):
+            rows.append(
+                _end_to_end(
+                    label,
+                    source,
+                    output,
+                    storage,
+                    args.files,
+                    admin_url,
+                    broker_url,
+                    max_in_flight=limit,
+                )
+            )
+
+    if args.objects > 0:
+        os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
+        os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "benchmark")
+        bucket = f"panchro-bench-{uuid.uuid4().hex[:8]}"
+        with _moto_server(bucket, args.objects) as endpoint:
+            source, output = f"s3://{bucket}/scans", f"s3://{bucket}/colour"
+            storage = open_storage(source, endpoint_url=endpoint, region="us-east-1")
+            label = "S3 (moto)"
+            rows += _stages(
+                label,
+                source,
+                output,
+                storage,
+                args.objects,
+                admin_url,
+                broker_url,
+                without_events=args.without_events,
+            )
+            for limit in (None, PRODUCTION_MAX_IN_FLIGHT):
+                rows.append(
+                    _end_to_end(
+                        label,
+                        source,
+                        output,
+                        storage,
+                        args.objects,
+                        admin_url,
+                        broker_url,
+                        max_in_flight=limit,
+                    )
+                )
+
+    return rows
+
+
+if __name__ == "__main__":
+    sys.exit(main())

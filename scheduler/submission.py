@@ -1,0 +1,433 @@
+"""Submitting a collection: create or find it, scan its source, register and dispatch.
+
+``submit()`` is what ``panchro submit`` runs, and it is idempotent: submitting the same
+source again adds new images, re-queues changed ones and leaves the rest alone, so it is
+also how a grown or corrected source is brought up to date.
+
+The scan is streamed: scanned objects are turned into catalog rows and registered in
+chunks of ``chunk_rows``, each chunk in its own short transaction, so a source of
+millions of objects never sits in memory and the catalog stays available to the workers
+and the dispatcher meanwhile. If a submission fails half-way (a store error, two sources
+with one output), the chunks registered so far stay registered; fix the cause and submit
+again.
+
+After each chunk one dispatch pass runs (when a sender is given), so the workers start on
+the first images while the scan of a large source goes on. Each pass tops the broker up
+to ``max_in_flight`` over all collections, in priority order; what does not fit is sent
+by ``panchro scheduler`` as the workers free room.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
+from itertools import chain, islice
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog import (
+    ScannedImage,
+    create_or_get_collection,
+    get_collection,
+    register_images,
+    transaction,
+)
+from scheduler._queries import count_pending
+from scheduler.dispatching import Send, dispatch
+from scheduler.errors import BrokerUnavailable
+from scheduler.outputs import Location, check_destination, is_case_insensitive, plan_outputs
+from scheduler.scanning import ScanProgress, scan_source
+from scheduler.windows import parse_not_before, window_opens_at
+from storage.base import Storage
+from storage.imaging import output_extension
+from storage.uri import parse_uri
+
+logger = logging.getLogger(__name__)
+
+#: Scanned objects registered per transaction.
+SUBMIT_CHUNK_ROWS = 5_000
+#: Key of ``Collection.options`` that holds the requested output format, if any.
+OUTPUT_FORMAT_OPTION = "output_format"
+
+
+@dataclass(frozen=True)
+class CollectionSettings:
+    """How a collection's images are processed; stored on the collection.
+
+    Attributes:
+        preset: Size preset name ("portrait", "landscape").
+        input_size: Model input size in pixels; None means the preset's.
+        model_name: Official checkpoint name of the model.
+        checkpoint_sha256: SHA-256 of the weights file.
+        precision: "auto", "fp16", "bf16" or "fp32".
+        upsample: Name of the method that resizes ab to the original size.
+        not_before: Local "HH:MM" before which nothing is dispatched (see
+            ``scheduler.windows``).
+        priority: Dispatch order between collections, higher first.
+        untrained: The model runs with random weights (a demonstration).
+        output_format: One output format for every image ("png", "tiff"...), or None
+            to keep each original's format family. Stored in the collection's options
+            under ``OUTPUT_FORMAT_OPTION``.
+        options: Further JSON-serialisable options for the workers.
+    """
+
+    preset: str | None = None
+    input_size: int | None = None
+    model_name: str | None = None
+    checkpoint_sha256: str | None = None
+    precision: str | None = None
+    upsample: str | None = None
+    not_before: str | None = None
+    priority: int = 0
+    untrained: bool = False
+    output_format: str | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def collection_options(self) -> dict[str, Any]:
+        """Return the options stored on the collection, the output format included.
+
+        Returns:
+            A new dict.
+        """
+        options = dict(self.options)
+        if self.output_format is not None:
+            options[OUTPUT_FORMAT_OPTION] = self.output_format
+        return options
+
+
+@dataclass(frozen=True)
+class SubmitProgress:
+    """How far a submission has got, for a progress display.
+
+    Attributes:
+        scanned: Images found by the scan so far.
+        skipped: Entries the scan passed over so far.
+        registered: Images written to the catalog so far.
+        dispatched: Tasks sent for the collection so far.
+        scan_finished: Whether the scan has listed everything.
+    """
+
+    scanned: int
+    skipped: int
+    registered: int
+    dispatched: int = 0
+    scan_finished: bool = False
+
+
+#: Told the progress of a submission while it scans and registers.
+SubmitProgressCallback = Callable[[SubmitProgress], None]
+
+
+@dataclass(frozen=True)
+class SubmitSummary:
+    """What ``submit()`` did.
+
+    Attributes:
+        collection_id: The collection's id.
+        name: Its name.
+        created: Whether this submission created it.
+        source: Its source location, normalised.
+        output: Its output location, normalised.
+        new: Images registered for the first time.
+        changed: Known images whose source changed, back to pending.
+        unchanged: Known images left as they were.
+        skipped: Entries the scan passed over, per reason.
+        skipped_examples: A few relative paths per skip reason.
+        found_bytes: Total size of the images found, in bytes.
+        dispatched: Tasks sent for this collection by the dispatch passes.
+        dispatched_total: Tasks sent for all collections by the passes (a higher
+            priority collection goes first).
+        opens_at: When the collection's start window opens, if it has not opened yet.
+        pending: Images of this collection still waiting to be dispatched (window,
+            back-pressure or a failed send); the scheduler sends them later.
+        in_flight: Images of all collections queued in the broker after the last pass.
+        dispatch_error: Why dispatching failed, if it did (the broker was unreachable);
+            registration is complete all the same, and no further pass was tried.
+    """
+
+    collection_id: int
+    name: str
+    created: bool
+    source: str
+    output: str
+    new: int
+    changed: int
+    unchanged: int
+    skipped: dict[str, int]
+    skipped_examples: dict[str, list[str]]
+    found_bytes: int
+    dispatched: int
+    dispatched_total: int
+    opens_at: datetime | None
+    pending: int
+    in_flight: int
+    dispatch_error: str | None = None
+
+    @property
+    def registered(self) -> int:
+        """Images found by the scan and present in the catalog."""
+        return self.new + self.changed + self.unchanged
+
+    @property
+    def total_skipped(self) -> int:
+        """Entries the scan passed over, all reasons together."""
+        return sum(self.skipped.values())
+
+    @property
+    def held(self) -> bool:
+        """Whether the start window kept the collection from being dispatched."""
+        return self.opens_at is not None
+
+
+def submit(
+    sessions: sessionmaker[Session],
+    *,
+    name: str,
+    source: Location,
+    output: Location,
+    storage: Storage,
+    send: Send | None,
+    max_in_flight: int,
+    settings: CollectionSettings | None = None,
+    on_progress: SubmitProgressCallback | None = None,
+    sniff: bool = True,
+    by_extension: bool | None = None,
+    case_insensitive: bool | None = None,
+    chunk_rows: int = SUBMIT_CHUNK_ROWS,
+    now: datetime | None = None,
+    tz: tzinfo | None = None,
+) -> SubmitSummary:
+    """Create or find a collection, scan and register its source, and dispatch it.
+
+    Args:
+        sessions: The catalog's session factory.
+        name: The collection's unique name.
+        source: Local folder or ``s3://bucket/prefix`` holding the originals.
+        output: Local folder or ``s3://bucket/prefix`` for the colorized copies.
+        storage: The store of ``source`` (``storage.open_storage(source, ...)``).
+        send: Sends tasks (``scheduler.sending.celery_sender(app)``); None registers
+            only and leaves dispatching to ``panchro scheduler``.
+        max_in_flight: Most images queued at once over all collections.
+        settings: How the images are processed; None means the defaults.
+        on_progress: Told the progress while scanning and registering.
+        sniff: Whether the scan recognises images by content.
+        by_extension: Whether the scan trusts image extensions; None lets it choose.
+        case_insensitive: Whether the destination ignores case; None probes it.
+        chunk_rows: Scanned objects registered per transaction.
+        now: The moment of the dispatch passes (aware), for start windows; None is now.
+        tz: The local time zone of ``not_before``; None means this machine's.
+
+    Returns:
+        What was registered and dispatched.
+
+    Raises:
+        InvalidDestination: If the output is the source or lies inside it.
+        OutputCollision: If two sources would be written to one output.
+        ConflictingCollection: If the name is taken by another source or output.
+        DuplicateOutput: If the catalog refuses two sources with one output.
+        ObjectNotFound: If a local source does not exist.
+        StorageError: If the source cannot be listed.
+        DatabaseUnavailable: If the catalog cannot be reached.
+        ValueError: If a setting is invalid (``not_before``, ``output_format``...).
+    """
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be at least 1, not {chunk_rows}")
+    settings = settings or CollectionSettings()
+    src, dst = parse_uri(source), parse_uri(output)
+    check_destination(src, dst)
+    if settings.output_format is not None:
+        output_extension(None, settings.output_format)
+    if settings.not_before is not None:
+        parse_not_before(settings.not_before)
+    if case_insensitive is None:
+        case_insensitive = is_case_insensitive(dst)
+
+    tracker = _Tracker(on_progress)
+    found, report = scan_source(
+        src,
+        storage=storage,
+        on_progress=tracker.scanned if on_progress is not None else None,
+        sniff=sniff,
+        by_extension=by_extension,
+    )
+    # Read the first image before touching the catalog: a missing or unreadable source
+    # then fails without leaving an empty collection behind.
+    first = list(islice(found, 1))
+    scanned = chain(first, found)
+
+    with transaction(sessions) as db:
+        collection, created = create_or_get_collection(
+            db,
+            name,
+            str(src),
+            str(dst),
+            preset=settings.preset,
+            input_size=settings.input_size,
+            model_name=settings.model_name,
+            checkpoint_sha256=settings.checkpoint_sha256,
+            precision=settings.precision,
+            upsample=settings.upsample,
+            not_before=settings.not_before,
+            priority=settings.priority,
+            untrained=settings.untrained,
+            options=settings.collection_options(),
+        )
+        collection_id = collection.id
+    logger.info(
+        "collection %s (%s): %s, scanning %s -> %s",
+        collection_id,
+        name,
+        "created" if created else "found",
+        src,
+        dst,
+    )
+
+    rows = plan_outputs(
+        scanned,
+        output=dst,
+        output_format=settings.output_format,
+        case_insensitive=case_insensitive,
+    )
+    # A dispatch pass after every chunk lets the workers start while a long scan goes on;
+    # with the room in the broker filled, a pass costs a few small queries.
+    passes = _Passes(sessions, send, collection_id, max_in_flight=max_in_flight, now=now, tz=tz)
+    new = changed = unchanged = 0
+    for chunk in _chunks(rows, chunk_rows):
+        with transaction(sessions) as db:
+            counts = register_images(db, collection_id, chunk)
+        new += counts.new
+        changed += counts.changed
+        unchanged += counts.unchanged
+        tracker.registered(counts.total)
+        passes.run()
+        tracker.dispatched(passes.sent)
+    if passes.runs == 0:
+        passes.run()
+    logger.info(
+        "collection %s (%s): %d new, %d changed, %d unchanged, %d skipped, %d dispatched",
+        collection_id,
+        name,
+        new,
+        changed,
+        unchanged,
+        report.total_skipped,
+        passes.sent,
+    )
+
+    with transaction(sessions) as db:
+        pending = count_pending(db, collection_id)
+        collection = get_collection(db, collection_id)
+        opens_at = window_opens_at(collection.not_before, collection.updated_at, tz=tz)
+    if opens_at is not None and (now or datetime.now(UTC)) >= opens_at:
+        opens_at = None
+    return SubmitSummary(
+        collection_id=collection_id,
+        name=name,
+        created=created,
+        source=str(src),
+        output=str(dst),
+        new=new,
+        changed=changed,
+        unchanged=unchanged,
+        skipped=dict(report.skipped),
+        skipped_examples={reason: list(paths) for reason, paths in report.examples.items()},
+        found_bytes=report.found_bytes,
+        dispatched=passes.sent,
+        dispatched_total=passes.sent_total,
+        opens_at=opens_at,
+        pending=pending,
+        in_flight=passes.in_flight,
+        dispatch_error=passes.error,
+    )
+
+
+class _Passes:
+    """Runs dispatch passes for a submission and adds up what they did."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        send: Send | None,
+        collection_id: int,
+        *,
+        max_in_flight: int,
+        now: datetime | None,
+        tz: tzinfo | None,
+    ) -> None:
+        self._sessions = sessions
+        self._send = send
+        self._collection_id = collection_id
+        self._max_in_flight = max_in_flight
+        self._now = now
+        self._tz = tz
+        self.runs = 0
+        self.sent = 0
+        self.sent_total = 0
+        self.in_flight = 0
+        self.error: str | None = None
+
+    def run(self) -> None:
+        """Run one pass, unless there is no sender or a pass already failed."""
+        if self._send is None or self.error is not None:
+            return
+        self.runs += 1
+        try:
+            report = dispatch(
+                self._sessions,
+                self._send,
+                max_in_flight=self._max_in_flight,
+                now=self._now,
+                tz=self._tz,
+            )
+        except BrokerUnavailable as exc:
+            # Registration goes on; the scheduler sends these images once the broker is back.
+            self.error = str(exc)
+            logger.warning("collection %s: dispatch failed: %s", self._collection_id, exc)
+            return
+        self.sent += report.sent_for(self._collection_id)
+        self.sent_total += report.sent
+        self.in_flight = report.in_flight
+
+
+class _Tracker:
+    """Combines scan progress and registered counts into ``SubmitProgress`` callbacks."""
+
+    def __init__(self, callback: SubmitProgressCallback | None) -> None:
+        self._callback = callback
+        self._scan = ScanProgress(found=0, skipped=0, found_bytes=0)
+        self._registered = 0
+        self._dispatched = 0
+
+    def scanned(self, progress: ScanProgress) -> None:
+        self._scan = progress
+        self._emit()
+
+    def registered(self, count: int) -> None:
+        self._registered += count
+        self._emit()
+
+    def dispatched(self, total: int) -> None:
+        if total != self._dispatched:
+            self._dispatched = total
+            self._emit()
+
+    def _emit(self) -> None:
+        if self._callback is not None:
+            self._callback(
+                SubmitProgress(
+                    scanned=self._scan.found,
+                    skipped=self._scan.skipped,
+                    registered=self._registered,
+                    dispatched=self._dispatched,
+                    scan_finished=self._scan.finished,
+                )
+            )
+
+
+def _chunks(rows: Iterable[ScannedImage], size: int) -> Iterator[list[ScannedImage]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk

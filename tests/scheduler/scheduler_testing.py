@@ -1,0 +1,139 @@
+"""Functions and constants shared by the scheduler tests (a uniquely named module)."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import redis
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from catalog import Collection, Image, ImageStatus
+from workers.app import COLORIZE_QUEUE
+
+#: First bytes of a file that the scan recognises as each format.
+MAGIC = {
+    "jpg": b"\xff\xd8\xff\xe0" + b"\x00" * 28,
+    "png": b"\x89PNG\r\n\x1a\n" + b"\x00" * 24,
+    "tif": b"II*\x00" + b"\x00" * 28,
+    "bmp": b"BM" + b"\x00" * 12 + (40).to_bytes(4, "little") + b"\x00" * 14,
+}
+#: Redis list of every image id the stand-in colorize task received, in order.
+RECEIVED_KEY = "standin:received"
+#: Redis list of the image ids the stand-in colorize task claimed.
+CLAIMED_KEY = "standin:claimed"
+#: Redis list of the number of queued images each time the stand-in task started.
+IN_FLIGHT_KEY = "standin:in-flight"
+
+
+def write_images(root: Path, names: Iterable[str], *, extra: bytes = b"") -> list[Path]:
+    """Write small files that a scan takes for images, their format chosen by extension.
+
+    Args:
+        root: The source folder (created if missing).
+        names: Relative paths such as ``"album/p001.tif"``; unknown extensions get JPEG
+            content.
+        extra: Bytes appended to each file (changes its size and checksum).
+
+    Returns:
+        The paths written.
+    """
+    written = []
+    for name in names:
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extension = name.rsplit(".", 1)[-1].lower()
+        path.write_bytes(MAGIC.get(extension, MAGIC["jpg"]) + extra)
+        written.append(path)
+    return written
+
+
+@dataclass(frozen=True)
+class QueuedMessage:
+    """One colorize message waiting in Redis."""
+
+    task: str
+    image_id: int
+    argsrepr: str
+
+
+def queued_messages(redis_url: str, queue: str = COLORIZE_QUEUE) -> list[QueuedMessage]:
+    """Decode every message waiting in a queue's Redis list, oldest first."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        raw = client.lrange(queue, 0, -1)
+    finally:
+        client.close()
+    # kombu pushes on the left and pops on the right.
+    return [decode_message(item) for item in reversed(raw)]
+
+
+def decode_message(raw: Any) -> QueuedMessage:
+    """Decode one task message as kombu's Redis transport stores it."""
+    envelope = json.loads(raw)
+    args, _kwargs, _embed = json.loads(base64.b64decode(envelope["body"]))
+    headers = envelope["headers"]
+    return QueuedMessage(headers["task"], int(args[0]), headers["argsrepr"])
+
+
+def queue_length(redis_url: str, queue: str = COLORIZE_QUEUE) -> int:
+    """Return LLEN of a queue's Redis list: the messages waiting in it."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.llen(queue))
+    finally:
+        client.close()
+
+
+def statuses(sessions: sessionmaker[Session], collection: str | None = None) -> dict[str, str]:
+    """Return relative path -> status value of every image (of one collection)."""
+    query = select(Image.relative_path, Image.status).join(Collection)
+    if collection is not None:
+        query = query.where(Collection.name == collection)
+    with sessions.begin() as db:
+        return {path: ImageStatus(status).value for path, status in db.execute(query)}
+
+
+def status_counts(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Return the number of images in each status, over all collections."""
+    query = select(Image.status, func.count()).group_by(Image.status)
+    with sessions.begin() as db:
+        return {ImageStatus(status).value: int(count) for status, count in db.execute(query)}
+
+
+def ids_by_path(sessions: sessionmaker[Session], collection: str) -> dict[str, int]:
+    """Return relative path -> image id of a collection's images."""
+    query = (
+        select(Image.relative_path, Image.id).join(Collection).where(Collection.name == collection)
+    )
+    with sessions.begin() as db:
+        return {path: image_id for path, image_id in db.execute(query)}
+
+
+def count_rows(sessions: sessionmaker[Session]) -> dict[str, int]:
+    """Return the number of collections and images."""
+    with sessions.begin() as db:
+        return {
+            "collections": int(db.scalar(select(func.count()).select_from(Collection)) or 0),
+            "images": int(db.scalar(select(func.count()).select_from(Image)) or 0),
+        }
+
+
+def image_rows(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
+    """Return every image as a dict of the columns a submission may change."""
+    columns = (
+        Image.id,
+        Image.source_uri,
+        Image.output_uri,
+        Image.status,
+        Image.source_checksum,
+        Image.queued_at,
+    )
+    with sessions.begin() as db:
+        rows = db.execute(select(*columns).order_by(Image.id)).all()
+    return [dict(row._mapping) for row in rows]

@@ -1,0 +1,98 @@
+"""Tests of scheduler.periodic: the dispatch task and its beat schedule."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+from scheduler_testing import queue_length, statuses, write_images
+from sqlalchemy.orm import Session, sessionmaker
+
+from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv, submit
+from storage.base import open_storage
+from workers.app import create_app
+from workers.names import DISPATCH
+
+
+def _register(sessions: sessionmaker[Session], tmp_path: Path, count: int) -> None:
+    source = tmp_path / "scans"
+    write_images(source, [f"p{index}.tif" for index in range(count)])
+    submit(
+        sessions,
+        name="night",
+        source=source,
+        output=tmp_path / "colour",
+        storage=open_storage(source),
+        send=None,
+        max_in_flight=1,
+    )
+
+
+def test_install_dispatcher_schedules_the_dispatch_task_on_the_scheduler_queue(
+    celery_app: Any, database_url: str
+) -> None:
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=5, interval=7.5)
+
+    assert DISPATCH in celery_app.tasks
+    entry = celery_app.conf.beat_schedule["panchro-dispatch"]
+    assert entry["task"] == DISPATCH
+    assert entry["schedule"] == 7.5
+    assert entry["options"] == {"queue": SCHEDULER_QUEUE, "expires": 7.5}
+    assert celery_app.conf.beat_scheduler == "celery.beat:Scheduler"
+
+
+def test_dispatch_task_tops_the_broker_up_to_the_limit(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 5)
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=3)
+
+    sent = celery_app.tasks[DISPATCH]()
+
+    assert sent == 3
+    assert queue_length(redis_url) == 3
+    assert sorted(statuses(sessions).values()) == ["pending"] * 2 + ["queued"] * 3
+
+
+def test_dispatch_task_survives_an_unreachable_broker(
+    database_url: str, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    _register(sessions, tmp_path, 2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(
+        broker_url=f"redis://127.0.0.1:{port}/0",
+        task_publish_retry=False,
+        broker_transport_options={"max_retries": 0},
+    )
+    install_dispatcher(app, database_url=database_url, max_in_flight=10)
+
+    assert app.tasks[DISPATCH]() == 0
+    assert set(statuses(sessions).values()) == {"pending"}
+
+
+@pytest.mark.parametrize(("max_in_flight", "interval"), [(0, 10.0), (5, 0.0)])
+def test_install_dispatcher_refuses_non_positive_settings(
+    celery_app: Any, max_in_flight: int, interval: float
+) -> None:
+    with pytest.raises(ValueError):
+        install_dispatcher(
+            celery_app, database_url="sqlite://", max_in_flight=max_in_flight, interval=interval
+        )
+
+
+def test_scheduler_argv_runs_one_worker_with_beat_on_the_scheduler_queue() -> None:
+    argv = scheduler_argv(loglevel="WARNING")
+
+    assert argv[0] == "worker"
+    assert "--beat" in argv
+    assert "--queues=scheduler" in argv
+    assert "--concurrency=1" in argv
+    assert "--loglevel=WARNING" in argv

@@ -29,7 +29,7 @@ cannot deadlock.
 from __future__ import annotations
 
 from catalog.transitions._common import MAX_LOST_ATTEMPTS
-from catalog.transitions.claims import Claim, Released, claim_image, release_lost
+from catalog.transitions.claims import Claim, Released, claim_image, release_claim, release_lost
 from catalog.transitions.dispatch import queue_pending, unqueue, unqueue_stale
 from catalog.transitions.lifecycle import (
     RETRYABLE_STATUSES,
@@ -61,6 +61,7 @@ __all__ = [
     "mark_skipped",
     "queue_pending",
     "record_oom_retry",
+    "release_claim",
     "release_lost",
     "resume_collection",
     "retry_failed",

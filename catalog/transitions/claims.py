@@ -11,7 +11,7 @@ from sqlalchemy import ColumnElement, Row, select, update
 from sqlalchemy.orm import Session
 
 from catalog.engine import database_errors
-from catalog.models import Image, ImageStatus, utcnow
+from catalog.models import Attempt, AttemptOutcome, Image, ImageStatus, utcnow
 from catalog.transitions._common import (
     MAX_LOST_ATTEMPTS,
     close_open_attempts,
@@ -259,3 +259,60 @@ def release_lost(
             len(failed),
         )
     return Released(requeued=len(requeued), failed=len(failed))
+
+
+@database_errors()
+def release_claim(
+    db: Session,
+    image_id: int,
+    attempt_id: int,
+    *,
+    reason: str,
+    to: ImageStatus = ImageStatus.QUEUED,
+) -> bool:
+    """Give a running image back without a result: ``running -> queued`` or ``pending``.
+
+    The try is closed as ``failed`` with the reason; ``lost_attempts`` stays, as nothing
+    died. ``queued`` suits a message that will be retried (the retry claims the image as
+    usual), ``pending`` a run that stopped (its images are queued again when it resumes).
+
+    Args:
+        db: The caller's session.
+        image_id: The image.
+        attempt_id: The try that holds it.
+        reason: Why, written on the attempt.
+        to: ``queued`` or ``pending``.
+
+    Returns:
+        True if released; False if the try no longer holds the image.
+
+    Raises:
+        ValueError: If ``to`` is neither ``queued`` nor ``pending``.
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    if to not in (ImageStatus.QUEUED, ImageStatus.PENDING):
+        raise ValueError(f"a claim is released to queued or pending, not {to.value}")
+    number = db.scalar(
+        select(Attempt.number).where(Attempt.id == attempt_id, Attempt.image_id == image_id)
+    )
+    if number is None:
+        return False
+    values: dict[str, Any] = {"status": to}
+    if to is ImageStatus.PENDING:
+        values.update(task_id=None, queued_at=None)
+    won = db.execute(
+        update(Image)
+        .where(Image.id == image_id, Image.status == ImageStatus.RUNNING, Image.attempts == number)
+        .values(**values)
+        .returning(Image.id)
+        .execution_options(synchronize_session=False)
+    ).one_or_none()
+    if won is None:
+        return False
+    db.execute(
+        update(Attempt)
+        .where(Attempt.id == attempt_id, Attempt.outcome.is_(None))
+        .values(outcome=AttemptOutcome.FAILED, error=reason, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return True

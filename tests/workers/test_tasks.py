@@ -1,0 +1,336 @@
+"""The colorize task: called as a plain function on a real app, and in a real worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from billiard.pool import EX_RECYCLE
+from celery import Celery, Task
+from celery.exceptions import Reject
+from sqlalchemy.orm import Session, sessionmaker
+from workers_helpers import (
+    WAIT_S,
+    ObservedStorage,
+    OutOfMemoryAbove,
+    StubNet,
+    add_collection,
+    attempts_of,
+    read_image,
+    stub_colorizer,
+    write_corrupt_png,
+    write_gray16_tiff,
+    write_gray_png,
+)
+
+from catalog import DatabaseUnavailable, ImageStatus, list_images, make_sessionmaker, transaction
+from migrations import upgrade
+from storage import InvalidImage, StorageUnavailable, open_storage
+from workers.app import create_app
+from workers.errors import ImageFailed, WorkerSetupError
+from workers.names import COLORIZE
+from workers.runtime import WorkerConfig, WorkerRuntime
+from workers.tasks import MAX_RETRIES, RETRYABLE, PoolProcess, register_tasks
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+NODE = "cpu0@test"
+
+
+@pytest.fixture
+def app() -> Iterator[Celery]:
+    """The project's app; the tests call its task directly and never reach a broker."""
+    celery = create_app(broker_url="memory://")
+    yield celery
+    celery.close()
+
+
+def _runtime(catalog_url: str, model: Any = None, **config: Any) -> WorkerRuntime:
+    settings: dict[str, Any] = {
+        "database_url": catalog_url,
+        "untrained": True,
+        "device": "cpu",
+        "node_name": NODE,
+        "read_ahead": False,
+    }
+    settings.update(config)
+    return WorkerRuntime(
+        WorkerConfig(**settings), colorizer_factory=lambda _: stub_colorizer(model)
+    )
+
+
+def _call(task: Task, image_id: int, **request: Any) -> None:
+    """Run the task's body as a plain function, with a message's request (id, retries)."""
+    task.push_request(**request)
+    try:
+        task.run(image_id)
+    finally:
+        task.pop_request()
+
+
+class _Exits:
+    """An injected ``os._exit``: records the status and returns."""
+
+    def __init__(self) -> None:
+        self.codes: list[int] = []
+        self.called = threading.Event()
+
+    def __call__(self, code: int) -> None:
+        self.codes.append(code)
+        self.called.set()
+
+
+def test_colorize_task_retries_only_retryable_errors_with_backoff(
+    app: Celery, catalog_url: str
+) -> None:
+    task = register_tasks(app, _runtime(catalog_url))
+
+    assert app.tasks[COLORIZE] is task
+    assert tuple(task.autoretry_for) == RETRYABLE
+    assert {DatabaseUnavailable, StorageUnavailable} <= set(RETRYABLE)
+    assert not any(issubclass(InvalidImage, error) for error in RETRYABLE)
+    assert task.retry_backoff and task.retry_jitter
+    assert task.max_retries == MAX_RETRIES
+    assert ImageFailed in task.throws
+
+
+def test_colorize_task_as_a_plain_function_colorizes_with_the_message_id(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    task = register_tasks(app, _runtime(catalog_url))
+
+    _call(task, ids["a.png"], id="m-1", hostname="cpu0@host")
+
+    row = read_image(sessions, ids["a.png"])
+    assert (row.status, row.task_id, row.worker_host) == (ImageStatus.DONE, "m-1", "cpu0@host")
+    assert (output / "a.png").exists()
+
+
+def test_colorize_task_raises_image_failed_after_recording_a_corrupt_image(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_corrupt_png(source / "broken.png")
+    ids = add_collection(sessions, source, output, ["broken.png"])
+    task = register_tasks(app, _runtime(catalog_url))
+
+    with pytest.raises(ImageFailed, match="truncated or corrupt"):
+        _call(task, ids["broken.png"], id="m-1")
+
+    assert read_image(sessions, ids["broken.png"]).status is ImageStatus.FAILED
+
+
+def test_colorize_task_hands_the_image_back_and_raises_for_a_retry(
+    app: Celery,
+    catalog_url: str,
+    sessions: sessionmaker[Session],
+    source: Path,
+    output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    runtime = _runtime(catalog_url)
+    down = ObservedStorage(unavailable=lambda uri: True)
+    monkeypatch.setattr(runtime, "storage_for", lambda uri: down)
+    task = register_tasks(app, runtime)
+
+    # Called directly, Celery's retry re-raises the error instead of sending a message.
+    with pytest.raises(StorageUnavailable):
+        _call(task, ids["a.png"], id="m-1", retries=0)
+
+    assert read_image(sessions, ids["a.png"]).status is ImageStatus.QUEUED
+
+
+def test_colorize_task_on_its_last_retry_records_that_it_gave_up(
+    app: Celery,
+    catalog_url: str,
+    sessions: sessionmaker[Session],
+    source: Path,
+    output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    runtime = _runtime(catalog_url)
+    down = ObservedStorage(unavailable=lambda uri: True)
+    monkeypatch.setattr(runtime, "storage_for", lambda uri: down)
+    task = register_tasks(app, runtime)
+
+    with pytest.raises(ImageFailed, match=f"gave up after {MAX_RETRIES} retries"):
+        _call(task, ids["a.png"], id="m-1", retries=MAX_RETRIES)
+
+    row = read_image(sessions, ids["a.png"])
+    assert row.status is ImageStatus.FAILED
+    assert row.last_error is not None and "unreachable" in row.last_error
+
+
+def test_pool_process_recycles_itself_when_idle_after_repeated_out_of_memory(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "small.png")
+    write_gray_png(source / "large.png")
+    first = add_collection(sessions, source, output, ["small.png"], name="one", input_size=384)
+    second = add_collection(sessions, source, output, ["large.png"], name="two", input_size=768)
+    exits = _Exits()
+    pool = PoolProcess(node_name=NODE, recycle_after_oom=3, exit_process=exits, recycle_grace=0)
+    pool.started_in_pool(parent_pid=os.getpid())
+    runtime = _runtime(catalog_url, OutOfMemoryAbove(StubNet(), limit=256))
+    task = register_tasks(app, runtime, pool=pool)
+
+    _call(task, first["small.png"], id="m-1")  # 384 -> 256: one step
+    assert (pool.out_of_memory_steps, pool.recycle_requested) == (1, False)
+    _call(task, second["large.png"], id="m-2")  # 768 -> 512 -> 384 -> 256: three more
+
+    assert pool.recycle_requested
+    assert exits.called.wait(WAIT_S), "the idle process did not exit"
+    assert exits.codes == [EX_RECYCLE]
+    assert read_image(sessions, second["large.png"]).status is ImageStatus.DONE
+
+
+def test_task_reaching_a_process_due_for_recycling_leaves_its_image_unclaimed(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    exits = _Exits()
+    pool = PoolProcess(node_name=NODE, recycle_after_oom=3, exit_process=exits)
+    pool.started_in_pool(parent_pid=os.getpid())
+    pool.note_out_of_memory(3)
+    task = register_tasks(app, _runtime(catalog_url), pool=pool)
+
+    with pytest.raises(SystemExit):
+        _call(task, ids["a.png"], id="m-1")
+
+    assert exits.codes == [EX_RECYCLE]
+    assert read_image(sessions, ids["a.png"]).status is ImageStatus.QUEUED
+    assert attempts_of(sessions, ids["a.png"]) == []
+
+
+def test_unloadable_model_requeues_the_message_and_stops_the_worker(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    stops: list[bool] = []
+    pool = PoolProcess(node_name=NODE, stop_parent=lambda: stops.append(True))
+    pool.started_in_pool(parent_pid=os.getpid())
+
+    def broken(_: WorkerConfig) -> Any:
+        raise WorkerSetupError("cannot load the model: no such file weights.pth")
+
+    config = WorkerConfig(database_url=catalog_url, weights="weights.pth", node_name=NODE)
+    task = register_tasks(app, WorkerRuntime(config, colorizer_factory=broken), pool=pool)
+
+    with pytest.raises(Reject) as rejected:
+        _call(task, ids["a.png"], id="m-1")
+
+    assert rejected.value.requeue is True
+    assert stops == [True]
+    assert read_image(sessions, ids["a.png"]).status is ImageStatus.QUEUED
+    assert attempts_of(sessions, ids["a.png"]) == []
+
+
+# --------------------------------------------------------------------------- a real worker
+
+#: Seconds the real worker gets to start and finish the images; a guard against hanging.
+WORKER_DEADLINE_S = 180.0
+
+
+def _start_worker(broker_url: str, database_url: str, log: Path) -> subprocess.Popen[bytes]:
+    here = Path(__file__).resolve().parent
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1])]))
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(here / "workers_helpers.py"),
+                broker_url,
+                database_url,
+                "cpu0@e2e",
+            ],
+            cwd=here,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:  # the pool process shares the worker's session
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.mark.slow
+def test_real_worker_colorizes_a_collection_and_fails_only_the_corrupt_image(
+    postgres_database_factory: Any, redis_url: str, source: Path, output: Path, tmp_path: Path
+) -> None:
+    from scheduler import CollectionSettings, celery_sender, submit
+
+    database_url: str = postgres_database_factory()
+    upgrade(database_url)
+    sessions = make_sessionmaker(database_url)
+    write_gray_png(source / "a.png")
+    write_gray16_tiff(source / "b.tif")
+    write_corrupt_png(source / "broken.png")
+    producer = create_app(broker_url=redis_url)
+    summary = submit(
+        sessions,
+        name="e2e",
+        source=source,
+        output=output,
+        storage=open_storage(source),
+        send=celery_sender(producer),
+        max_in_flight=10,
+        settings=CollectionSettings(input_size=256),
+    )
+    assert summary.dispatched == 3
+    log = tmp_path / "worker.log"
+
+    proc = _start_worker(redis_url, database_url, log)
+    try:
+        deadline = time.monotonic() + WORKER_DEADLINE_S
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, log.read_text()
+            with transaction(sessions) as db:
+                images = {image.relative_path: image for image in list_images(db, "e2e")}
+            if all(
+                image.status in (ImageStatus.DONE, ImageStatus.FAILED) for image in images.values()
+            ):
+                break
+            time.sleep(0.5)
+    finally:
+        _stop_worker(proc)
+        producer.close()
+        sessions.kw["bind"].dispose()
+
+    statuses = {path: image.status for path, image in images.items()}
+    assert statuses == {
+        "a.png": ImageStatus.DONE,
+        "b.tif": ImageStatus.DONE,
+        "broken.png": ImageStatus.FAILED,
+    }, log.read_text()
+    assert "truncated or corrupt" in (images["broken.png"].last_error or "")
+    assert (output / "a.png").exists() and (output / "b.tif").exists()
+    assert not (output / "broken.png").exists()
+    assert {image.worker_host for image in images.values()} == {"cpu0@e2e"}
+    assert all(image.task_id for image in images.values())

@@ -1,0 +1,104 @@
+"""Errors raised by ``workers``, and the one list of failures that are worth retrying.
+
+::
+
+    WorkerError                   base class of everything below
+    ├── WorkerSetupError          the worker cannot run at all (weights, device, settings):
+    │                             stop the worker, leave the images queued
+    ├── OutputIsSource            the output location is the original itself: never written
+    ├── CheckpointMismatch        the collection was submitted for other weights
+    └── ImageFailed               raised by the colorize task after the catalog recorded
+                                  the image as failed, so that Flower shows the failure
+
+``RETRYABLE`` names the failures that may pass on their own: the catalog database, the
+object store or the broker being unreachable for a while. ``workers.tasks`` retries them
+with backoff; everything else fails the image once, with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+from kombu.exceptions import OperationalError as BrokerUnreachable
+
+from catalog.errors import CatalogError, DatabaseUnavailable
+from ddcolor.errors import DDColorError
+from storage.errors import InvalidImage, ObjectNotFound, StorageError, StorageUnavailable
+
+__all__ = [
+    "RETRYABLE",
+    "CheckpointMismatch",
+    "ImageFailed",
+    "OutputIsSource",
+    "WorkerError",
+    "WorkerSetupError",
+    "describe_failure",
+    "is_named_failure",
+]
+
+#: Failures that may pass when the same task runs again later: the database, the object
+#: store or the broker cannot be reached now.
+RETRYABLE: tuple[type[Exception], ...] = (
+    DatabaseUnavailable,
+    StorageUnavailable,
+    BrokerUnreachable,
+)
+
+
+class WorkerError(Exception):
+    """Base class of every error raised by ``workers``."""
+
+
+class WorkerSetupError(WorkerError):
+    """The worker cannot colorize anything: its weights, device or settings are unusable.
+
+    No image is to blame, so none is failed: the task hands its message back to the
+    broker and the worker stops, for a person to fix its configuration.
+    """
+
+
+class OutputIsSource(WorkerError):
+    """The output location of an image is its original; writing it would destroy the scan."""
+
+
+class CheckpointMismatch(WorkerError):
+    """The collection was submitted for a checkpoint other than the one this worker runs."""
+
+
+class ImageFailed(WorkerError):
+    """The image was recorded as ``failed``; the message is the reason in the catalog."""
+
+
+def is_named_failure(exc: BaseException) -> bool:
+    """Tell whether an error is one of the project's named failures.
+
+    Args:
+        exc: The error.
+
+    Returns:
+        True for the errors of ``catalog``, ``storage``, ``ddcolor`` and ``workers``, whose
+        message says everything; False for anything else (a bug: log its traceback).
+    """
+    return isinstance(exc, StorageError | DDColorError | WorkerError | CatalogError)
+
+
+def describe_failure(exc: BaseException, doing: str) -> str:
+    """Say why an image failed, in words a person can act on.
+
+    Args:
+        exc: The error that ended the try.
+        doing: What the worker was doing, e.g. ``"writing the output"``.
+
+    Returns:
+        The reason recorded in the catalog.
+    """
+    if isinstance(exc, ObjectNotFound):
+        return (
+            f"the original is missing ({exc}); it was moved or deleted after the scan: "
+            "restore it, or submit the collection again"
+        )
+    if isinstance(exc, InvalidImage | DDColorError | WorkerError):
+        return str(exc)
+    if isinstance(exc, StorageError | CatalogError):
+        return f"{doing} failed: {exc}"
+    if isinstance(exc, ValueError):
+        return f"{doing} failed: {exc}"
+    return f"unexpected error while {doing} ({type(exc).__name__}: {exc})"

@@ -1,0 +1,490 @@
+"""Colorize one catalog image from claim to record, without Celery: ``process_image()``.
+
+The flow of one image (DESIGN.md); each step has its own short transaction or none, so
+no transaction stays open while reading, running the model or writing::
+
+    claim      queued -> running and a new attempts row; nothing to do if the claim is lost
+    read       the original's bytes (never written) and their SHA-256, or the read-ahead's
+    decode     validate and decode
+    colorize   at the collection's input size; the out-of-memory ladder runs inside ddcolor
+    record     one ``oom_retry`` attempt per input size that ran out of memory
+    encode     the original's format family with provenance metadata (``workers.render``)
+    write      atomically, and never over the original
+    record     done with full provenance, or failed with a reason a person can act on
+
+This is the one place where broad exceptions are caught. A failure that may pass
+(``workers.errors.RETRYABLE``) hands the image back (``running -> queued``, the attempt
+closed) and propagates, so that the Celery task retries and claims it again; on the last
+retry (``give_up``) the image fails instead. Any other error fails the image once, with
+``last_error`` and the attempt closed. An interrupt hands the image back and propagates.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import mimetypes
+import os
+import time
+from collections.abc import Iterable, MutableMapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Final
+
+from catalog import (
+    CatalogError,
+    Claim,
+    ImageStatus,
+    Provenance,
+    claim_image,
+    get_collection,
+    get_image,
+    mark_done,
+    mark_failed,
+    record_oom_retry,
+    release_claim,
+    transaction,
+)
+from ddcolor.device import describe_device
+from ddcolor.errors import OutOfMemoryAtMinimumSize
+from ddcolor.pipeline import size_ladder
+from storage.imaging import decode_image
+from storage.uri import parse_uri
+from workers.errors import (
+    RETRYABLE,
+    CheckpointMismatch,
+    OutputIsSource,
+    describe_failure,
+    is_named_failure,
+)
+from workers.render import UNTRAINED_CHECKPOINT, render
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ddcolor.pipeline import Colorizer
+    from storage.imaging import DecodedImage
+    from workers.readahead import ReadAhead, StorageFor
+
+__all__ = [
+    "OUTPUT_FORMAT_OPTION",
+    "Outcome",
+    "ProcessStatus",
+    "process_image",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Key of ``Collection.options`` holding the requested output format (set by the submission).
+OUTPUT_FORMAT_OPTION: Final = "output_format"
+#: Longest failure reason stored in the catalog, in characters; the log has all of it.
+MAX_REASON_CHARS: Final = 2_000
+#: What the worker was doing in each phase, for failure reasons.
+_DOING: Final = {
+    "read": "reading the original",
+    "decode": "decoding the original",
+    "colorize": "colorizing and encoding",
+    "write": "writing the output",
+    "record": "recording the result",
+}
+
+
+class ProcessStatus(StrEnum):
+    """What one call of ``process_image()`` did."""
+
+    #: The output was written and recorded.
+    DONE = "done"
+    #: The image was recorded as failed, with a reason.
+    FAILED = "failed"
+    #: Nothing: the image was done, cancelled, not queued or held by another try.
+    NOT_CLAIMED = "not_claimed"
+    #: The try was given up and taken over meanwhile; its result was not recorded.
+    DROPPED = "dropped"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """The result of processing one image.
+
+    Attributes:
+        image_id: The image.
+        status: What was done.
+        collection_id: Its collection, when it was claimed.
+        reason: Why it failed.
+        output_uri: Where the output was written.
+        input_size: Model input size that produced the output (or the last one tried).
+        sizes_tried: Every input size tried, in order.
+        precision: Precision actually used.
+        out_of_memory_steps: Input sizes that ran out of device memory.
+        read_ahead: Whether the original came from the read-ahead.
+        seconds: Wall time of the whole call, in seconds.
+    """
+
+    image_id: int
+    status: ProcessStatus
+    collection_id: int | None = None
+    reason: str | None = None
+    output_uri: str | None = None
+    input_size: int | None = None
+    sizes_tried: tuple[int, ...] = ()
+    precision: str | None = None
+    out_of_memory_steps: int = 0
+    read_ahead: bool = False
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What the claim transaction learned about the image and its collection."""
+
+    claim: Claim
+    source_checksum: str | None
+    input_size: int | None
+    output_format: str | None
+    checkpoint_sha256: str | None
+
+
+@dataclass
+class _Try:
+    """The state of the running try, for whoever closes it."""
+
+    attempt_id: int
+    phase: str = "read"
+    input_size: int | None = None
+    precision: str | None = None
+    sizes_tried: tuple[int, ...] = ()
+    out_of_memory_steps: int = 0
+    read_ahead: bool = False
+
+
+class _ImageLog(logging.LoggerAdapter[logging.Logger]):
+    """Prefixes every line with the collection and the image."""
+
+    def __init__(self, image_id: int) -> None:
+        super().__init__(logger)
+        self.image_id = image_id
+        self.collection_id: int | None = None
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        return f"collection {self.collection_id} image {self.image_id}: {msg}", kwargs
+
+
+def process_image(
+    image_id: int,
+    *,
+    sessions: sessionmaker[Session],
+    storage_for: StorageFor,
+    colorizer: Colorizer,
+    worker: str,
+    task_id: str | None = None,
+    device: str | None = None,
+    untrained: bool = False,
+    read_ahead: ReadAhead | None = None,
+    retries: int = 0,
+    give_up: bool = False,
+    release_to: ImageStatus = ImageStatus.QUEUED,
+) -> Outcome:
+    """Colorize one queued image of the catalog and record the result.
+
+    Idempotent: a second delivery of a message finds the image done (or held by another
+    try) and returns ``NOT_CLAIMED`` without touching anything. A redelivery with the
+    same ``task_id`` after a worker died takes the image over (see ``claim_image``).
+
+    Args:
+        image_id: The catalog image.
+        sessions: The catalog's session factory.
+        storage_for: Returns the store of a location.
+        colorizer: The loaded model.
+        worker: Host or node name, recorded on the attempt and the image.
+        task_id: Id of the broker message, so that its redelivery can take over.
+        device: Device description recorded at claim time; None for the model's.
+        untrained: The weights are random: said loudly in the output and the catalog.
+        read_ahead: Where a prefetched original may be waiting; it is also told to
+            start on the probable next image.
+        retries: Retries of the message so far, for the reason when giving up.
+        give_up: Record a failure that may pass as ``failed`` ("gave up after N
+            retries") instead of handing the image back.
+        release_to: Status an image is handed back in: ``queued`` when a retry of the
+            message will come, ``pending`` when none will (an interrupted local run).
+
+    Returns:
+        What was done.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached (retry later).
+        StorageUnavailable: If a store cannot be reached (retry later); the image was
+            handed back.
+        SchemaMismatch: If the catalog database was never migrated.
+        KeyboardInterrupt: If interrupted; the image was handed back.
+    """
+    began = time.perf_counter()
+    log = _ImageLog(image_id)
+    if device is None:
+        device = str(describe_device(colorizer.device))
+    with transaction(sessions) as db:
+        claim = claim_image(db, image_id, worker=worker, device=device[:128], task_id=task_id)
+        job = _job(db, claim) if claim is not None else None
+    if job is None:
+        log.info("not claimed by %s: finished, cancelled or held by another try", worker)
+        return Outcome(image_id, ProcessStatus.NOT_CLAIMED, seconds=time.perf_counter() - began)
+    log.collection_id = job.claim.collection_id
+    attempt = _Try(job.claim.attempt_id)
+    try:
+        outcome = _run(job, attempt, sessions, storage_for, colorizer, untrained, read_ahead, log)
+    except RETRYABLE as exc:
+        if give_up:
+            reason = f"gave up after {retries} retries: {exc}"
+            return _fail(sessions, job, attempt, reason, log, began)
+        log.warning("%s; handing the image back for a retry", exc)
+        _hand_back(sessions, job, attempt, f"will retry: {exc}", release_to, log)
+        raise
+    except Exception as exc:
+        reason = describe_failure(exc, _DOING[attempt.phase])
+        if not is_named_failure(exc):
+            log.exception("unexpected error while %s", _DOING[attempt.phase])
+        return _fail(sessions, job, attempt, reason, log, began)
+    except KeyboardInterrupt:
+        _hand_back(sessions, job, attempt, "interrupted before it finished", release_to, log)
+        raise
+    return _finished(outcome, began)
+
+
+def _job(db: Session, claim: Claim) -> _Job:
+    collection = get_collection(db, claim.collection_id)
+    image = get_image(db, claim.image_id)
+    output_format = (collection.options or {}).get(OUTPUT_FORMAT_OPTION)
+    return _Job(
+        claim=claim,
+        source_checksum=image.source_checksum,
+        input_size=collection.input_size,
+        output_format=str(output_format) if output_format else None,
+        checkpoint_sha256=collection.checkpoint_sha256,
+    )
+
+
+def _run(
+    job: _Job,
+    attempt: _Try,
+    sessions: sessionmaker[Session],
+    storage_for: StorageFor,
+    colorizer: Colorizer,
+    untrained: bool,
+    read_ahead: ReadAhead | None,
+    log: _ImageLog,
+) -> Outcome:
+    """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
+    claim = job.claim
+    _check_output(claim.source_uri, claim.output_uri)
+    _check_weights(job.checkpoint_sha256, colorizer, untrained)
+    began = time.perf_counter()
+    prefetched = None
+    if read_ahead is not None:
+        read_ahead.after_claim(claim.collection_id)
+        prefetched = read_ahead.take(claim.image_id, claim.source_uri, job.source_checksum)
+    decoded: DecodedImage
+    if prefetched is not None:
+        data, decoded, attempt.read_ahead = prefetched.data, prefetched.decoded, True
+    else:
+        data = storage_for(claim.source_uri).read(claim.source_uri)
+        attempt.phase = "decode"
+        decoded = decode_image(data, name=claim.source_uri)
+    source_sha256 = hashlib.sha256(data).hexdigest()
+    read_seconds = time.perf_counter() - began
+
+    attempt.phase = "colorize"
+    size = job.input_size or colorizer.size
+    attempt.input_size, attempt.precision = size, colorizer.precision
+    try:
+        rendered = render(
+            colorizer,
+            data,
+            name=claim.source_uri,
+            size=size,
+            output_format=job.output_format,
+            untrained=untrained,
+            decoded=decoded,
+        )
+    except OutOfMemoryAtMinimumSize:
+        ladder = size_ladder(size)
+        attempt.sizes_tried, attempt.out_of_memory_steps = ladder, len(ladder)
+        _record_out_of_memory(sessions, attempt, ladder[:-1])
+        attempt.input_size = ladder[-1]
+        raise
+    result = rendered.result
+    attempt.input_size, attempt.precision = result.size, result.precision
+    attempt.sizes_tried = result.sizes_tried
+    attempt.out_of_memory_steps = len(result.sizes_tried) - 1
+    if not _record_out_of_memory(sessions, attempt, result.sizes_tried[:-1]):
+        log.warning("the try was taken over meanwhile; nothing written")
+        return _outcome(job, attempt, ProcessStatus.DROPPED)
+
+    attempt.phase = "write"
+    began_write = time.perf_counter()
+    content_type = mimetypes.guess_type(f"output{rendered.extension}")[0]
+    storage_for(claim.output_uri).write(
+        claim.output_uri, rendered.data, content_type=content_type, overwrite=True
+    )
+    write_seconds = time.perf_counter() - began_write
+
+    attempt.phase = "record"
+    info = describe_device(colorizer.device)
+    provenance = Provenance(
+        output_sha256=hashlib.sha256(rendered.data).hexdigest(),
+        output_size=len(rendered.data),
+        input_size=result.size,
+        precision=result.precision,
+        sizes_tried=result.sizes_tried,
+        backend=info.backend,
+        device=result.device[:128],
+        model_name=(colorizer.model_name or "ddcolor")[:64],
+        checkpoint_sha256=_checkpoint_sha256(colorizer, untrained),
+        source_sha256=source_sha256,
+        width=decoded.width,
+        height=decoded.height,
+        mode=decoded.mode[:16],
+        bit_depth=decoded.bit_depth,
+    )
+    with transaction(sessions) as db:
+        recorded = mark_done(db, claim.image_id, attempt.attempt_id, provenance)
+    if not recorded:
+        log.warning("the try was taken over meanwhile; its output stays but is not recorded")
+        return _outcome(job, attempt, ProcessStatus.DROPPED)
+    timings = f"read {read_seconds:.2f} s{' (ahead)' if attempt.read_ahead else ''}, model "
+    timings += (
+        f"{result.network_seconds:.2f} of {result.seconds:.2f} s, write {write_seconds:.2f} s"
+    )
+    log.info(
+        "done: %s at %d px, %s, tried %s, on %s (%s) -> %s",
+        decoded.mode_description,
+        result.size,
+        result.precision,
+        list(result.sizes_tried),
+        result.device,
+        timings,
+        claim.output_uri,
+    )
+    return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
+
+
+def _check_output(source_uri: str, output_uri: str) -> None:
+    """Refuse an output that is the original itself (directly or through a link)."""
+    source, output = parse_uri(source_uri), parse_uri(output_uri)
+    same = source == output
+    if not same and source.is_local and output.is_local:
+        same = os.path.realpath(source.key) == os.path.realpath(output.key)
+    if same:
+        raise OutputIsSource(
+            f"the output {output} is the original itself; the scan is never overwritten. "
+            "Submit the collection again with an output location outside its source"
+        )
+
+
+def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:
+    if untrained or colorizer.checkpoint is None:
+        return UNTRAINED_CHECKPOINT
+    return colorizer.checkpoint.sha256
+
+
+def _check_weights(expected: str | None, colorizer: Colorizer, untrained: bool) -> None:
+    """Refuse to colorize a collection submitted for other weights than this worker's."""
+    if expected is None:
+        return
+    loaded = _checkpoint_sha256(colorizer, untrained)
+    if loaded != expected:
+        raise CheckpointMismatch(
+            f"the collection was submitted for checkpoint sha256 {expected[:12]}, but this "
+            f"worker runs {loaded[:12] if loaded != UNTRAINED_CHECKPOINT else 'random weights'}"
+            "; start the workers with that checkpoint (PANCHRO_WEIGHTS), or submit the "
+            "collection again with the workers' weights, then retry the failed images"
+        )
+
+
+def _record_out_of_memory(
+    sessions: sessionmaker[Session], attempt: _Try, sizes: Iterable[int]
+) -> bool:
+    """Close one ``oom_retry`` attempt per size; False if the try was taken over."""
+    sizes = list(sizes)
+    if not sizes:
+        return True
+    with transaction(sessions) as db:
+        for size in sizes:
+            next_attempt = record_oom_retry(
+                db,
+                attempt.attempt_id,
+                input_size=size,
+                error=f"out of device memory at input size {size}",
+                precision=attempt.precision,
+            )
+            if next_attempt is None:
+                return False
+            attempt.attempt_id = next_attempt
+    return True
+
+
+def _outcome(job: _Job, attempt: _Try, status: ProcessStatus, **fields: Any) -> Outcome:
+    return Outcome(
+        job.claim.image_id,
+        status,
+        collection_id=job.claim.collection_id,
+        input_size=attempt.input_size,
+        sizes_tried=attempt.sizes_tried,
+        precision=attempt.precision,
+        out_of_memory_steps=attempt.out_of_memory_steps,
+        read_ahead=attempt.read_ahead,
+        **fields,
+    )
+
+
+def _finished(outcome: Outcome, began: float) -> Outcome:
+    return dataclasses.replace(outcome, seconds=time.perf_counter() - began)
+
+
+def _fail(
+    sessions: sessionmaker[Session],
+    job: _Job,
+    attempt: _Try,
+    reason: str,
+    log: _ImageLog,
+    began: float,
+) -> Outcome:
+    """Record the image as failed and close its attempt."""
+    reason = reason[:MAX_REASON_CHARS]
+    ran = attempt.phase in ("colorize", "write", "record")
+    with transaction(sessions) as db:
+        recorded = mark_failed(
+            db,
+            job.claim.image_id,
+            attempt.attempt_id,
+            reason,
+            input_size=attempt.input_size if ran else None,
+            precision=attempt.precision if ran else None,
+        )
+    if recorded:
+        log.warning("failed: %s", reason)
+    else:
+        log.warning("failed (%s), but the try was taken over meanwhile; not recorded", reason)
+    status = ProcessStatus.FAILED if recorded else ProcessStatus.DROPPED
+    return _finished(_outcome(job, attempt, status, reason=reason), began)
+
+
+def _hand_back(
+    sessions: sessionmaker[Session],
+    job: _Job,
+    attempt: _Try,
+    reason: str,
+    status: ImageStatus,
+    log: _ImageLog,
+) -> None:
+    """Release the claim so that the next try claims the image normally."""
+    try:
+        with transaction(sessions) as db:
+            released = release_claim(
+                db, job.claim.image_id, attempt.attempt_id, reason=reason, to=status
+            )
+    except CatalogError as exc:
+        # A redelivery of the same message takes the running image over.
+        log.warning("could not hand the image back (%s); it stays running", exc)
+        return
+    if released:
+        log.info("handed back as %s: %s", status.value, reason)

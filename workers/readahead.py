@@ -1,0 +1,293 @@
+"""Reading and decoding originals ahead of the model, so it never waits on storage.
+
+:class:`ReadAhead` reads and decodes the originals a process will probably get next on
+background threads, so the device does not wait on S3 or on decoding a large TIFF. It
+never claims anything: a prefetched original is used only by the task for that image, and
+only if its source and checksum are still the ones the catalog has. ``process_many()``,
+the embedded pipeline of ``panchro run``, uses it to read ahead of the model.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Final
+
+from catalog import CatalogError, Image, ImageStatus, get_image, list_images, transaction
+from storage.base import Storage
+from storage.errors import StorageError
+from storage.imaging import DecodedImage, decode_image
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ddcolor.pipeline import Colorizer
+    from workers.process import Outcome
+
+__all__ = [
+    "DEFAULT_PREFETCH",
+    "READ_AHEAD_MAX_BYTES",
+    "Prefetched",
+    "ReadAhead",
+    "StorageFor",
+    "process_many",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Largest original read ahead, in bytes; bigger ones are read when their task comes.
+READ_AHEAD_MAX_BYTES: Final = 1024 * 1024 * 1024
+#: Images a process keeps read ahead at most (each one held decoded in memory).
+READ_AHEAD_CAPACITY: Final = 2
+#: Images read ahead by ``process_many()`` while the model runs.
+DEFAULT_PREFETCH: Final = 2
+
+#: Returns the store that holds a location (``file`` or ``s3`` scheme).
+StorageFor = Callable[[str], Storage]
+
+
+@dataclass(frozen=True, eq=False)
+class Prefetched:
+    """An original read and decoded ahead of its task.
+
+    Attributes:
+        source_uri: Where it was read from.
+        checksum: The catalog's source checksum when it was read.
+        data: The file's bytes.
+        decoded: The decoded image.
+        seconds: Time spent reading and decoding, in seconds.
+    """
+
+    source_uri: str
+    checksum: str | None
+    data: bytes
+    decoded: DecodedImage
+    seconds: float
+
+
+class ReadAhead:
+    """Reads and decodes upcoming originals on background threads while the model runs.
+
+    Nothing here changes the catalog: an entry is only a guess, keyed by image id, source
+    and checksum, and :meth:`take` hands it out only to the image it was made for.
+
+    Args:
+        storage_for: Returns the store of a location.
+        sessions: The catalog, to look images up.
+        guess_next: After each claim, read the image most likely handed out next (a
+            Celery worker, which cannot see its next message); otherwise only what
+            :meth:`prefetch` is asked for.
+        threads: Reads and decodes that may run at once.
+        capacity: Entries kept; the oldest is dropped beyond it.
+        max_bytes: Larger originals are not read ahead.
+    """
+
+    def __init__(
+        self,
+        storage_for: StorageFor,
+        sessions: sessionmaker[Session],
+        *,
+        guess_next: bool = False,
+        threads: int = 1,
+        capacity: int = READ_AHEAD_CAPACITY,
+        max_bytes: int = READ_AHEAD_MAX_BYTES,
+    ) -> None:
+        self.guess_next = guess_next
+        self._storage_for = storage_for
+        self._sessions = sessions
+        self._threads = threads
+        self._capacity = capacity
+        self._max_bytes = max_bytes
+        self._executor: ThreadPoolExecutor | None = None
+        self._entries: OrderedDict[int, tuple[str, str | None, Future[Prefetched]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def prefetch(self, image_id: int) -> None:
+        """Start reading one image, if the catalog still expects it to be processed.
+
+        Args:
+            image_id: The image.
+        """
+        if image_id in self._entries:
+            return
+        try:
+            with transaction(self._sessions) as db:
+                image = get_image(db, image_id)
+                self._start(image)
+        except CatalogError as exc:
+            logger.debug("image %s: not read ahead: %s", image_id, exc)
+
+    def after_claim(self, collection_id: int) -> None:
+        """Told that an image of a collection was claimed; guess the next one if asked to.
+
+        Args:
+            collection_id: The collection of the claimed image.
+        """
+        if self.guess_next:
+            self.prefetch_next_queued(collection_id)
+
+    def prefetch_next_queued(self, collection_id: int) -> None:
+        """Start reading the image of a collection that is most likely handed out next.
+
+        That is the queued image with the lowest id: the dispatcher queues and sends in
+        id order, so its message is at the head of the broker's queue.
+
+        Args:
+            collection_id: The collection of the image that was just claimed.
+        """
+        try:
+            with transaction(self._sessions) as db:
+                upcoming = list_images(db, collection_id, status=ImageStatus.QUEUED, limit=1)
+                for image in upcoming:
+                    self._start(image)
+        except CatalogError as exc:
+            logger.debug("collection %s: no read-ahead: %s", collection_id, exc)
+
+    def _start(self, image: Image) -> None:
+        """Submit the read of a catalog image (inside the caller's transaction)."""
+        where = f"collection {image.collection_id} image {image.id}"
+        if image.status not in (ImageStatus.PENDING, ImageStatus.QUEUED):
+            return
+        if image.source_size is not None and image.source_size > self._max_bytes:
+            logger.debug("%s: %d bytes, too large to read ahead", where, image.source_size)
+            return
+        with self._lock:
+            if image.id in self._entries:
+                return
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="read-ahead")
+            key = (image.source_uri, image.source_checksum)
+            future = self._executor.submit(_read, where, *key, self._storage_for)
+            self._entries[image.id] = (*key, future)
+            while len(self._entries) > self._capacity:
+                _, (_, _, dropped) = self._entries.popitem(last=False)
+                dropped.cancel()
+
+    def take(self, image_id: int, source_uri: str, checksum: str | None) -> Prefetched | None:
+        """Hand out what was read ahead for an image, waiting if the read is under way.
+
+        Args:
+            image_id: The image being processed.
+            source_uri: Its source now, according to the claim.
+            checksum: Its source checksum now, according to the catalog.
+
+        Returns:
+            The prefetched image, or None when there is none, it is for another version
+            of the source, or reading it failed (the caller then reads it itself and
+            meets the failure where it is handled).
+        """
+        with self._lock:
+            entry = self._entries.pop(image_id, None)
+        if entry is None or entry[:2] != (source_uri, checksum):
+            self.misses += 1
+            return None
+        try:
+            prefetched = entry[2].result()
+        except StorageError as exc:
+            logger.debug("image %s: read-ahead failed (%s); reading it again", image_id, exc)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return prefetched
+
+    def close(self) -> None:
+        """Drop every entry and stop the threads (a read under way finishes on its own)."""
+        with self._lock:
+            for _, _, future in self._entries.values():
+                future.cancel()
+            self._entries.clear()
+            if self._executor is not None:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = None
+
+
+def _read(where: str, source_uri: str, checksum: str | None, storage_for: StorageFor) -> Prefetched:
+    began = time.perf_counter()
+    data = storage_for(source_uri).read(source_uri)
+    decoded = decode_image(data, name=source_uri)
+    seconds = time.perf_counter() - began
+    logger.debug("%s: read ahead in %.2f s", where, seconds)
+    return Prefetched(source_uri, checksum, data, decoded, seconds)
+
+
+def process_many(
+    image_ids: Iterable[int],
+    *,
+    sessions: sessionmaker[Session],
+    storage_for: StorageFor,
+    colorizer: Colorizer,
+    worker: str,
+    device: str | None = None,
+    untrained: bool = False,
+    prefetch: int = DEFAULT_PREFETCH,
+    on_outcome: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Colorize queued images in order, reading and decoding ahead while the model runs.
+
+    The embedded pipeline of ``panchro run``: before each image is processed, the next
+    ``prefetch`` images are read and decoded on background threads, so the model never
+    waits for storage or a decoder. Nothing is claimed ahead: each image is claimed when
+    its turn comes, and a prefetched original is used only if the catalog still has the
+    same source and checksum.
+
+    Stops cleanly on Ctrl-C: the image being processed is handed back as ``pending``
+    (its attempt closed), prefetched data is dropped, and ``KeyboardInterrupt``
+    propagates. A failure that may pass (store or database unreachable) hands the image
+    back as ``pending`` too, and propagates.
+
+    Args:
+        image_ids: Queued images, in the order to process them.
+        sessions: The catalog's session factory.
+        storage_for: Returns the store of a location.
+        colorizer: The loaded model.
+        worker: Host name recorded on each attempt.
+        device: Device description; None for the model's.
+        untrained: The weights are random.
+        prefetch: Images read ahead; 0 reads each one when its turn comes.
+        on_outcome: Told each image's outcome as soon as it is known (progress bars).
+
+    Returns:
+        The outcome of every image, in order.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached.
+        StorageUnavailable: If a store cannot be reached.
+        KeyboardInterrupt: If interrupted.
+    """
+    from workers.process import process_image
+
+    ids = list(image_ids)
+    read_ahead = None
+    if prefetch > 0:
+        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=prefetch + 1)
+    outcomes: list[Outcome] = []
+    try:
+        for index, image_id in enumerate(ids):
+            if read_ahead is not None:
+                for upcoming in ids[index + 1 : index + 1 + prefetch]:
+                    read_ahead.prefetch(upcoming)
+            outcome = process_image(
+                image_id,
+                sessions=sessions,
+                storage_for=storage_for,
+                colorizer=colorizer,
+                worker=worker,
+                device=device,
+                untrained=untrained,
+                read_ahead=read_ahead,
+                release_to=ImageStatus.PENDING,
+            )
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()
+    return outcomes

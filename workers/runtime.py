@@ -1,0 +1,294 @@
+"""What one worker process keeps between tasks: catalog sessions, stores, the warm model.
+
+A worker is described by a :class:`WorkerConfig` of plain values, which the launcher makes
+in the parent without touching CUDA. :class:`WorkerRuntime` turns it into the expensive
+parts lazily, in the process that uses them: Celery's ``worker_process_init`` (or else the
+first task) loads the checkpoint onto the device, and every later task reuses it. Nothing
+is built at import time, and parts built before a fork are rebuilt in the child; the
+read-ahead (:mod:`workers.readahead`) is one of those parts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from storage.base import Storage, open_storage
+from storage.uri import parse_uri
+from workers.errors import WorkerSetupError
+from workers.readahead import ReadAhead, StorageFor
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ddcolor.pipeline import Colorizer
+
+__all__ = [
+    "RECYCLE_AFTER_OOM",
+    "StorageFor",
+    "WorkerConfig",
+    "WorkerRuntime",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Out-of-memory ladder steps after which a worker process replaces itself.
+RECYCLE_AFTER_OOM: Final = 3
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a worker process needs, as plain values (picklable, no live objects).
+
+    Attributes:
+        database_url: SQLAlchemy URL of the catalog.
+        weights: Checkpoint file; None only with ``untrained``.
+        untrained: Run the network with random weights (demonstrations and tests); every
+            output says so.
+        model_name: Registry name the checkpoint must hold, or the model built untrained.
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+        precision: ``auto``, ``fp16``, ``bf16`` or ``fp32``.
+        size: Input size in pixels for collections that name none; None for the model's
+            default (512).
+        upsample: How predicted colour is brought to full resolution; None for the default.
+        s3_endpoint_url: Endpoint of an S3-compatible store; None for AWS.
+        s3_region: S3 region; None for the standard AWS configuration chain.
+        s3_addressing_style: ``auto``, ``path`` or ``virtual``.
+        node_name: Recorded as the worker of every attempt (Celery's ``gpu0@host``).
+        cpu_threads: Torch threads for a CPU worker; None leaves torch's default.
+        read_ahead: Read and decode the probable next image while the model runs.
+        recycle_after_oom: Out-of-memory ladder steps after which the process is replaced.
+
+    Raises:
+        ValueError: If neither weights nor ``untrained`` are given, or a count is invalid.
+    """
+
+    database_url: str
+    weights: str | None = None
+    untrained: bool = False
+    model_name: str | None = None
+    device: str = "auto"
+    precision: str = "auto"
+    size: int | None = None
+    upsample: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_addressing_style: str = "auto"
+    node_name: str = field(default_factory=socket.gethostname)
+    cpu_threads: int | None = None
+    read_ahead: bool = True
+    recycle_after_oom: int = RECYCLE_AFTER_OOM
+
+    def __post_init__(self) -> None:
+        if self.weights is None and not self.untrained:
+            raise ValueError("a worker needs a checkpoint (weights) or untrained=True")
+        if self.recycle_after_oom < 1:
+            raise ValueError(f"recycle_after_oom must be at least 1: {self.recycle_after_oom}")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ValueError(f"cpu_threads must be at least 1: {self.cpu_threads}")
+
+
+def load_configured_colorizer(config: WorkerConfig) -> Colorizer:
+    """Load the model a configuration names (the default model factory of a runtime).
+
+    Args:
+        config: The worker's configuration.
+
+    Returns:
+        The colorizer, on its device.
+
+    Raises:
+        WorkerSetupError: If the weights, device or precision cannot be used.
+    """
+    import torch
+
+    from ddcolor.errors import DDColorError
+    from ddcolor.pipeline import DEFAULT_SIZE, load_colorizer
+    from ddcolor.transforms import DEFAULT_UPSAMPLE, UPSAMPLE_METHODS
+
+    upsample = next((m for m in UPSAMPLE_METHODS if m == config.upsample), DEFAULT_UPSAMPLE)
+    if config.upsample is not None and upsample != config.upsample:
+        raise WorkerSetupError(
+            f"unknown upsampling {config.upsample!r}; use one of {', '.join(UPSAMPLE_METHODS)}"
+        )
+    if config.cpu_threads is not None:
+        torch.set_num_threads(config.cpu_threads)
+    try:
+        return load_colorizer(
+            config.weights,
+            device=config.device,
+            precision=config.precision,
+            model=config.model_name,
+            untrained=config.untrained,
+            size=config.size or DEFAULT_SIZE,
+            upsample=upsample,
+        )
+    except (DDColorError, OSError) as exc:
+        raise WorkerSetupError(f"cannot load the model: {exc}") from exc
+
+
+class WorkerRuntime:
+    """The per-process cache of one worker: built lazily, kept warm across tasks.
+
+    Args:
+        config: What to build.
+        colorizer_factory: Builds the colorizer; defaults to loading ``config``'s weights.
+    """
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        *,
+        colorizer_factory: Callable[[WorkerConfig], Colorizer] = load_configured_colorizer,
+    ) -> None:
+        self.config = config
+        self._colorizer_factory = colorizer_factory
+        self._lock = threading.RLock()
+        self._pid = os.getpid()
+        self._sessions: sessionmaker[Session] | None = None
+        self._stores: dict[str, Storage] = {}
+        self._colorizer: Colorizer | None = None
+        self._setup_error: WorkerSetupError | None = None
+        self._read_ahead: ReadAhead | None = None
+
+    # ---------------------------------------------------------------- the cached parts
+
+    def _forget_parent_copies(self) -> None:
+        """Drop parts built before a fork: their connections and threads are the parent's."""
+        if os.getpid() == self._pid:
+            return
+        logger.debug("runtime: forked from %s; rebuilding its parts in %s", self._pid, os.getpid())
+        if self._sessions is not None:
+            self._sessions.kw["bind"].dispose(close=False)
+        self._pid = os.getpid()
+        self._sessions = None
+        self._stores = {}
+        self._read_ahead = None
+
+    def sessions(self) -> sessionmaker[Session]:
+        """Return the catalog's session factory, made on first use in this process.
+
+        Returns:
+            The session factory.
+
+        Raises:
+            WorkerSetupError: If the database URL cannot be used.
+        """
+        from sqlalchemy.exc import ArgumentError
+
+        from catalog import make_sessionmaker
+
+        with self._lock:
+            self._forget_parent_copies()
+            if self._sessions is None:
+                try:
+                    self._sessions = make_sessionmaker(self.config.database_url)
+                except ArgumentError as exc:
+                    raise WorkerSetupError(f"unusable catalog database URL: {exc}") from exc
+            return self._sessions
+
+    def storage_for(self, uri: str) -> Storage:
+        """Return the store of a location, one per scheme (the S3 client is made once).
+
+        Args:
+            uri: A local path or ``s3://`` location.
+
+        Returns:
+            The store.
+
+        Raises:
+            InvalidURI: If ``uri`` is not a location.
+        """
+        scheme = parse_uri(uri).scheme
+        with self._lock:
+            self._forget_parent_copies()
+            store = self._stores.get(scheme)
+            if store is None:
+                store = open_storage(
+                    uri,
+                    endpoint_url=self.config.s3_endpoint_url,
+                    region=self.config.s3_region,
+                    addressing_style=self.config.s3_addressing_style,
+                )
+                self._stores[scheme] = store
+            return store
+
+    def colorizer(self) -> Colorizer:
+        """Return the model, loaded on first use and kept for the life of the process.
+
+        Returns:
+            The colorizer.
+
+        Raises:
+            WorkerSetupError: If it cannot be loaded (the failure is remembered, so a
+                broken configuration is not reloaded for every message).
+        """
+        with self._lock:
+            if self._setup_error is not None:
+                raise self._setup_error
+            if self._colorizer is None:
+                began = time.perf_counter()
+                try:
+                    self._colorizer = self._colorizer_factory(self.config)
+                except WorkerSetupError as exc:
+                    self._setup_error = exc
+                    raise
+                logger.info(
+                    "runtime %s: %r ready in %.1f s",
+                    self.config.node_name,
+                    self._colorizer,
+                    time.perf_counter() - began,
+                )
+            return self._colorizer
+
+    def device_label(self) -> str:
+        """Describe the model's device for the catalog (``cuda:0 (NVIDIA A100)``).
+
+        Returns:
+            The description.
+
+        Raises:
+            WorkerSetupError: If the model cannot be loaded.
+        """
+        from ddcolor.device import describe_device
+
+        return str(describe_device(self.colorizer().device))
+
+    def read_ahead(self) -> ReadAhead | None:
+        """Return this process's read-ahead, or None when the configuration turns it off.
+
+        Returns:
+            A read-ahead that guesses the next image from the catalog.
+        """
+        if not self.config.read_ahead:
+            return None
+        with self._lock:
+            self._forget_parent_copies()
+            if self._read_ahead is None:
+                self._read_ahead = ReadAhead(self.storage_for, self.sessions(), guess_next=True)
+            return self._read_ahead
+
+    def warm_up(self) -> None:
+        """Build everything now (at process start) instead of in the first task.
+
+        Raises:
+            WorkerSetupError: If the model cannot be loaded.
+        """
+        self.sessions()
+        self.colorizer()
+
+    def close(self) -> None:
+        """Release connections and threads (the model stays until the process ends)."""
+        with self._lock:
+            if self._read_ahead is not None:
+                self._read_ahead.close()
+                self._read_ahead = None
+            if self._sessions is not None and os.getpid() == self._pid:
+                self._sessions.kw["bind"].dispose()
+            self._sessions = None

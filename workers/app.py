@@ -41,6 +41,16 @@ VISIBILITY_TIMEOUT_FACTOR = 2.0
 #: Seconds a new worker process may take to report that it started: long enough to load
 #: a checkpoint of several hundred megabytes and move it to the GPU.
 PROC_ALIVE_TIMEOUT_S = 180.0
+#: Seconds between two sweeps of a worker for messages whose visibility timeout has
+#: passed (unacknowledged messages of a worker that died); kombu's default is 10 s with a
+#: scan on every tenth sweep only (docs/workers.md has the measurements).
+RESTORE_INTERVAL_S = 5
+#: Broker transport options that make a dead worker's message come back within
+#: ``RESTORE_INTERVAL_S`` seconds of its visibility timeout instead of up to 100 s later.
+REDELIVERY_TRANSPORT_OPTIONS: dict[str, int] = {
+    "unacked_restore_interval": RESTORE_INTERVAL_S,
+    "unacked_restore_throttle": 1,
+}
 #: Serialisation format of every message; pickle is never accepted.
 SERIALIZER = "json"
 
@@ -95,6 +105,7 @@ def create_app(
     # Further transport options (connection retries and the like) are merged in; the
     # visibility timeout is always the one checked above.
     transport_options = {
+        **REDELIVERY_TRANSPORT_OPTIONS,
         **dict(options.pop("broker_transport_options", None) or {}),
         "visibility_timeout": visibility_timeout,
     }

@@ -5,6 +5,7 @@
     WorkerError                   base class of everything below
     ├── WorkerSetupError          the worker cannot run at all (weights, device, settings):
     │                             stop the worker, leave the images queued
+    ├── DeviceError               the devices asked for cannot be used or discovered
     ├── OutputIsSource            the output location is the original itself: never written
     ├── CheckpointMismatch        the collection was submitted for other weights
     └── ImageFailed               raised by the colorize task after the catalog recorded
@@ -26,6 +27,7 @@ from storage.errors import InvalidImage, ObjectNotFound, StorageError, StorageUn
 __all__ = [
     "RETRYABLE",
     "CheckpointMismatch",
+    "DeviceError",
     "ImageFailed",
     "OutputIsSource",
     "WorkerError",
@@ -53,6 +55,10 @@ class WorkerSetupError(WorkerError):
     No image is to blame, so none is failed: the task hands its message back to the
     broker and the worker stops, for a person to fix its configuration.
     """
+
+
+class DeviceError(WorkerError):
+    """The devices asked for cannot be used, or the GPUs cannot be discovered."""
 
 
 class OutputIsSource(WorkerError):

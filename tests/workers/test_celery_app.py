@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from scheduler import SCHEDULER_QUEUE
-from workers.app import COLORIZE_QUEUE, create_app
+from workers.app import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS, create_app
 from workers.app import SCHEDULER_QUEUE as APP_SCHEDULER_QUEUE
 from workers.names import COLORIZE, DISPATCH
 
@@ -46,7 +46,11 @@ def test_create_app_merges_extra_transport_options_with_the_visibility_timeout()
         broker_url="redis://x", visibility_timeout=7200, broker_transport_options={"max_retries": 2}
     ).conf
 
-    assert conf.broker_transport_options == {"max_retries": 2, "visibility_timeout": 7200}
+    assert conf.broker_transport_options == {
+        **REDELIVERY_TRANSPORT_OPTIONS,
+        "max_retries": 2,
+        "visibility_timeout": 7200,
+    }
 
 
 @pytest.mark.parametrize(

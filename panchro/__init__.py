@@ -1,0 +1,3 @@
+"""panchro."""
+
+from __future__ import annotations

@@ -1,0 +1,90 @@
+"""The ``panchro`` command line: one click group; the commands live in ``panchro.commands``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from panchro.settings import Settings
+
+#: Options of the group that override a Settings field of the same name.
+_SETTING_OPTIONS = ("database_url", "broker_url", "s3_endpoint_url")
+
+
+def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
+    """Build the validated Settings: environment, then the group's options, then ``overrides``.
+
+    Args:
+        ctx: The click context of the running command.
+        **overrides: Command options that replace a setting; ``None`` values are ignored.
+
+    Returns:
+        The validated settings.
+
+    Raises:
+        click.ClickException: The configuration is invalid; the message names the field.
+    """
+    values: dict[str, Any] = dict((ctx.find_root().obj or {}).get("overrides", {}))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise click.ClickException(f"invalid configuration: {problems}") from exc
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option(
+    "--database-url",
+    metavar="URL",
+    help="Catalog database (SQLAlchemy URL). Env: PANCHRO_DATABASE_URL. "
+    "Default: a SQLite file panchro.sqlite3 in the working directory.",
+)
+@click.option(
+    "--broker-url",
+    metavar="URL",
+    help="Celery broker (Redis URL). Env: PANCHRO_BROKER_URL. Default: redis://127.0.0.1:6379/0.",
+)
+@click.option(
+    "--s3-endpoint-url",
+    metavar="URL",
+    help="S3 endpoint for S3-compatible stores (MinIO, Ceph...). Env: PANCHRO_S3_ENDPOINT_URL.",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@click.version_option(package_name="panchro")
+@click.pass_context
+def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
+    """panchro colorizes collections of black-and-white scans with DDColor.
+
+    \b
+    On one machine, no servers:   panchro colorize SCANS/ COLOR/
+    A collection on a cluster:    panchro submit s3://bucket/scans --collection NAME --output ...
+    What is installed and found:  panchro doctor
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    ctx.obj = {"overrides": {k: v for k, v in options.items() if k in _SETTING_OPTIONS and v}}
+
+
+def _register_commands() -> None:
+    from panchro.commands import colorize, database, doctor, jobs, run, weights, workers
+
+    for module in (colorize, database, doctor, jobs, run, weights, workers):
+        module.register(cli)
+
+
+_register_commands()
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="panchro")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Small helpers shared by the CLI commands: library errors as one-line user errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import click
+from sqlalchemy.engine import make_url
+
+from catalog.errors import CatalogError
+from ddcolor.errors import DDColorError
+from scheduler.errors import SchedulerError
+from storage.errors import StorageError
+
+#: Errors of the libraries that are a user's to fix, shown without a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (
+    CatalogError,
+    DDColorError,
+    SchedulerError,
+    StorageError,
+)
+
+
+@contextmanager
+def fail_on(doing: str) -> Iterator[None]:
+    """Show a library error raised inside the block as a one-line CLI error.
+
+    Driver errors (psycopg's "is the server running?") span several lines; a CLI error
+    is one line, every run of whitespace made one space.
+
+    Args:
+        doing: What the command was doing, for the message ("reading the checkpoint").
+
+    Raises:
+        click.ClickException: Wrapping any error listed in ``USER_ERRORS``.
+    """
+    try:
+        yield
+    except USER_ERRORS as exc:
+        raise click.ClickException(" ".join(f"{doing}: {exc}".split())) from exc
+
+
+def redact(url: str) -> str:
+    """Return a database URL fit for messages: the password, if any, masked.
+
+    Args:
+        url: A SQLAlchemy URL.
+
+    Returns:
+        The URL with ``***`` in place of its password.
+    """
+    return make_url(url).render_as_string(hide_password=True)

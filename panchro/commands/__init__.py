@@ -1,0 +1,1 @@
+"""Commands of the panchro CLI, one module per topic."""

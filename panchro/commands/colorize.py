@@ -1,0 +1,306 @@
+"""``panchro colorize``: colorize one file, or a folder, on this machine; no catalog, no queue."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from panchro.cli_support import fail_on
+from panchro.options import chosen_weights, model_options, size_from, size_options
+
+if TYPE_CHECKING:
+    from ddcolor.pipeline import Colorizer
+    from panchro.settings import Settings
+    from storage.local import LocalStorage
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    """What became of one input file.
+
+    Attributes:
+        source: The original.
+        output: The colorized copy, or None when none was written.
+        status: ``done``, ``skipped`` (output exists) or ``failed``.
+        detail: The reason for ``failed``/``skipped``, or a summary for ``done``.
+    """
+
+    source: Path
+    output: Path | None
+    status: str
+    detail: str
+
+
+def colorize_file(
+    colorizer: Colorizer,
+    source: Path,
+    output: Path,
+    *,
+    storage: LocalStorage,
+    size: int | None,
+    output_format: str | None,
+    untrained: bool,
+) -> FileOutcome:
+    """Colorize one file and write the copy atomically; bad input is reported, not raised.
+
+    Args:
+        colorizer: The loaded model.
+        source: The original (only ever read).
+        output: Where the copy goes; its extension is set by the output format.
+        storage: Local storage, for the atomic write (temporary name, then rename).
+        size: Input size in pixels, or None for the colorizer's default.
+        output_format: Output format, or None for the original's family.
+        untrained: Whether the weights are random (marked in the metadata).
+
+    Returns:
+        The outcome.
+
+    Raises:
+        DDColorError: For failures of the model that no other file would escape
+            (out of memory at the smallest size).
+    """
+    from storage.errors import InvalidImage, StorageError
+    from workers.render import render
+
+    if output.resolve() == source.resolve():
+        return FileOutcome(source, None, "failed", "refusing to write over the original")
+    try:
+        rendered = render(
+            colorizer,
+            source.read_bytes(),
+            name=str(source),
+            size=size,
+            output_format=output_format,
+            untrained=untrained,
+        )
+        storage.write(str(output), rendered.data, overwrite=True)
+    except (InvalidImage, ValueError, OSError, StorageError) as exc:
+        return FileOutcome(source, None, "failed", str(exc))
+    result = rendered.result
+    detail = (
+        f"{rendered.decoded.mode_description}, {result.size} px, {result.precision}, "
+        f"{result.seconds:.1f} s"
+    )
+    return FileOutcome(source, output, "done", detail)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One file to colorize: the original, its copy, and the copy's format."""
+
+    source: Path
+    output: Path
+    output_format: str | None
+
+
+def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) -> list[Job]:
+    """Pair every image of INPUT with its output path.
+
+    A folder is scanned recursively by content; each copy mirrors its relative path, with
+    the extension of the format it will be written in. For a single file, OUTPUT may be a
+    folder, or a file whose extension chooses the format.
+
+    Args:
+        input_path: An image file or a folder.
+        output_path: The output file or folder.
+        output_format: The ``--format`` asked for, or None.
+
+    Returns:
+        The jobs, in a stable order.
+
+    Raises:
+        click.UsageError: If the output folder lies inside the input folder.
+    """
+    from storage.imaging import output_extension
+    from storage.local import LocalStorage
+    from storage.scan import scan
+
+    if input_path.is_file():
+        if output_path.is_dir():
+            stem = output_path / input_path.name
+            with fail_on(f"reading {input_path}"):
+                head_format = _sniff(input_path)
+                extension = output_extension(head_format, output_format)
+            return [Job(input_path, stem.with_suffix(extension), output_format)]
+        chosen = output_format or output_path.suffix.lstrip(".") or None
+        return [Job(input_path, output_path, chosen)]
+    root = input_path.resolve()
+    target = output_path.resolve()
+    if target == root or root in target.parents:
+        raise click.UsageError(f"the output folder {output_path} must not be inside {input_path}")
+    jobs = []
+    with fail_on(f"scanning {input_path}"):
+        for found in scan(LocalStorage(), str(root)):
+            extension = output_extension(found.format, output_format)
+            output = (output_path / found.relative).with_suffix(extension)
+            jobs.append(Job(Path(found.uri.path), output, output_format))
+    return jobs
+
+
+def _sniff(path: Path) -> str | None:
+    from storage.imaging import SNIFF_BYTES, sniff_format
+
+    with open(path, "rb") as handle:
+        return sniff_format(handle.read(SNIFF_BYTES))
+
+
+def _load(
+    settings: Settings, *, model: str | None, untrained: bool, size: int | None, upsample: str
+) -> Colorizer:
+    from ddcolor.pipeline import DEFAULT_SIZE, load_colorizer
+
+    weights = chosen_weights(settings, model=model, untrained=untrained)
+    with fail_on("loading the model"):
+        return load_colorizer(
+            weights,
+            device=settings.device,
+            precision=settings.precision,
+            model=model,
+            untrained=untrained,
+            size=size or DEFAULT_SIZE,
+            upsample=upsample,  # type: ignore[arg-type]
+        )
+
+
+@click.command("colorize")
+@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@model_options
+@size_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["tif", "png", "jpg", "webp"]),
+    help="Output format (default: the original's family: TIFF stays TIFF, JPEG stays JPEG...).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Colorize again when the output already exists (default: skip it, so that an "
+    "interrupted folder run resumes).",
+)
+@click.pass_context
+def colorize(
+    ctx: click.Context,
+    input_path: Path,
+    output_path: Path,
+    weights: Path | None,
+    model: str | None,
+    untrained: bool,
+    precision: str | None,
+    device: str | None,
+    upsample: str,
+    preset: str | None,
+    size: int | None,
+    output_format: str | None,
+    overwrite: bool,
+) -> None:
+    """Colorize INPUT (an image, or a folder of images) into OUTPUT.
+
+    A folder is searched recursively for images (by content, not by name); the
+    copies mirror its sub-folders under OUTPUT. Originals are only ever read; each copy is
+    written under a temporary name and renamed, so none is ever half-written. Files that
+    cannot be colorized are listed at the end, and the exit status is 1 if there were any.
+
+    \b
+    Examples:
+      panchro colorize scan.tif scan-colour.tif --weights ddcolor_modelscope.pth
+      panchro colorize scans/ colour/ --preset landscape --device cuda:0
+      panchro colorize examples/ colorized/ --untrained       # a demo, random weights
+    """
+    from panchro.cli import load_settings
+    from storage.local import LocalStorage
+
+    settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    chosen_size = size_from(preset, size)
+    jobs = plan_jobs(input_path, output_path, output_format)
+    if not jobs:
+        raise click.ClickException(f"no images found in {input_path}")
+    colorizer = _load(
+        settings, model=model, untrained=untrained, size=chosen_size, upsample=upsample
+    )
+    if untrained:
+        click.secho(
+            "WARNING: untrained random weights; the colours are meaningless. Outputs say so "
+            "in their metadata.",
+            fg="yellow",
+            err=True,
+        )
+    click.echo(f"{colorizer!r}", err=True)
+    outcomes = _run(
+        colorizer,
+        jobs,
+        storage=LocalStorage(),
+        size=chosen_size,
+        overwrite=overwrite,
+        untrained=untrained,
+    )
+    _summarise(outcomes, output_path)
+    if any(outcome.status == "failed" for outcome in outcomes):
+        ctx.exit(1)
+
+
+def _run(
+    colorizer: Colorizer,
+    jobs: list[Job],
+    *,
+    storage: LocalStorage,
+    size: int | None,
+    overwrite: bool,
+    untrained: bool,
+) -> list[FileOutcome]:
+    from tqdm import tqdm
+
+    outcomes: list[FileOutcome] = []
+    started = time.monotonic()
+    with tqdm(total=len(jobs), unit="img", disable=len(jobs) < 2, leave=False) as bar:
+        for job in jobs:
+            bar.set_postfix_str(job.source.name)
+            if job.output.resolve() == job.source.resolve():
+                outcomes.append(
+                    FileOutcome(job.source, None, "failed", "refusing to write over the original")
+                )
+            elif job.output.exists() and not overwrite:
+                outcomes.append(FileOutcome(job.source, job.output, "skipped", "output exists"))
+            else:
+                with fail_on(f"colorizing {job.source}"):
+                    outcomes.append(
+                        colorize_file(
+                            colorizer,
+                            job.source,
+                            job.output,
+                            storage=storage,
+                            size=size,
+                            output_format=job.output_format,
+                            untrained=untrained,
+                        )
+                    )
+            bar.update(1)
+    logger.info("colorized %d files in %.1f s", len(jobs), time.monotonic() - started)
+    return outcomes
+
+
+def _summarise(outcomes: list[FileOutcome], output_path: Path) -> None:
+    done = [o for o in outcomes if o.status == "done"]
+    skipped = [o for o in outcomes if o.status == "skipped"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    for outcome in done:
+        click.echo(f"done     {outcome.source} -> {outcome.output} ({outcome.detail})")
+    for outcome in failed:
+        click.secho(f"FAILED   {outcome.source}: {outcome.detail}", fg="red", err=True)
+    click.echo(
+        f"{len(done)} colorized, {len(skipped)} skipped (output exists; --overwrite redoes "
+        f"them), {len(failed)} failed; outputs in {output_path}"
+    )
+
+
+def register(group: click.Group) -> None:
+    """Add ``colorize`` to the CLI group."""
+    group.add_command(colorize)

@@ -1,0 +1,179 @@
+"""The job commands of the CLI: submit, status, list, retry, cancel and scheduler.
+
+``register()`` adds them all to the ``panchro`` group. ``submit``, ``status`` and ``list``
+live in their own modules; ``retry``, ``cancel`` and ``scheduler`` are small enough to live
+here. Every command parses its input, opens the catalog with
+:func:`panchro.commands._support.open_catalog` and calls the plain functions of ``catalog``
+and ``scheduler``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from catalog.models import ImageStatus
+from panchro.cli_support import fail_on
+from panchro.commands._support import open_catalog
+
+logger = logging.getLogger(__name__)
+
+
+@click.command("retry")
+@click.argument("name")
+@click.option("--failed", is_flag=True, help="Retry the failed images (the default).")
+@click.option("--skipped", is_flag=True, help="Retry the skipped images.")
+@click.option("--cancelled", is_flag=True, help="Retry the cancelled images.")
+@click.pass_context
+def retry_command(
+    ctx: click.Context, name: str, failed: bool, skipped: bool, cancelled: bool
+) -> None:
+    """Send images of collection NAME back to pending, so they are processed again.
+
+    Without a flag, the failed images are retried. Their last error is cleared (each try
+    stays in the provenance trail) and the collection becomes active again; the scheduler
+    (`panchro scheduler`) sends them to the workers at its next round.
+
+    \b
+    Examples:
+      panchro retry 1920s --failed
+      panchro retry 1920s --failed --cancelled
+    """
+    from catalog import retry_images, transaction
+    from panchro.cli import load_settings
+
+    statuses = [
+        status
+        for status, wanted in (
+            (ImageStatus.FAILED, failed),
+            (ImageStatus.SKIPPED, skipped),
+            (ImageStatus.CANCELLED, cancelled),
+        )
+        if wanted
+    ] or [ImageStatus.FAILED]
+    settings = load_settings(ctx)
+    with open_catalog(settings.database_url) as sessions, fail_on("retrying"):
+        with transaction(sessions) as db:
+            count = retry_images(db, name, statuses=statuses)
+    which = " or ".join(status.value for status in statuses)
+    if count:
+        click.echo(
+            f"collection {name}: {count} {which} images back to pending; "
+            "the scheduler sends them to the workers"
+        )
+    else:
+        click.echo(f"collection {name}: no {which} images to retry")
+
+
+@click.command("cancel")
+@click.argument("name")
+@click.pass_context
+def cancel_command(ctx: click.Context, name: str) -> None:
+    """Cancel collection NAME: its pending and queued images are not processed.
+
+    Images already running finish and are recorded. Messages still in the broker find
+    their image cancelled and do nothing. Submitting the collection again resumes it.
+
+    \b
+    Example:
+      panchro cancel 1920s
+    """
+    from catalog import cancel_collection, transaction
+    from panchro.cli import load_settings
+
+    settings = load_settings(ctx)
+    with open_catalog(settings.database_url) as sessions, fail_on("cancelling"):
+        with transaction(sessions) as db:
+            count = cancel_collection(db, name)
+    click.echo(
+        f"collection {name} cancelled: {count} pending or queued images will not be "
+        "processed; running ones finish. Submit it again to resume."
+    )
+
+
+#: Celery log levels ``panchro scheduler --loglevel`` accepts.
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+@click.command("scheduler")
+@click.option(
+    "--interval",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Time between two dispatch passes.",
+)
+@click.option(
+    "--max-in-flight",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Most tasks waiting in the broker at once, over all collections. "
+    "Env: PANCHRO_MAX_IN_FLIGHT (default 200).",
+)
+@click.option(
+    "--loglevel",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    help="Log level of the dispatcher process.",
+)
+@click.pass_context
+def scheduler_command(
+    ctx: click.Context, interval: float, max_in_flight: int | None, loglevel: str
+) -> None:
+    """Run the dispatcher: keep the broker topped up with tasks until stopped.
+
+    Every interval, one pass sends pending images to the workers, highest priority
+    first, honouring each collection's --not-before window, and keeping at most
+    --max-in-flight tasks in the broker. It runs as a Celery worker with an embedded beat
+    that consumes only the "scheduler" queue. Run one per cluster (a second one is safe,
+    just useless); stop it with Ctrl-C or SIGTERM.
+
+    \b
+    Example:
+      PANCHRO_DATABASE_URL=postgresql+psycopg://panchro@db/panchro \\
+      PANCHRO_BROKER_URL=redis://broker:6379/0  panchro scheduler --interval 5
+    """
+    from panchro.cli import load_settings
+    from scheduler import run_scheduler
+    from workers.app import create_app
+
+    settings = load_settings(ctx, max_in_flight=max_in_flight)
+    # Fail now, with a clear message, rather than at every pass inside the worker.
+    with open_catalog(settings.database_url):
+        pass
+    app = create_app(broker_url=settings.broker_url)
+    logger.info(
+        "scheduler: every %ss, at most %d tasks in flight", interval, settings.max_in_flight
+    )
+    run_scheduler(
+        app,
+        database_url=settings.database_url,
+        max_in_flight=settings.max_in_flight,
+        interval=interval,
+        loglevel=loglevel.upper(),
+    )
+
+
+def register(group: click.Group) -> None:
+    """Add the job commands to the CLI group.
+
+    Args:
+        group: The ``panchro`` click group.
+    """
+    from panchro.commands.listing import list_command
+    from panchro.commands.status import status_command
+    from panchro.commands.submit import submit_command
+
+    commands = (
+        submit_command,
+        status_command,
+        list_command,
+        retry_command,
+        cancel_command,
+        scheduler_command,
+    )
+    for command in commands:
+        group.add_command(command)

@@ -1,0 +1,260 @@
+"""``panchro list``: the images of a collection as a table, CSV or JSON, streamed page by page.
+
+A collection may hold millions of images, so rows are read in pages of :data:`PAGE_ROWS`,
+each page in its own short transaction, and written out before the next page is read.
+
+CSV and JSON carry the columns of :data:`FIELDS`, in that order (a stable contract): times as
+ISO 8601 UTC, ``sizes_tried`` as a list in JSON and space-separated in CSV, missing values as
+``null`` in JSON and empty in CSV. JSON is one array, written as it is read.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from datetime import datetime
+from enum import Enum
+from itertools import chain
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from catalog.models import ImageStatus
+from panchro.cli_support import fail_on
+from panchro.commands._support import open_catalog
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from catalog.models import Image
+
+logger = logging.getLogger(__name__)
+
+#: Images read per query (and per transaction).
+PAGE_ROWS = 1_000
+#: Columns of the CSV and JSON output, in order.
+FIELDS: tuple[str, ...] = (
+    "id",
+    "status",
+    "source_uri",
+    "relative_path",
+    "output_uri",
+    "attempts",
+    "lost_attempts",
+    "last_error",
+    "source_size",
+    "source_checksum",
+    "source_checksum_kind",
+    "source_sha256",
+    "width",
+    "height",
+    "mode",
+    "bit_depth",
+    "output_sha256",
+    "output_size",
+    "input_size",
+    "sizes_tried",
+    "precision",
+    "backend",
+    "device",
+    "worker_host",
+    "model_name",
+    "checkpoint_sha256",
+    "task_id",
+    "queued_at",
+    "started_at",
+    "finished_at",
+    "duration_s",
+)
+#: Fixed-width columns of the table output before the path: header, width in characters,
+#: right-aligned.
+TABLE_COLUMNS: tuple[tuple[str, int, bool], ...] = (
+    ("ID", 9, True),
+    ("STATUS", 9, False),
+    ("TRIES", 5, True),
+    ("SIZE", 5, True),
+    ("SECONDS", 8, True),
+)
+#: Characters of an error message shown in the table; CSV and JSON carry all of it.
+TABLE_ERROR_CHARS = 120
+#: Output formats of ``--format``.
+FORMATS = ("table", "csv", "json")
+
+
+def image_record(image: Image) -> dict[str, Any]:
+    """Return one image as the JSON-ready mapping of :data:`FIELDS`.
+
+    Args:
+        image: The catalog row.
+
+    Returns:
+        Field name to value: datetimes as ISO 8601 text, enums as their value.
+    """
+    record: dict[str, Any] = {}
+    for field in FIELDS:
+        value = getattr(image, field)
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        elif isinstance(value, Enum):
+            value = value.value
+        record[field] = value
+    return record
+
+
+def _csv_cell(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return " ".join(str(item) for item in value)
+    return value
+
+
+def _aligned(cells: tuple[str, ...], path: str) -> str:
+    fixed = "  ".join(
+        cell.rjust(width) if right else cell.ljust(width)
+        for cell, (_, width, right) in zip(cells, TABLE_COLUMNS, strict=True)
+    )
+    return f"{fixed}  {path}"
+
+
+def _table_row(image: Image) -> str:
+    cells = (
+        str(image.id),
+        image.status.value,
+        str(image.attempts),
+        "" if image.input_size is None else str(image.input_size),
+        "" if image.duration_s is None else f"{image.duration_s:.1f}",
+    )
+    line = _aligned(cells, image.relative_path)
+    if image.last_error:
+        error = " ".join(image.last_error.split())
+        if len(error) > TABLE_ERROR_CHARS:
+            error = error[: TABLE_ERROR_CHARS - 3] + "..."
+        line += f"  ({error})"
+    return line
+
+
+def _pages(
+    sessions: sessionmaker[Session],
+    name: str,
+    status: ImageStatus | None,
+    limit: int | None,
+) -> Iterator[list[Image]]:
+    """Yield the images page by page, at most ``limit`` in all; the first page always."""
+    from catalog import list_images, transaction
+
+    offset = 0
+    while True:
+        rows = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - offset)
+        with transaction(sessions) as db:
+            page = list_images(db, name, status=status, limit=rows, offset=offset)
+        yield page
+        offset += len(page)
+        if len(page) < rows or (limit is not None and offset >= limit):
+            return
+
+
+def _write(pages: Iterator[list[Image]], output_format: str) -> int:
+    """Write every page in the format, one write per page; return the images written."""
+    count = 0
+    if output_format == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(FIELDS)
+        for page in pages:
+            for image in page:
+                record = image_record(image)
+                writer.writerow([_csv_cell(record[field]) for field in FIELDS])
+            count += len(page)
+            click.echo(buffer.getvalue(), nl=False)
+            buffer.seek(0)
+            buffer.truncate()
+    elif output_format == "json":
+        click.echo("[", nl=False)
+        for page in pages:
+            chunk = []
+            for image in page:
+                chunk.append(",\n" if count else "\n")
+                chunk.append(json.dumps(image_record(image)))
+                count += 1
+            click.echo("".join(chunk), nl=False)
+        click.echo("\n]" if count else "]")
+    else:
+        click.echo(_aligned(tuple(header for header, _, _ in TABLE_COLUMNS), "PATH"))
+        for page in pages:
+            click.echo("".join(_table_row(image) + "\n" for image in page), nl=False)
+            count += len(page)
+    return count
+
+
+@click.command("list")
+@click.argument("name")
+@click.option(
+    "--status",
+    type=click.Choice([status.value for status in ImageStatus]),
+    help="Only images in this status.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(FORMATS),
+    default="table",
+    show_default=True,
+    help="table for people; csv and json (an array of objects) for programs.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    metavar="N",
+    help="Stop after N images (default: all of them).",
+)
+@click.pass_context
+def list_command(
+    ctx: click.Context, name: str, status: str | None, output_format: str, limit: int | None
+) -> None:
+    """List the images of collection NAME in scan order, with status and provenance.
+
+    Rows are streamed: the command starts printing at once and never holds a whole
+    collection in memory. CSV and JSON carry every provenance column (source and output
+    locations and checksums, input size, precision, device, worker, times, last error).
+
+    \b
+    Examples:
+      panchro list 1920s --status failed
+      panchro list 1920s --format csv > 1920s.csv
+      panchro list 1920s --status done --format json | jq '.[].output_uri'
+
+    \b
+    CSV and JSON columns, in this order (stable; times in ISO 8601 UTC, missing values
+    empty in CSV and null in JSON, sizes_tried a list in JSON, space-separated in CSV):
+      id, status, source_uri, relative_path, output_uri, attempts, lost_attempts,
+      last_error, source_size, source_checksum, source_checksum_kind, source_sha256,
+      width, height, mode, bit_depth, output_sha256, output_size, input_size,
+      sizes_tried, precision, backend, device, worker_host, model_name,
+      checkpoint_sha256, task_id, queued_at, started_at, finished_at, duration_s
+    """
+    from panchro.cli import load_settings
+
+    settings = load_settings(ctx)
+    wanted = ImageStatus(status) if status is not None else None
+    with open_catalog(settings.database_url) as sessions, fail_on("listing images"):
+        pages = _pages(sessions, name, wanted, limit)
+        # Read the first page before writing anything: an unknown collection is then a
+        # clean error, not a half-written document.
+        first = next(pages)
+        try:
+            count = _write(chain([first], pages), output_format)
+        except BrokenPipeError:
+            # The reader (head, less) went away: stop quietly, as Unix tools do.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(0)
+    if count == 0 and output_format == "table":
+        what = f"{status} images" if status else "images"
+        click.echo(f"collection {name} has no {what}", err=True)
+    logger.debug("collection %s: listed %d images", name, count)

@@ -1,0 +1,353 @@
+"""``panchro run``: the whole pipeline on one machine, with no servers.
+
+The embedded default: a SQLite catalog under DEST, the same ``scheduler.submit()`` (register
+only, no broker) and the same ``process_image()`` the Celery workers use, run in this
+process on the available device, reading and decoding ahead of the model. Stopping with
+Ctrl-C hands the current image back; running the same command again resumes and never
+redoes a finished image.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from panchro.cli_support import fail_on
+from panchro.options import chosen_weights, model_options, size_from, size_options
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from panchro.settings import Settings
+    from workers.process import Outcome
+    from workers.runtime import WorkerRuntime
+
+logger = logging.getLogger(__name__)
+
+#: Images queued and handed to the model per round; the catalog is re-read between rounds.
+ROUND_SIZE = 500
+#: Most failure reasons listed in the summary.
+SUMMARY_REASONS = 5
+
+
+@dataclass
+class RunTally:
+    """Outcomes of this run, for the progress bar and the summary."""
+
+    done: int = 0
+    failed: int = 0
+    reasons: Counter[str] = field(default_factory=Counter)
+
+    def add(self, outcome: Outcome) -> None:
+        """Count one outcome.
+
+        Args:
+            outcome: What ``process_image()`` did.
+        """
+        from workers.process import ProcessStatus
+
+        if outcome.status is ProcessStatus.DONE:
+            self.done += 1
+        elif outcome.status is ProcessStatus.FAILED:
+            self.failed += 1
+            self.reasons[(outcome.reason or "unknown").splitlines()[0][:160]] += 1
+
+
+def catalog_url_for(output: str) -> str:
+    """The SQLite catalog of an embedded run: a file under a local DEST, else here.
+
+    Args:
+        output: The run's output location.
+
+    Returns:
+        A SQLAlchemy URL.
+    """
+    from catalog import sqlite_url_for
+
+    if output.startswith("s3://"):
+        return sqlite_url_for(Path.cwd())
+    return sqlite_url_for(Path(output))
+
+
+def _runtime(
+    settings: Settings,
+    *,
+    database_url: str,
+    model: str | None,
+    untrained: bool,
+    size: int | None,
+    upsample: str,
+) -> WorkerRuntime:
+    from workers.runtime import WorkerConfig, WorkerRuntime
+
+    weights = chosen_weights(settings, model=model, untrained=untrained)
+    config = WorkerConfig(
+        database_url=database_url,
+        weights=str(weights) if weights else None,
+        untrained=untrained,
+        model_name=model,
+        device=settings.device,
+        precision=settings.precision,
+        size=size,
+        upsample=upsample,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        s3_region=settings.s3_region,
+        s3_addressing_style=settings.s3_addressing_style,
+        node_name=f"run@{socket.gethostname()}",
+        read_ahead=False,
+    )
+    return WorkerRuntime(config)
+
+
+def _recover(sessions: sessionmaker[Session], collection_id: int) -> None:
+    """Hand back what an interrupted run of this collection left behind."""
+    from catalog import release_lost, transaction, unqueue_stale
+
+    with transaction(sessions) as db:
+        released = release_lost(db, collection_id=collection_id)
+        requeued = unqueue_stale(db, queued_before=datetime.now(UTC), collection_id=collection_id)
+    if released.requeued or released.failed or requeued:
+        logger.info(
+            "resuming collection %s: %d interrupted, %d queued images handed back",
+            collection_id,
+            released.requeued + released.failed,
+            requeued,
+        )
+
+
+def _process(
+    runtime: WorkerRuntime,
+    collection_id: int,
+    *,
+    total: int,
+    untrained: bool,
+    prefetch: int,
+) -> RunTally:
+    """Queue and colorize the collection's pending images in rounds, with a progress bar."""
+    from tqdm import tqdm
+
+    from catalog import queue_pending, transaction, unqueue
+    from workers.readahead import process_many
+
+    sessions = runtime.sessions()
+    colorizer = runtime.colorizer()
+    device = runtime.device_label()
+    tally = RunTally()
+    with tqdm(total=total, unit="img", dynamic_ncols=True, desc="colorizing") as bar:
+
+        def seen(outcome: Outcome) -> None:
+            tally.add(outcome)
+            bar.set_postfix(done=tally.done, failed=tally.failed, refresh=False)
+            bar.update(1)
+
+        while True:
+            with transaction(sessions) as db:
+                ids = queue_pending(db, collection_id, ROUND_SIZE)
+            if not ids:
+                return tally
+            try:
+                process_many(
+                    ids,
+                    sessions=sessions,
+                    storage_for=runtime.storage_for,
+                    colorizer=colorizer,
+                    worker=runtime.config.node_name,
+                    device=device,
+                    untrained=untrained,
+                    prefetch=prefetch,
+                    on_outcome=seen,
+                )
+            finally:
+                # Images of this round not reached (Ctrl-C, an unreachable store) go back.
+                with transaction(sessions) as db:
+                    unqueue(db, ids)
+
+
+@click.command("run")
+@click.argument("source")
+@click.option(
+    "--output",
+    "-o",
+    required=True,
+    help="Folder or s3://bucket/prefix for the colorized copies (mirrors SOURCE's sub-folders). "
+    "The run's catalog is kept in DEST/.panchro/.",
+)
+@model_options
+@size_options
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["tif", "png", "jpg", "webp"]),
+    help="Output format (default: the original's family).",
+)
+@click.option(
+    "--collection",
+    help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
+)
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 16),
+    default=2,
+    show_default=True,
+    help="Images read and decoded ahead while the model runs.",
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    source: str,
+    output: str,
+    weights: Path | None,
+    model: str | None,
+    untrained: bool,
+    precision: str | None,
+    device: str | None,
+    upsample: str,
+    preset: str | None,
+    size: int | None,
+    output_format: str | None,
+    collection: str | None,
+    prefetch: int,
+) -> None:
+    """Colorize every image under SOURCE into --output, on this machine, with no servers.
+
+    SOURCE is a folder or an s3://bucket/prefix. Images are found by content; originals
+    are only ever read; every copy is written atomically. A SQLite catalog under the
+    output folder records each image's status and provenance (query it with
+    `panchro --database-url sqlite:///DEST/.panchro/catalog.sqlite3 status`). Press
+    Ctrl-C to stop: the same command resumes where it stopped, and finished images are
+    never redone. Failed images are listed at the end; `panchro retry` re-queues them.
+
+    \b
+    Examples:
+      panchro run scans/ --output colour/ --weights ddcolor_modelscope.pth
+      panchro run s3://archive/scans/1920s --output colour/ --preset landscape
+      panchro run examples --output colorized --untrained     # demo, random weights
+    """
+    from catalog import make_sessionmaker
+    from migrations.runner import upgrade
+    from panchro.cli import load_settings
+    from scheduler import CollectionSettings, submit
+    from storage.base import open_storage
+
+    settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    chosen_size = size_from(preset, size)
+    database_url = catalog_url_for(output)
+    runtime = _runtime(
+        settings,
+        database_url=database_url,
+        model=model,
+        untrained=untrained,
+        size=chosen_size,
+        upsample=upsample,
+    )
+    with fail_on("preparing the catalog"):
+        upgrade(database_url)
+    sessions = make_sessionmaker(database_url)
+    if untrained:
+        click.secho(
+            "WARNING: untrained random weights; the colours are meaningless. Outputs and the "
+            "catalog say so.",
+            fg="yellow",
+            err=True,
+        )
+    with fail_on("loading the model"):
+        colorizer = runtime.colorizer()
+    checkpoint = colorizer.checkpoint
+    name = collection or _default_name(source)
+    with fail_on(f"scanning {source}"):
+        summary = submit(
+            sessions,
+            name=name,
+            source=source,
+            output=output,
+            storage=open_storage(
+                source,
+                endpoint_url=settings.s3_endpoint_url,
+                region=settings.s3_region,
+                addressing_style=settings.s3_addressing_style,
+            ),
+            send=None,
+            max_in_flight=1,
+            settings=CollectionSettings(
+                preset=preset,
+                input_size=chosen_size,
+                model_name=colorizer.model_name,
+                checkpoint_sha256=checkpoint.sha256 if checkpoint else None,
+                precision=colorizer.precision,
+                upsample=upsample,
+                untrained=untrained,
+                output_format=output_format,
+            ),
+        )
+    _recover(sessions, summary.collection_id)
+    remaining = _count_pending(sessions, summary.collection_id)
+    click.echo(
+        f"{summary.registered} images in {source} ({summary.new} new, {summary.changed} "
+        f"changed, {summary.total_skipped} other files skipped); {remaining} to colorize "
+        f"with {colorizer!r}",
+        err=True,
+    )
+    try:
+        with fail_on("colorizing"):
+            tally = _process(
+                runtime,
+                summary.collection_id,
+                total=remaining,
+                untrained=untrained,
+                prefetch=prefetch,
+            )
+    except KeyboardInterrupt:
+        click.echo("\ninterrupted: run the same command again to resume", err=True)
+        ctx.exit(130)
+    finally:
+        runtime.close()
+    _summarise(sessions, summary.collection_id, tally, output, database_url)
+    if tally.failed:
+        ctx.exit(1)
+
+
+def _default_name(source: str) -> str:
+    stripped = source.rstrip("/")
+    return stripped.rsplit("/", 1)[-1] or "collection"
+
+
+def _count_pending(sessions: sessionmaker[Session], collection_id: int) -> int:
+    from catalog import collection_status, get_collection, transaction
+
+    with transaction(sessions) as db:
+        name = get_collection(db, collection_id).name
+        report = collection_status(db, name)
+    return report.collections[0].remaining
+
+
+def _summarise(
+    sessions: sessionmaker[Session],
+    collection_id: int,
+    tally: RunTally,
+    output: str,
+    database_url: str,
+) -> None:
+    from catalog import collection_status, get_collection, transaction
+
+    with transaction(sessions) as db:
+        name = get_collection(db, collection_id).name
+        progress = collection_status(db, name).collections[0]
+    counts = ", ".join(f"{count} {status}" for status, count in sorted(progress.counts.items()))
+    click.echo(f"this run: {tally.done} colorized, {tally.failed} failed")
+    click.echo(f"collection {name}: {counts}; outputs in {output}")
+    for reason, count in tally.reasons.most_common(SUMMARY_REASONS):
+        click.secho(f"  failed x{count}: {reason}", fg="red")
+    if tally.failed:
+        click.echo(f"list them: panchro --database-url {database_url} list {name} --status failed")
+
+
+def register(group: click.Group) -> None:
+    """Add ``run`` to the CLI group."""
+    group.add_command(run)

@@ -1,0 +1,321 @@
+"""``panchro submit``: register a collection's images in the catalog and send the first tasks.
+
+The work is ``scheduler.submit()``: scan the source, register every image (idempotently)
+and run one dispatch pass. This module validates the options, records which checkpoint
+the collection is meant for, shows a progress bar while the source is scanned, and
+prints a summary.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from panchro.cli_support import fail_on
+from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
+from panchro.options import size_from, size_options
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
+    from scheduler import SubmitProgress, SubmitSummary
+
+logger = logging.getLogger(__name__)
+
+#: Example paths shown per skip reason in the summary.
+SKIP_EXAMPLES = 3
+#: Progress bar of the scan; the total is unknown until the listing ends.
+BAR_FORMAT = "{desc}: {n_fmt} images [{elapsed}, {rate_fmt}{postfix}]"
+
+
+def _check_not_before(
+    _ctx: click.Context, _param: click.Parameter, value: str | None
+) -> str | None:
+    if value is None:
+        return None
+    from scheduler.windows import parse_not_before
+
+    try:
+        parse_not_before(value)
+    except ValueError as exc:
+        raise click.BadParameter(f"{value!r} is not a 24-hour local time HH:MM") from exc
+    return value
+
+
+def _checkpoint(weights: Path | None) -> tuple[str | None, str | None]:
+    """Return the model name and SHA-256 of a checkpoint file, after validating it."""
+    if weights is None:
+        return None, None
+    from ddcolor.checkpoints import read_checkpoint
+
+    with fail_on("reading the checkpoint"):
+        info, _ = read_checkpoint(weights)
+    return info.model_name, info.sha256
+
+
+def format_bytes(count: int) -> str:
+    """Format a size in bytes with a decimal unit: ``512 B``, ``3.4 MB``, ``1.2 TB``.
+
+    Args:
+        count: Bytes.
+
+    Returns:
+        The text.
+    """
+    if count < 1000:
+        return f"{count} B"
+    value = count / 1000.0
+    for unit in ("kB", "MB", "GB"):
+        if value < 1000.0:
+            return f"{value:.1f} {unit}"
+        value /= 1000.0
+    return f"{value:.1f} TB"
+
+
+def format_local_time(moment: datetime, now: datetime | None = None) -> str:
+    """Format an aware moment as local ``HH:MM``, with the date when it is not today.
+
+    Args:
+        moment: The moment (aware).
+        now: The present (aware); None means the current time.
+
+    Returns:
+        ``"22:00"`` or ``"2024-05-02 06:00"``.
+    """
+    local = moment.astimezone()
+    today = (now or datetime.now().astimezone()).astimezone().date()
+    return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
+
+
+def render_summary(summary: SubmitSummary, *, model: str | None, dispatching: bool) -> str:
+    """Describe what a submission did, in a few aligned lines.
+
+    Args:
+        summary: What ``scheduler.submit()`` returned.
+        model: The model the collection records ("ddcolor_paper, sha256 ..."), or None.
+        dispatching: Whether a dispatch pass was asked for.
+
+    Returns:
+        The text, without a trailing newline.
+    """
+    state = "created" if summary.created else "resubmitted"
+    lines = [
+        f"collection {summary.name} {state}: {summary.source} -> {summary.output}",
+        f"  images    {summary.registered} found ({format_bytes(summary.found_bytes)}): "
+        f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged",
+    ]
+    if summary.skipped:
+        reasons = []
+        for reason, count in sorted(summary.skipped.items(), key=lambda item: -item[1]):
+            examples = summary.skipped_examples.get(reason, [])[:SKIP_EXAMPLES]
+            shown = f" ({', '.join(examples)}{', ...' if count > len(examples) else ''})"
+            reasons.append(f"{count} {reason}{shown if examples else ''}")
+        lines.append(f"  skipped   {summary.total_skipped}: " + "; ".join(reasons))
+    lines.append(
+        f"  model     {model or 'the weights the workers are configured with (no --weights given)'}"
+    )
+    if summary.opens_at is not None:
+        lines.append(
+            f"  dispatch  held until {format_local_time(summary.opens_at)}: "
+            f"{summary.pending} images wait for the start window"
+        )
+    elif dispatching and summary.dispatch_error is None:
+        rest = (
+            f"; {summary.pending} pending, sent by `panchro scheduler` as workers free up"
+            if summary.pending
+            else ""
+        )
+        lines.append(f"  dispatch  {summary.dispatched} sent to the workers{rest}")
+    elif not dispatching:
+        lines.append(
+            f"  dispatch  none now; `panchro scheduler` sends the {summary.pending} pending"
+        )
+    return "\n".join(lines)
+
+
+class _ScanBar:
+    """The progress bar of a submission: images found and registered so far."""
+
+    def __init__(self, source: str) -> None:
+        from tqdm import tqdm
+
+        self.bar: tqdm[None] = tqdm(
+            desc=f"scanning {source}",
+            unit="img",
+            bar_format=BAR_FORMAT,
+            file=sys.stderr,
+            dynamic_ncols=True,
+        )
+
+    def update(self, progress: SubmitProgress) -> None:
+        self.bar.n = progress.scanned
+        self.bar.set_postfix_str(
+            f"{progress.skipped} skipped, {progress.registered} registered", refresh=False
+        )
+        self.bar.refresh()
+
+    def close(self, *, keep: bool = True) -> None:
+        # A failed submission's bar is wiped, so the error message stands alone.
+        self.bar.leave = keep
+        self.bar.close()
+
+
+def _sender(broker_url: str) -> tuple[Any, Any]:
+    """Return the Celery app and the ``send`` callable of a dispatch pass."""
+    from scheduler import celery_sender
+    from workers.app import create_app
+
+    app = create_app(broker_url=broker_url)
+    return app, celery_sender(app)
+
+
+@click.command("submit")
+@click.argument("source")
+@click.option(
+    "--collection",
+    "name",
+    required=True,
+    metavar="NAME",
+    help="Unique name of the collection; submit the same name again to add new or changed "
+    "images, resume a cancelled collection or change its settings.",
+)
+@click.option(
+    "--output",
+    required=True,
+    metavar="DEST",
+    help="Folder or s3://bucket/prefix for the colorized copies; the source tree is mirrored "
+    "there. Must not be SOURCE or lie inside it.",
+)
+@size_options
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="DDColor checkpoint the collection is meant for; its model name and SHA-256 are "
+    "recorded. Env: PANCHRO_WEIGHTS.",
+)
+@click.option(
+    "--not-before",
+    metavar="HH:MM",
+    callback=_check_not_before,
+    help="Send nothing before this local time on the day of submission (e.g. 22:00 for a "
+    "night run); from then on the work goes on until done.",
+)
+@click.option(
+    "--priority",
+    type=int,
+    default=0,
+    show_default=True,
+    metavar="N",
+    help="Collections with a higher priority are sent to the workers first.",
+)
+@click.option(
+    "--dispatch/--no-dispatch",
+    default=True,
+    show_default=True,
+    help="Send the first tasks to the broker now; with --no-dispatch only `panchro scheduler` "
+    "sends them (for a machine that cannot reach the broker).",
+)
+@click.pass_context
+def submit_command(
+    ctx: click.Context,
+    source: str,
+    name: str,
+    output: str,
+    preset: str | None,
+    size: int | None,
+    weights: Path | None,
+    not_before: str | None,
+    priority: int,
+    dispatch: bool,
+) -> None:
+    """Register the images of SOURCE (a folder or s3://bucket/prefix) as collection NAME.
+
+    The source is scanned (hidden and system files and non-images are skipped), every
+    image is recorded in the catalog as pending, and one dispatch pass sends the first
+    tasks to the broker; `panchro scheduler` sends the rest as workers free up. Running
+    it again is safe: unchanged images are left alone.
+
+    On SQLite the catalog schema is created on first use; a PostgreSQL catalog must be
+    created with `panchro db upgrade` first.
+
+    \b
+    Examples:
+      panchro submit s3://archive/scans/1920s --collection 1920s \\
+          --output s3://archive/colour/1920s --preset portrait --not-before 22:00
+      panchro submit ./scans --collection family --output ./colour --size 768
+
+    Exit status: 0; 1 on an error (also when the images were registered but the broker
+    could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
+    """
+    from panchro.cli import load_settings
+    from scheduler import CollectionSettings, check_destination
+    from scheduler import submit as submit_collection
+    from storage.base import open_storage
+
+    input_size = size_from(preset, size)
+    settings = load_settings(ctx, weights=weights)
+    model_name, sha256 = _checkpoint(settings.weights)
+    collection_settings = CollectionSettings(
+        preset=preset,
+        input_size=input_size,
+        model_name=model_name,
+        checkpoint_sha256=sha256,
+        precision=settings.precision,
+        not_before=not_before,
+        priority=priority,
+    )
+    with fail_on("opening the source"):
+        storage = open_storage(
+            source,
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.s3_region,
+            addressing_style=settings.s3_addressing_style,
+        )
+    with fail_on("checking the output"):
+        check_destination(source, output)
+    app, send = _sender(settings.broker_url) if dispatch else (None, None)
+    bar: _ScanBar | None = None
+    try:
+        with open_catalog(settings.database_url, create=True) as sessions:
+            bar = _ScanBar(source)
+            with fail_on(f"submitting {source}"):
+                summary = submit_collection(
+                    sessions,
+                    name=name,
+                    source=source,
+                    output=output,
+                    storage=storage,
+                    send=send,
+                    max_in_flight=settings.max_in_flight,
+                    settings=collection_settings,
+                    on_progress=bar.update,
+                )
+        bar.close()
+    except KeyboardInterrupt:
+        if bar is not None:
+            bar.close(keep=False)
+        click.echo(
+            "interrupted: the images registered so far stay registered; submit again to finish",
+            err=True,
+        )
+        ctx.exit(INTERRUPTED_EXIT)
+    except BaseException:
+        if bar is not None:
+            bar.close(keep=False)
+        raise
+    finally:
+        if app is not None:
+            app.close()
+    model = f"{model_name}, sha256 {sha256}" if model_name else None
+    click.echo(render_summary(summary, model=model, dispatching=dispatch))
+    if summary.dispatch_error is not None:
+        raise click.ClickException(
+            f"dispatching failed: {summary.dispatch_error.rstrip('.')}. The images stay "
+            "registered as pending: `panchro scheduler` (or submitting again) sends them once "
+            "the broker is reachable"
+        )

@@ -1,0 +1,146 @@
+"""Click options shared by the commands that choose a model, an input size and a device."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from panchro.weights import OFFICIAL_MODELS
+
+if TYPE_CHECKING:
+    from panchro.settings import Settings
+
+#: Size presets and their square input sizes in pixels (``ddcolor.pipeline.PRESETS``, spelt
+#: out so that ``--help`` needs no torch import).
+PRESET_SIZES = {"portrait": 512, "landscape": 1024}
+#: ab upsampling methods (``ddcolor.transforms.UPSAMPLE_METHODS``).
+UPSAMPLE_CHOICES = ("guided", "nearest", "bilinear", "bicubic")
+#: Registry names of the official checkpoints (``ddcolor.build.MODELS``).
+MODEL_CHOICES = OFFICIAL_MODELS
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def check_size(_ctx: click.Context, _param: click.Parameter, size: int | None) -> int | None:
+    """Click callback: a square input size must be a multiple of 32 from 256 to 2048.
+
+    Raises:
+        click.BadParameter: With the rule, for any other value.
+    """
+    if size is None:
+        return None
+    if size % 32 or not 256 <= size <= 2048:
+        raise click.BadParameter(
+            f"{size} is not a multiple of 32 from 256 to 2048 (the network needs multiples "
+            "of 32; it was trained at 256)"
+        )
+    return size
+
+
+def size_from(preset: str | None, size: int | None) -> int | None:
+    """The input size asked for by ``--preset`` or ``--size`` (they exclude each other).
+
+    Args:
+        preset: A key of :data:`PRESET_SIZES`, or None.
+        size: A validated size, or None.
+
+    Returns:
+        The size in pixels, or None when neither was given.
+
+    Raises:
+        click.UsageError: If both were given.
+    """
+    if preset is not None and size is not None:
+        raise click.UsageError("--preset and --size exclude each other: give one of them")
+    return PRESET_SIZES[preset] if preset is not None else size
+
+
+def chosen_weights(settings: Settings, *, model: str | None, untrained: bool) -> Path | None:
+    """The checkpoint a command runs with: given, else fetched, else a user error.
+
+    Args:
+        settings: The validated settings (``weights``, ``weights_dir``).
+        model: The model asked for with ``--model``, if any.
+        untrained: Random weights were asked for explicitly.
+
+    Returns:
+        The checkpoint file, or None with ``untrained``.
+
+    Raises:
+        click.ClickException: If there is none, saying how to get one.
+    """
+    from panchro.weights import WeightsError, resolve_weights
+
+    try:
+        return resolve_weights(
+            settings.weights, settings.weights_dir, model=model, untrained=untrained
+        )
+    except WeightsError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+def size_options(func: F) -> F:
+    """Add ``--preset`` and ``--size`` to a command."""
+    func = click.option(
+        "--size",
+        type=int,
+        callback=check_size,
+        help="Square model input size in pixels: a multiple of 32 from 256 to 2048 "
+        "(default 512). Colours change with it; the size used is recorded. Excludes --preset.",
+    )(func)
+    func = click.option(
+        "--preset",
+        type=click.Choice(sorted(PRESET_SIZES)),
+        help="Input size for the kind of picture: portrait = 512 px, landscape = 1024 px "
+        "(buildings, landscapes). Excludes --size.",
+    )(func)
+    return func
+
+
+def model_options(func: F) -> F:
+    """Add the options that load a model: weights, model, untrained, precision, device, upsample."""
+    options = [
+        click.option(
+            "--upsample",
+            type=click.Choice(UPSAMPLE_CHOICES),
+            default="guided",
+            show_default=True,
+            help="How the model's colour (ab) is brought to full resolution: guided (edge-aware,"
+            " follows the full-resolution luminance), or nearest (the published pipeline, bit"
+            " for bit), bilinear, bicubic. See docs/upsampling.md.",
+        ),
+        click.option(
+            "--device",
+            help="auto (the first GPU, else the CPU), cpu, cuda or cuda:N; ROCm GPUs are cuda "
+            "too. Env: PANCHRO_DEVICE.",
+        ),
+        click.option(
+            "--precision",
+            type=click.Choice(["auto", "fp16", "bf16", "fp32"]),
+            help="auto is fp16 on GPUs and fp32 on the CPU. Env: PANCHRO_PRECISION.",
+        ),
+        click.option(
+            "--untrained",
+            is_flag=True,
+            help="Run with random weights (for a demo or a test: the colours are meaningless, "
+            "and every output and catalog row says so).",
+        ),
+        click.option(
+            "--model",
+            type=click.Choice(MODEL_CHOICES),
+            help="The model the checkpoint must hold (default: recognised from its shapes); "
+            "with --untrained, the architecture to build (default ddcolor_paper_tiny).",
+        ),
+        click.option(
+            "--weights",
+            type=click.Path(path_type=Path, dir_okay=False),
+            help="DDColor checkpoint (.pth, pytorch_model.bin or .safetensors). "
+            "Env: PANCHRO_WEIGHTS.",
+        ),
+    ]
+    for option in options:
+        func = option(func)
+    return func

@@ -1,0 +1,62 @@
+"""The one configuration object of panchro, read from ``PANCHRO_*`` environment variables.
+
+Only the ``panchro`` package reads the environment. Everything else receives plain values
+built from :class:`Settings` (``create_app(broker_url=...)``, ``make_sessionmaker(url)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Database used when none is configured: a SQLite file in the working directory.
+DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
+#: Broker used when none is configured.
+DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
+#: Precision names accepted everywhere.
+PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+
+
+class Settings(BaseSettings):
+    """Validated configuration; each field is also a command-line option."""
+
+    model_config = SettingsConfigDict(env_prefix="PANCHRO_", extra="ignore")
+
+    database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the catalog")
+    broker_url: str = Field(DEFAULT_BROKER_URL, description="Celery broker URL (Redis)")
+    s3_endpoint_url: str | None = Field(None, description="S3 endpoint for non-AWS stores")
+    s3_region: str | None = Field(None, description="S3 region name")
+    s3_addressing_style: str = Field("auto", description="S3 addressing: auto, path or virtual")
+    weights: Path | None = Field(None, description="DDColor checkpoint file")
+    weights_dir: Path = Field(
+        Path.home() / ".cache" / "panchro" / "weights",
+        description="Folder where `panchro weights fetch` stores checkpoints",
+    )
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    precision: str = Field("auto", description="auto, fp16, bf16 or fp32")
+    max_in_flight: int = Field(200, ge=1, description="Most tasks kept in the broker at once")
+    flower_user: str | None = Field(None, description="Flower basic-auth user")
+    flower_password: str | None = Field(None, description="Flower basic-auth password")
+
+    @field_validator("precision")
+    @classmethod
+    def _check_precision(cls, value: str) -> str:
+        if value not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}")
+        return value
+
+    @field_validator("s3_addressing_style")
+    @classmethod
+    def _check_addressing(cls, value: str) -> str:
+        if value not in ("auto", "path", "virtual"):
+            raise ValueError(f"s3_addressing_style must be auto, path or virtual, not {value!r}")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
+            return value
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")

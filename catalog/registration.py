@@ -136,6 +136,9 @@ def _on_conflict(insert: postgresql.Insert | sqlite.Insert, table: Table) -> Any
         index_elements=[table.c.collection_id, table.c.source_uri],
         set_={
             "status": ImageStatus.PENDING,
+            # A source whose format changed is written under a new output name.
+            "relative_path": excluded.relative_path,
+            "output_uri": excluded.output_uri,
             "source_size": excluded.source_size,
             "source_checksum": excluded.source_checksum,
             "source_checksum_kind": excluded.source_checksum_kind,

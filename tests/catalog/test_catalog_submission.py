@@ -168,6 +168,22 @@ def test_a_changed_checksum_sends_a_finished_image_back_to_pending(
     assert _count(sessions) == 5
 
 
+def test_a_changed_source_takes_its_new_output_name(
+    sessions: sessionmaker[Session], collection_id: int, image_ids: list[int]
+) -> None:
+    rows = scanned(2)
+    # The file was re-saved as PNG under the same name: its copy is now a .png.
+    rows[0] = ScannedImage(
+        **{**rows[0].__dict__, "checksum": "v2", "output_uri": "s3://colour/img/000000.tif.png"}
+    )
+
+    with sessions.begin() as db:
+        counts = register_images(db, collection_id, rows)
+
+    assert counts == RegisterCounts(new=0, changed=1, unchanged=1)
+    assert read_image(sessions, image_ids[0]).output_uri == "s3://colour/img/000000.tif.png"
+
+
 def test_a_changed_checksum_leaves_a_running_image_to_its_worker(
     sessions: sessionmaker[Session],
     collection_id: int,

@@ -31,6 +31,7 @@ from catalog.errors import (
 )
 from catalog.models import (
     OPEN_STATUSES,
+    OUTPUT_FORMAT_OPTION,
     Attempt,
     AttemptOutcome,
     Base,
@@ -75,6 +76,7 @@ from catalog.transitions import (
 )
 
 __all__ = [
+    "OUTPUT_FORMAT_OPTION",
     "MAX_LOST_ATTEMPTS",
     "OPEN_STATUSES",
     "RETRYABLE_STATUSES",

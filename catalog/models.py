@@ -182,6 +182,11 @@ class Base(DeclarativeBase):
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON()}
 
 
+#: Key of ``Collection.options`` that holds the output format asked for, if any
+#: (``"png"``, ``"tif"``...); absent means each original's format family.
+OUTPUT_FORMAT_OPTION = "output_format"
+
+
 class Collection(Base):
     """One submitted source tree, where its outputs go and how it is processed."""
 

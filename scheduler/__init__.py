@@ -47,7 +47,6 @@ from scheduler.periodic import (
 from scheduler.scanning import PROGRESS_EVERY, ProgressCallback, ScanProgress, scan_source
 from scheduler.sending import celery_sender
 from scheduler.submission import (
-    OUTPUT_FORMAT_OPTION,
     SUBMIT_CHUNK_ROWS,
     CollectionSettings,
     SubmitProgress,
@@ -60,7 +59,6 @@ from scheduler.windows import is_window_open, parse_not_before, window_opens_at
 __all__ = [
     "DISPATCH_BATCH_SIZE",
     "DISPATCH_INTERVAL_S",
-    "OUTPUT_FORMAT_OPTION",
     "PROGRESS_EVERY",
     "SCHEDULER_QUEUE",
     "SUBMIT_CHUNK_ROWS",

@@ -29,6 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import (
+    OUTPUT_FORMAT_OPTION,
     ScannedImage,
     create_or_get_collection,
     get_collection,
@@ -49,8 +50,6 @@ logger = logging.getLogger(__name__)
 
 #: Scanned objects registered per transaction.
 SUBMIT_CHUNK_ROWS = 5_000
-#: Key of ``Collection.options`` that holds the requested output format, if any.
-OUTPUT_FORMAT_OPTION = "output_format"
 
 
 @dataclass(frozen=True)

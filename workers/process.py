@@ -33,6 +33,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Final
 
 from catalog import (
+    OUTPUT_FORMAT_OPTION,
     CatalogError,
     Claim,
     ImageStatus,
@@ -68,7 +69,6 @@ if TYPE_CHECKING:
     from workers.readahead import ReadAhead, StorageFor
 
 __all__ = [
-    "OUTPUT_FORMAT_OPTION",
     "Outcome",
     "ProcessStatus",
     "process_image",
@@ -76,8 +76,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Key of ``Collection.options`` holding the requested output format (set by the submission).
-OUTPUT_FORMAT_OPTION: Final = "output_format"
 #: Longest failure reason stored in the catalog, in characters; the log has all of it.
 MAX_REASON_CHARS: Final = 2_000
 #: What the worker was doing in each phase, for failure reasons.
@@ -141,6 +139,7 @@ class _Job:
     claim: Claim
     source_checksum: str | None
     input_size: int | None
+    upsample: str | None
     output_format: str | None
     checkpoint_sha256: str | None
 
@@ -258,6 +257,7 @@ def _job(db: Session, claim: Claim) -> _Job:
         claim=claim,
         source_checksum=image.source_checksum,
         input_size=collection.input_size,
+        upsample=collection.upsample,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
     )
@@ -301,6 +301,7 @@ def _run(
             data,
             name=claim.source_uri,
             size=size,
+            upsample=job.upsample,
             output_format=job.output_format,
             untrained=untrained,
             decoded=decoded,

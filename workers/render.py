@@ -78,6 +78,7 @@ def render(
     *,
     name: str = "",
     size: int | None = None,
+    upsample: str | None = None,
     output_format: str | None = None,
     untrained: bool = False,
     decoded: DecodedImage | None = None,
@@ -89,6 +90,8 @@ def render(
         data: The original file's bytes (never modified).
         name: The original's name or URI, for error messages.
         size: Square input size in pixels; None for the colorizer's default.
+        upsample: How colour is brought to full resolution (``guided``, ``nearest``...);
+            None for the colorizer's default.
         output_format: Output format instead of the original's family (``png``, ``tif``...).
         untrained: Whether the weights are random (marked in the metadata).
         decoded: The already decoded ``data``, when a read-ahead decoded it.
@@ -100,10 +103,11 @@ def render(
         InvalidImage: If the bytes are not an image that can be colorized.
         OutOfMemoryAtMinimumSize: If the device runs out of memory at every size.
         DDColorError: For other model failures.
-        ValueError: If the output format cannot hold the image (alpha in JPEG).
+        ValueError: If the output format cannot hold the image (alpha in JPEG), or the
+            upsampling method is unknown.
     """
     image = decoded if decoded is not None else decode_image(data, name=name)
-    result = colorizer.colorize(image.pixels, size=size)
+    result = colorizer.colorize(image.pixels, size=size, upsample=upsample)  # type: ignore[arg-type]
     model, checkpoint = describe_weights(colorizer, untrained)
     provenance = Provenance(
         software=software_name(),

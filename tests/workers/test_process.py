@@ -107,6 +107,33 @@ def test_process_image_with_the_tiny_model_records_done_with_complete_provenance
     assert "UNTRAINED" in xmp and "ddcolor_paper_tiny" in xmp and "256" in xmp
 
 
+def test_process_image_upsamples_colour_as_the_collection_asks(
+    sessions: sessionmaker[Session], source: Path, output: Path, tiny_colorizer: Colorizer
+) -> None:
+    write_gray_png(source / "p.png", size=(300, 200))
+    asked: list[str | None] = []
+
+    class Recording(Colorizer):
+        def colorize(self, image: Any, *, size: Any = None, upsample: Any = None) -> Any:
+            asked.append(upsample)
+            return super().colorize(image, size=size, upsample=upsample)
+
+    recording = Recording(
+        tiny_colorizer.model,
+        device="cpu",
+        precision="fp32",
+        size=256,
+        upsample="guided",
+        model_name="ddcolor_paper_tiny",
+    )
+    ids = add_collection(sessions, source, output, ["p.png"], upsample="nearest")
+
+    outcome = _process(sessions, ids["p.png"], recording, untrained=True)
+
+    assert outcome.status is ProcessStatus.DONE
+    assert asked == ["nearest"]
+
+
 def test_process_image_records_the_checkpoint_sha256_and_keeps_16_bit_tiff(
     sessions: sessionmaker[Session], source: Path, output: Path, checkpoint_file: Path
 ) -> None:

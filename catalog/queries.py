@@ -101,6 +101,7 @@ def list_images(
     status: ImageStatus | None = None,
     limit: int | None = None,
     offset: int = 0,
+    after_id: int | None = None,
 ) -> list[Image]:
     """Return a collection's images in id (scan) order, optionally of one status.
 
@@ -113,6 +114,8 @@ def list_images(
         status: Only images in this status; None means all.
         limit: At most this many images; None means no limit.
         offset: Skip this many images first (for paging).
+        after_id: Only images with a larger id: pages that stay exact while statuses
+            change, and cost the same however deep (keyset paging).
 
     Returns:
         The images.
@@ -129,6 +132,8 @@ def list_images(
     )
     if status is not None:
         query = query.where(Image.status == status)
+    if after_id is not None:
+        query = query.where(Image.id > after_id)
     query = query.order_by(Image.id).offset(offset).limit(limit)
     return list(db.scalars(query))
 

@@ -148,15 +148,17 @@ def _pages(
     """Yield the images page by page, at most ``limit`` in all; the first page always."""
     from catalog import list_images, transaction
 
-    offset = 0
+    listed = 0
+    last_id: int | None = None
     while True:
-        rows = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - offset)
+        rows = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - listed)
         with transaction(sessions) as db:
-            page = list_images(db, name, status=status, limit=rows, offset=offset)
+            page = list_images(db, name, status=status, limit=rows, after_id=last_id)
         yield page
-        offset += len(page)
-        if len(page) < rows or (limit is not None and offset >= limit):
+        listed += len(page)
+        if len(page) < rows or (limit is not None and listed >= limit):
             return
+        last_id = page[-1].id
 
 
 def _write(pages: Iterator[list[Image]], output_format: str) -> int:

@@ -227,6 +227,28 @@ def test_list_images_filters_by_status_and_pages_in_scan_order(
     assert page == image_ids[1:3]
 
 
+def test_list_images_pages_by_id_exactly_while_statuses_change(
+    sessions: sessionmaker[Session],
+    collection_id: int,
+    image_ids: list[int],
+    force_status: Callable[..., None],
+) -> None:
+    with sessions.begin() as db:
+        first = [i.id for i in list_images(db, collection_id, status=ImageStatus.PENDING, limit=2)]
+    # An image of the first page leaves "pending" before the next page is read: offset
+    # paging would now skip one; keyset paging does not.
+    force_status([image_ids[0]], ImageStatus.DONE)
+    with sessions.begin() as db:
+        second = [
+            i.id
+            for i in list_images(
+                db, collection_id, status=ImageStatus.PENDING, limit=2, after_id=first[-1]
+            )
+        ]
+
+    assert first + second == image_ids[:4]
+
+
 def test_listed_images_stay_readable_after_their_transaction(
     sessions: sessionmaker[Session], image_ids: list[int]
 ) -> None:

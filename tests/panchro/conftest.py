@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
+import redis
+from PIL import Image as PILImage
 from sqlalchemy import text
+from submit_helpers import IMAGES
 
 from catalog import make_engine
 from migrations.runner import upgrade
@@ -29,3 +33,43 @@ def empty_postgres_catalog(postgres_catalog: str) -> str:
     finally:
         engine.dispose()
     return postgres_catalog
+
+
+# The fixtures below serve the tests of ``panchro submit`` and ``panchro scheduler``; a
+# module that needs another catalog (test_jobs.py) defines its own ``catalog_url``.
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A catalog URL: a new SQLite file (no schema yet), or a migrated, empty PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'catalog.sqlite3'}"
+    url: str = request.getfixturevalue("empty_postgres_catalog")
+    return url
+
+
+@pytest.fixture(scope="module")
+def schemaless_postgres(postgres_database_factory: Callable[[], str]) -> str:
+    """URL of an empty PostgreSQL database that was never migrated."""
+    return postgres_database_factory()
+
+
+@pytest.fixture
+def scans(tmp_path: Path) -> Path:
+    """A small source folder: four greyscale PNGs, a text file and a hidden file."""
+    root = tmp_path / "scans"
+    for number, relative in enumerate(IMAGES):
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        PILImage.new("L", (24, 16), 40 * number).save(path)
+    (root / "notes.txt").write_text("scanned in 1998\n")
+    (root / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    return root
+
+
+@pytest.fixture
+def broker(redis_url: str) -> Iterator[redis.Redis]:
+    """A client of the test's (emptied) Redis database."""
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

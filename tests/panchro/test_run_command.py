@@ -18,6 +18,7 @@ import torch
 from click.testing import CliRunner, Result
 from PIL import Image as PILImage
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import sha256_file
@@ -55,6 +56,16 @@ def catalog_rows(dest: Path, sql: str) -> list[tuple[object, ...]]:
             return [tuple(row) for row in conn.execute(text(sql))]
     finally:
         engine.dispose()
+
+
+def _done_so_far(dest: Path) -> int:
+    """Images done in a run's catalog; 0 while the run is still creating its schema."""
+    try:
+        return int(
+            str(catalog_rows(dest, "SELECT count(*) FROM images WHERE status = 'done'")[0][0])
+        )
+    except OperationalError:
+        return 0
 
 
 def make_collection(root: Path, copies: int = 1) -> Path:
@@ -146,10 +157,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
     catalog = dest / ".panchro" / "catalog.sqlite3"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        if (
-            catalog.exists()
-            and catalog_rows(dest, "SELECT count(*) FROM images WHERE status = 'done'")[0][0] >= 2
-        ):
+        if catalog.exists() and _done_so_far(dest) >= 2:
             break
         time.sleep(0.2)
     else:

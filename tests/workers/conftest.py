@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from launcher_helpers import Workers
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -97,3 +98,9 @@ def checkpoint_file(tiny_colorizer: Colorizer, tmp_path_factory: pytest.TempPath
     path = tmp_path_factory.mktemp("weights") / "ddcolor_paper_tiny.pth"
     torch.save(tiny_colorizer.model.state_dict(), path)
     return path
+
+
+@pytest.fixture
+def stand_ins(tmp_path: Path) -> Workers:
+    """Stand-in workers whose program and records live in ``tmp_path``."""
+    return Workers(tmp_path)

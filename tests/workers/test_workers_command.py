@@ -1,0 +1,145 @@
+"""``panchro workers``: the children it plans, and a real CPU worker it runs and stops."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from launcher_helpers import WAIT_S
+from launcher_helpers import wait_until as _wait
+
+from panchro.settings import Settings
+from workers.app import create_app
+
+# ------------------------------------------------------------------ panchro workers
+
+
+def _settings(**values: object) -> Settings:
+    return Settings.model_validate(values)
+
+
+def test_children_carry_the_settings_and_their_device_in_the_environment(
+    tmp_path: Path,
+) -> None:
+    from panchro.commands.workers import plan_children
+    from workers.devices import Backend, WorkerSlot
+
+    weights = tmp_path / "ddcolor.pth"
+    weights.write_bytes(b"checkpoint")
+    settings = _settings(
+        broker_url="redis://broker:6379/3",
+        database_url="postgresql+psycopg://u:secret@db/catalog",
+        weights=weights,
+    )
+    slots = [WorkerSlot(Backend.CUDA, 0, "h", 4), WorkerSlot(Backend.CUDA, 1, "h", 4)]
+
+    children = plan_children(
+        settings, slots, base_env={"PATH": "/bin", "PANCHRO_S3_REGION": "stale"}
+    )
+
+    assert [child.name for child in children] == ["gpu0@h", "gpu1@h"]
+    first = children[0]
+    assert first.env["PANCHRO_BROKER_URL"] == "redis://broker:6379/3"
+    assert first.env["PANCHRO_DATABASE_URL"] == "postgresql+psycopg://u:secret@db/catalog"
+    assert first.env["PANCHRO_WEIGHTS"] == str(weights)
+    assert first.env["PANCHRO_DEVICE"] == "cuda:0"
+    assert "PANCHRO_S3_REGION" not in first.env
+    assert [child.env["CUDA_VISIBLE_DEVICES"] for child in children] == ["0", "1"]
+    assert "--node=gpu1@h" in children[1].argv
+    assert not any("secret" in arg for child in children for arg in child.argv)
+    assert not any(arg.startswith("--cpu-threads") for arg in first.argv)
+
+
+def test_cpu_children_get_their_thread_share_and_the_cpu_device() -> None:
+    from panchro.commands.workers import plan_children
+    from workers.devices import Backend, WorkerSlot
+
+    slot = WorkerSlot(Backend.CPU, 0, "laptop", 2)
+
+    (child,) = plan_children(
+        _settings(), [slot], base_env={}, untrained=True, max_memory_per_child_kib=2048
+    )
+
+    assert child.env["PANCHRO_DEVICE"] == "cpu"
+    assert child.env["OMP_NUM_THREADS"] == "2"
+    assert child.argv[-3:] == ("--max-memory-per-child=2048", "--cpu-threads=2", "--untrained")
+
+
+def test_children_need_a_checkpoint_unless_untrained(tmp_path: Path) -> None:
+    import click
+
+    from panchro.commands.workers import plan_children
+    from workers.devices import Backend, WorkerSlot
+
+    slot = WorkerSlot(Backend.CUDA, 0, "h")
+
+    with pytest.raises(click.ClickException, match="PANCHRO_WEIGHTS"):
+        plan_children(_settings(), [slot], base_env={})
+    with pytest.raises(click.ClickException, match="does not exist"):
+        plan_children(_settings(weights=tmp_path / "missing.pth"), [slot], base_env={})
+
+
+def test_settings_environment_round_trips_through_settings(tmp_path: Path) -> None:
+    from panchro.commands.workers import settings_environment
+
+    settings = _settings(
+        broker_url="redis://b/1", weights=tmp_path / "w.pth", max_in_flight=7, precision="fp16"
+    )
+
+    env = settings_environment(settings, {})
+    rebuilt = Settings.model_validate({k[len("PANCHRO_") :].lower(): v for k, v in env.items()})
+
+    assert rebuilt == settings
+
+
+@pytest.mark.slow
+def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
+    redis_url: str, tmp_path: Path
+) -> None:
+    node = f"cpu0@{socket.gethostname()}"
+    log = tmp_path / "workers.log"
+    env = {
+        **os.environ,
+        "PANCHRO_BROKER_URL": redis_url,
+        "PANCHRO_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "panchro.cli", "workers", "--cpu", "1", "--untrained"],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    app = create_app(broker_url=redis_url)
+    try:
+
+        def answers() -> bool:
+            assert proc.poll() is None, log.read_text()
+            return bool(app.control.ping(destination=[node], timeout=0.5))
+
+        _wait(answers, f"{node} to answer a ping")
+        stats = app.control.inspect([node], timeout=5).stats()[node]
+        queues = app.control.inspect([node], timeout=5).active_queues()[node]
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=WAIT_S)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        app.close()
+
+    output = log.read_text()
+    assert status == 0, output
+    assert stats["pool"]["max-concurrency"] == 1
+    assert stats["pool"]["implementation"].endswith("prefork:TaskPool")
+    assert stats["broker"]["transport_options"]["unacked_restore_throttle"] == 1
+    assert [queue["name"] for queue in queues] == ["colorize"]
+    assert f"started worker {node}" in output
+    assert f"worker {node} exited with exit code 0" in output

@@ -1,0 +1,574 @@
+"""What the job queue costs on top of the model: one worker against a bare loop.
+
+The same N grayscale JPEG scans (512-1024 px a side) are colorized at input size 512 by:
+
+- (a) a bare loop in this process: decode with Pillow, ``colorize()`` with a colorizer
+  loaded once, encode a JPEG as the worker does (quality 95, 4:4:4, optimised tables),
+  write the file. Nothing else: the least work that turns the scans into colour copies.
+- (b) the whole system: ``panchro workers --cpu 1`` (one Celery worker, one prefork pool
+  process) is started and waited for until its model is loaded; then ``panchro submit``
+  registers the folder in a fresh PostgreSQL catalog and sends the tasks through Redis; the
+  worker claims each image, reads it, colorizes it, writes the copy atomically and records
+  the provenance. The time runs from the start of ``panchro submit`` to the
+  ``finished_at`` of the last image.
+
+Both use the same checkpoint, device (CPU), precision and torch thread count: the number
+of cores this process may use, which is what ``panchro workers --cpu 1`` gives its only
+worker. The weights are a synthetic checkpoint (seeded random weights, written with
+``torch.save``) of ``ddcolor_paper_tiny``, or of ``ddcolor_paper`` with ``--model large``:
+the colours are meaningless, the work is the real network's. The bare loop runs before and
+after the system and their mean is the reference, so that a drift in the load of a shared
+machine shows instead of passing for overhead.
+
+The system's time is taken apart with the catalog's timestamps (``queued_at``,
+``started_at``, ``finished_at``) and the worker's log line per image (its ``colorize()``
+seconds). Because ``colorize()`` runs the same code in both, "(b) with (a)'s model time"
+adds what the system spends outside the model to the bare loop's model time: an estimate
+of the ratio that does not depend on how busy the machine was while each ran.
+
+Usage::
+
+    python benchmarks/pipeline.py                      # 24 images, tiny model: ~5 minutes
+    python benchmarks/pipeline.py --images 8 --model large --no-bracket
+
+``PANCHRO_BENCH_DATABASE_URL`` is a PostgreSQL URL whose role may create databases
+(default: the local test server); ``PANCHRO_BENCH_BROKER_URL`` names a Redis database the
+benchmark may empty; unset, a private ``redis-server`` is started on a free port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import io
+import logging
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import redis
+from PIL import Image as PILImage
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import Session
+
+from catalog import OPEN_STATUSES, Image, ImageStatus, make_engine
+from migrations.runner import upgrade
+from workers.app import create_app
+from workers.devices import inventory_from, plan_workers
+
+#: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
+DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+#: Images colorized by each run.
+DEFAULT_IMAGES = 24
+#: Square model input size, in pixels (the default of ``panchro submit``).
+INPUT_SIZE = 512
+#: Shortest and longest side of the scans, in pixels.
+SIDE_RANGE = (512, 1024)
+#: JPEG quality of the scans (IJG scale).
+SCAN_QUALITY = 90
+#: JPEG quality of the colour copies (IJG scale), as ``storage.codecs.encode.QUALITY``.
+OUTPUT_QUALITY = 95
+#: ``--model`` choices and the registry names they build.
+MODEL_NAMES = {"tiny": "ddcolor_paper_tiny", "large": "ddcolor_paper"}
+#: Seed of the scans and of the synthetic weights.
+SEED = 2024
+#: Seconds to wait for a private server, or for the worker to load its model.
+START_TIMEOUT_S = 300.0
+#: Seconds the system may take for the whole collection; a guard against hanging.
+RUN_TIMEOUT_S = 3_600.0
+#: Seconds between two looks at the catalog or the worker.
+POLL_S = 0.25
+#: The worker's line per image; ``model`` is the whole ``colorize()`` call in seconds.
+DONE_LINE = re.compile(r"image (?P<id>\d+): done: .*, model [\d.]+ of (?P<model>[\d.]+) s,")
+#: The worker's line once its pool process has loaded the model.
+READY_LINE = re.compile(r"runtime \S+: .* ready in (?P<seconds>[\d.]+) s")
+
+
+@dataclass(frozen=True)
+class BareRun:
+    """Seconds of the bare loop: the model load, then each step of each image."""
+
+    load_s: float
+    decode_s: list[float]
+    model_s: list[float]
+    encode_s: list[float]
+
+    @property
+    def total_s(self) -> float:
+        """The whole loop, model load excluded."""
+        return sum(self.decode_s) + sum(self.model_s) + sum(self.encode_s)
+
+
+@dataclass(frozen=True)
+class SystemRun:
+    """The system's run: start-up, the submission, and each image's times.
+
+    Attributes:
+        ready_s: From starting ``panchro workers`` until the model was loaded.
+        model_load_s: The model load inside that, from the worker's log.
+        submitted_at: When ``panchro submit`` was started.
+        submit_s: How long the ``panchro submit`` command ran.
+        images: ``(queued_at, started_at, finished_at, colorize seconds)`` of every image,
+            in the order the worker claimed them.
+    """
+
+    ready_s: float
+    model_load_s: float
+    submitted_at: datetime
+    submit_s: float
+    images: list[tuple[datetime, datetime, datetime, float]]
+
+    def since_submit(self, moment: datetime) -> float:
+        """Seconds from the start of ``panchro submit`` to ``moment``."""
+        return (moment - self.submitted_at).total_seconds()
+
+    @property
+    def span_s(self) -> float:
+        """From the start of ``panchro submit`` to the last recorded result."""
+        return self.since_submit(self.images[-1][2])
+
+    @property
+    def model_s(self) -> float:
+        """The ``colorize()`` calls, summed."""
+        return sum(image[3] for image in self.images)
+
+    @property
+    def tasks_s(self) -> float:
+        """From each claim to its recorded result, summed."""
+        return sum((done - claimed).total_seconds() for _, claimed, done, _ in self.images)
+
+
+def write_scans(folder: Path, count: int) -> list[Path]:
+    """Write ``count`` grayscale JPEG scans of 512-1024 px a side into a new folder.
+
+    Args:
+        folder: Where to write them.
+        count: How many.
+
+    Returns:
+        Their paths, in name order.
+    """
+    rng = np.random.default_rng(SEED)
+    folder.mkdir(parents=True)
+    paths = []
+    for index in range(count):
+        width, height = (int(side) for side in rng.integers(*SIDE_RANGE, endpoint=True, size=2))
+        y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+        picture = 0.5 + 0.3 * np.sin(x / (9.0 + index)) * np.cos(y / (13.0 + index))
+        picture += rng.normal(0.0, 0.04, size=(height, width)).astype(np.float32)
+        path = folder / f"scan{index:03d}.jpg"
+        pixels = (np.clip(picture, 0.0, 1.0) * 255.0).astype(np.uint8)
+        PILImage.fromarray(pixels, mode="L").save(path, quality=SCAN_QUALITY)
+        paths.append(path)
+    return paths
+
+
+def write_checkpoint(folder: Path, model_name: str) -> Path:
+    """Write a checkpoint of ``model_name`` with seeded random weights (a bare state dict).
+
+    Args:
+        folder: Where to write it; the file is named after the model, as official ones are.
+        model_name: A registry name (``ddcolor_paper_tiny``, ``ddcolor_paper``).
+
+    Returns:
+        The file.
+    """
+    import torch
+
+    from ddcolor import build_ddcolor
+
+    path = folder / f"{model_name}.pth"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        torch.save(build_ddcolor(model_name).state_dict(), path)
+    return path
+
+
+def worker_threads() -> int:
+    """The torch threads ``panchro workers --cpu 1`` gives its worker on this machine.
+
+    Returns:
+        The count, from the launcher's own planning function.
+    """
+    slot = plan_workers(inventory_from(0, torch_version="cpu"), cpu_workers=1)[0]
+    assert slot.threads is not None
+    return slot.threads
+
+
+def run_bare(scans: list[Path], output: Path, weights: Path, precision: str) -> BareRun:
+    """Colorize the scans in a plain loop: the least work there is.
+
+    Args:
+        scans: The scans.
+        output: Folder for the copies.
+        weights: The checkpoint.
+        precision: ``auto``, ``fp32`` or ``bf16``.
+
+    Returns:
+        The timings.
+    """
+    from ddcolor import load_colorizer
+
+    output.mkdir(parents=True, exist_ok=True)
+    began = time.perf_counter()
+    colorizer = load_colorizer(weights, device="cpu", precision=precision, size=INPUT_SIZE)
+    run = BareRun(time.perf_counter() - began, [], [], [])
+    for path in scans:
+        t0 = time.perf_counter()
+        with PILImage.open(io.BytesIO(path.read_bytes())) as scan:
+            gray = np.asarray(scan.convert("L"))
+        t1 = time.perf_counter()
+        rgb = colorizer.colorize(gray).image
+        t2 = time.perf_counter()
+        buffer = io.BytesIO()
+        PILImage.fromarray(rgb).save(
+            buffer, format="JPEG", quality=OUTPUT_QUALITY, subsampling=0, optimize=True
+        )
+        (output / path.name).write_bytes(buffer.getvalue())
+        t3 = time.perf_counter()
+        run.decode_s.append(t1 - t0)
+        run.model_s.append(t2 - t1)
+        run.encode_s.append(t3 - t2)
+    del colorizer
+    gc.collect()
+    return run
+
+
+@contextmanager
+def fresh_database(admin_url: str) -> Iterator[str]:
+    """Create an empty database migrated to head; drop it afterwards.
+
+    Args:
+        admin_url: A PostgreSQL URL whose role may create databases.
+
+    Yields:
+        The new database's URL.
+    """
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    name = f"panchro_bench_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _wait(condition: Callable[[], bool], what: str, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up waiting for {what} after {limit:.0f} s")
+        time.sleep(POLL_S)
+
+
+def _pings(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
+    except redis.ConnectionError:
+        return False
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """Start a throw-away ``redis-server`` on a free loopback port.
+
+    Yields:
+        Its URL (database 0).
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("no redis-server found: set PANCHRO_BENCH_BROKER_URL")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    url = f"redis://127.0.0.1:{port}/0"
+    with tempfile.TemporaryDirectory(prefix="panchro-bench-redis-") as folder:
+        proc = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            _wait(lambda: proc.poll() is not None or _pings(url), "redis-server", START_TIMEOUT_S)
+            if proc.poll() is not None:
+                raise SystemExit("the private redis-server did not start")
+            yield url
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
+
+
+def _panchro(*args: str) -> list[str]:
+    return [sys.executable, "-m", "panchro.cli", *args]
+
+
+@contextmanager
+def running_worker(env: Mapping[str, str], weights: Path, log: Path) -> Iterator[float]:
+    """Run ``panchro workers --cpu 1`` until the block ends, then stop it warmly.
+
+    Celery reports the worker ready before its pool process has loaded the model, so the
+    wait is for both: a reply to a ping and the model's line in the log.
+
+    Args:
+        env: Its environment (the ``PANCHRO_*`` settings).
+        weights: The checkpoint.
+        log: File for its output.
+
+    Yields:
+        Seconds from its start until it answered and had its model loaded.
+    """
+    node = f"cpu0@{socket.gethostname()}"
+    app = create_app(broker_url=env["PANCHRO_BROKER_URL"])
+    began = time.perf_counter()
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            _panchro("workers", "--cpu", "1", "--weights", str(weights)),
+            env=dict(env),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+
+        def ready() -> bool:
+            if proc.poll() is not None:
+                raise SystemExit(f"panchro workers exited early:\n{log.read_text()}")
+            if not READY_LINE.search(log.read_text(errors="replace")):
+                return False
+            return bool(app.control.ping(destination=[node], timeout=POLL_S))
+
+        _wait(ready, f"{node} to load its model", START_TIMEOUT_S)
+        yield time.perf_counter() - began
+    finally:
+        app.close()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def run_system(
+    scans: Path, output: Path, weights: Path, precision: str, database_url: str, broker_url: str
+) -> SystemRun:
+    """Colorize the scans with the whole system and one CPU worker.
+
+    Args:
+        scans: The folder of the scans.
+        output: Folder for the copies.
+        weights: The checkpoint.
+        precision: ``auto``, ``fp32`` or ``bf16``.
+        database_url: An empty, migrated catalog.
+        broker_url: A Redis database that may be emptied.
+
+    Returns:
+        The timings.
+    """
+    redis.Redis.from_url(broker_url).flushdb()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("PANCHRO_")}
+    env.update(
+        PANCHRO_DATABASE_URL=database_url,
+        PANCHRO_BROKER_URL=broker_url,
+        PANCHRO_PRECISION=precision,
+    )
+    engine = make_engine(database_url)
+    log = output.parent / "workers.log"
+    submit = ["submit", str(scans), "--collection", "bench", "--output", str(output)]
+    submit += ["--size", str(INPUT_SIZE), "--weights", str(weights)]
+    try:
+        with running_worker(env, weights, log) as ready_s:
+            submitted_at = datetime.now(UTC)
+            began = time.perf_counter()
+            done = subprocess.run(_panchro(*submit), env=env, capture_output=True, check=False)
+            submit_s = time.perf_counter() - began
+            if done.returncode != 0:
+                raise SystemExit(f"panchro submit failed:\n{done.stderr.decode()}")
+
+            def finished() -> bool:
+                with Session(engine) as db:
+                    query = select(Image.id).where(Image.status.in_(OPEN_STATUSES))
+                    return db.scalars(query.limit(1)).first() is None
+
+            _wait(finished, "the collection to finish", RUN_TIMEOUT_S)
+        with Session(engine) as db:
+            rows = list(db.scalars(select(Image).order_by(Image.started_at)))
+    finally:
+        engine.dispose()
+    text_log = log.read_text(errors="replace")
+    if any(row.status != ImageStatus.DONE for row in rows):
+        raise SystemExit(f"some images were not colorized:\n{text_log}")
+    model_s = {int(line["id"]): float(line["model"]) for line in DONE_LINE.finditer(text_log)}
+    images = []
+    for row in rows:
+        assert row.queued_at and row.started_at and row.finished_at
+        images.append((row.queued_at, row.started_at, row.finished_at, model_s[row.id]))
+    loaded = READY_LINE.search(text_log)
+    assert loaded is not None
+    return SystemRun(ready_s, float(loaded["seconds"]), submitted_at, submit_s, images)
+
+
+def machine() -> str:
+    """Describe the machine: cores, processor, memory.
+
+    Returns:
+        One line.
+    """
+    info = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    model = next(
+        (line.split(":", 1)[1].strip() for line in info.splitlines() if "model name" in line),
+        platform.processor() or "unknown",
+    )
+    memory = Path("/proc/meminfo").read_text(encoding="utf-8").split("MemTotal:")[1].split()[0]
+    return (
+        f"{os.cpu_count()} CPU cores ({model}), {int(memory) / 2**20:.0f} GiB RAM, no GPU, "
+        f"Python {platform.python_version()}"
+    )
+
+
+def _load() -> str:
+    return ", ".join(f"{value:.2f}" for value in os.getloadavg())
+
+
+def report(bare: list[BareRun], system: SystemRun) -> str:
+    """Format the result tables (Markdown).
+
+    Args:
+        bare: The bare loop's runs (before and, unless left out, after the system's).
+        system: The system's run.
+
+    Returns:
+        The text.
+    """
+    count = len(system.images)
+    reference = statistics.fmean(run.total_s for run in bare)
+    model_a = statistics.fmean(sum(run.model_s) for run in bare)
+    own_b = system.span_s - system.model_s
+    estimate = model_a + own_b
+    first_queued = min(image[0] for image in system.images)
+    first_claimed = system.images[0][1]
+    gaps = sum(
+        (after[1] - before[2]).total_seconds()
+        for before, after in zip(system.images, system.images[1:], strict=False)
+    )
+    rows = [(f"(a) bare loop, run {n + 1}", run.total_s) for n, run in enumerate(bare)]
+    rows += [
+        ("(a) bare loop, mean: the reference", reference),
+        ("(b) panchro: submit to last done", system.span_s),
+        ("(b) with (a)'s `colorize()` time", estimate),
+    ]
+    lines = ["| run | images | seconds | images/s | vs (a) |", "|---|---:|---:|---:|---:|"]
+    for label, seconds in rows:
+        lines.append(
+            f"| {label} | {count} | {seconds:.1f} | {count / seconds:.3f} | "
+            f"{seconds / reference:.3f} |"
+        )
+    breakdown = [
+        ("`colorize()` calls", model_a, system.model_s),
+        ("decode, encode, write (a)", reference - model_a, None),
+        ("submit start to first image queued", None, system.since_submit(first_queued)),
+        ("first image queued to first claim", None, (first_claimed - first_queued).total_seconds()),
+        ("in tasks, outside `colorize()`", None, system.tasks_s - system.model_s),
+        ("between tasks: result, ack, next message, claim", None, gaps),
+        ("total", reference, system.span_s),
+    ]
+    lines += ["", "| where the time goes | (a) s | (b) s |", "|---|---:|---:|"]
+    for label, bare_s, system_s in breakdown:
+        cells = ["-" if value is None else f"{value:.2f}" for value in (bare_s, system_s)]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
+        f"`panchro submit` ran {system.submit_s:.1f} s in all (it exits after dispatching).",
+        f"Not in the tables: from starting `panchro workers` to a loaded model "
+        f"{system.ready_s:.1f} s (of which loading the checkpoint {system.model_load_s:.1f} s); "
+        f"the bare loop's load {statistics.fmean(run.load_s for run in bare):.1f} s.",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the result tables (Markdown).
+
+    Args:
+        argv: Command-line arguments; None reads ``sys.argv``.
+
+    Returns:
+        The exit status.
+    """
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--images", type=int, default=DEFAULT_IMAGES, help="images per run")
+    parser.add_argument("--model", choices=sorted(MODEL_NAMES), default="tiny", help="network")
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="of both runs"
+    )
+    parser.add_argument(
+        "--no-bracket", action="store_true", help="run the bare loop before the system only"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the working folder")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.ERROR)
+    import torch
+
+    from ddcolor import resolve_precision
+
+    threads = worker_threads()
+    torch.set_num_threads(threads)
+    admin_url = os.environ.get("PANCHRO_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
+    print(f"Machine: {machine()}; load average {_load()}", flush=True)
+    with ExitStack() as stack:
+        if args.keep:
+            work = Path(tempfile.mkdtemp(prefix="panchro-bench-"))
+            print(f"working folder: {work}", flush=True)
+        else:
+            work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panchro-bench-")))
+        broker_url = os.environ.get("PANCHRO_BENCH_BROKER_URL") or stack.enter_context(
+            private_redis()
+        )
+        scans = write_scans(work / "scans", args.images)
+        weights = write_checkpoint(work, MODEL_NAMES[args.model])
+        print(
+            f"{args.images} JPEG scans of {SIDE_RANGE[0]}-{SIDE_RANGE[1]} px; "
+            f"{MODEL_NAMES[args.model]}, synthetic checkpoint (random weights); input "
+            f"{INPUT_SIZE} px; {resolve_precision(args.precision, 'cpu')}; {threads} torch "
+            "threads in both runs",
+            flush=True,
+        )
+        bare = [run_bare(scans, work / "bare", weights, args.precision)]
+        print(f"(a) done; load average {_load()}", flush=True)
+        database_url = stack.enter_context(fresh_database(admin_url))
+        system = run_system(
+            work / "scans", work / "colour", weights, args.precision, database_url, broker_url
+        )
+        print(f"(b) done; load average {_load()}", flush=True)
+        if not args.no_bracket:
+            bare.append(run_bare(scans, work / "bare", weights, args.precision))
+            print(f"(a) again; load average {_load()}", flush=True)
+    print()
+    print(report(bare, system))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -65,6 +65,8 @@ NAME_SEARCH_PARENTS = 3
 #: ModelScope hub model is the one published as ``ddcolor_modelscope``.
 NAME_ALIASES = {"cv_ddcolor_image-colorization": "ddcolor_modelscope"}
 
+#: The encoder's first convolution: its width tells the architectures apart.
+_STEM_KEY = "encoder.arch.downsample_layers.0.0.weight"
 #: A state dict: parameter and buffer names to tensors.
 StateDict = dict[str, torch.Tensor]
 
@@ -220,6 +222,17 @@ def detect_architecture(
     Raises:
         CheckpointError: If no key of any architecture is present with its shape.
     """
+    # Fast path: the stem convolution's width names the architecture (96 tiny, 192
+    # large) without building any model to learn the expected shapes.
+    stem = state_dict.get(_STEM_KEY)
+    if stem is not None:
+        by_width = [
+            arch
+            for arch, config in ARCHITECTURES.items()
+            if tuple(stem.shape) == (config.encoder_dims[0], 3, 4, 4)
+        ]
+        if len(by_width) == 1:
+            return by_width[0]
     scores = {
         arch: sum(
             1

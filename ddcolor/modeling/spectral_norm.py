@@ -79,6 +79,11 @@ class SpectralNormConv2d(nn.Module):
         Args:
             weight: Optional initial raw weight, shaped like ``weight_orig``.
         """
+        if self.weight_orig.is_meta:
+            # Built on the meta device only to learn shapes or to receive a checkpoint:
+            # there is nothing to initialise, and power iteration on meta tensors costs
+            # seconds through torch's decompositions.
+            return
         with torch.no_grad():
             if weight is None:
                 nn.init.kaiming_normal_(self.weight_orig)

@@ -73,7 +73,8 @@ class PixelShuffleUpsampler(nn.Module):
         super().__init__()
         expanded = out_channels * scale * scale
         conv = SpectralNormConv2d(in_channels, expanded, 1, bias=not batch_norm)
-        conv.reset_parameters(icnr_weight(expanded, in_channels, scale))
+        if not conv.weight_orig.is_meta:  # a meta build only learns shapes
+            conv.reset_parameters(icnr_weight(expanded, in_channels, scale))
         layers: list[nn.Module] = [conv]
         if batch_norm:
             layers.append(nn.BatchNorm2d(expanded))

@@ -81,8 +81,10 @@ def worker_argv(
 
     One prefork pool process runs the tasks: prefork keeps hard time limits and
     ``max_memory_per_child`` working, and a single process owns the device. Task events
-    are on for Flower. Gossip is off: the workers need nothing from each other, and with
-    dozens of them every worker would otherwise receive every other worker's events.
+    are on for Flower. Gossip and mingle are off: the workers need nothing from each
+    other (mingle only shares revoked task ids at start-up, about a second per start, and
+    panchro never revokes), and with dozens of them every worker would otherwise receive
+    every other worker's events.
 
     Args:
         node: The node name, e.g. ``gpu0@render-07``.
@@ -105,6 +107,7 @@ def worker_argv(
         f"--hostname={node}",
         "--task-events",
         "--without-gossip",
+        "--without-mingle",
         f"--loglevel={loglevel}",
     ]
     if max_memory_per_child_kib is not None:

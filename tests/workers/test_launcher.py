@@ -40,6 +40,7 @@ def test_worker_argv_runs_one_prefork_process_on_the_colorize_queue() -> None:
     assert "--queues=colorize" in argv
     assert "--hostname=gpu1@render-07" in argv
     assert "--task-events" in argv
+    assert {"--without-gossip", "--without-mingle"} <= set(argv)
     assert "--loglevel=DEBUG" in argv
     assert not any(arg.startswith("--max-memory-per-child") for arg in argv)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ARRAY, Integer, any_, bindparam, func, select, text
 from sqlalchemy.orm import Session
 
 from catalog import Image, ImageStatus
@@ -35,6 +35,10 @@ def lock_dispatch(db: Session) -> None:
 def relative_paths(db: Session, image_ids: Sequence[int]) -> dict[int, str]:
     """Return the relative source path of each image, for the messages' descriptions.
 
+    On PostgreSQL the ids go as one array parameter (``id = ANY(:ids)``): a batch of a
+    thousand ids as a thousand ``IN`` parameters took twice as long to bind and plan as
+    to read the rows.
+
     Args:
         db: The caller's session.
         image_ids: The images.
@@ -44,10 +48,13 @@ def relative_paths(db: Session, image_ids: Sequence[int]) -> dict[int, str]:
     """
     if not image_ids:
         return {}
-    rows = db.execute(
-        select(Image.id, Image.relative_path).where(Image.id.in_(list(image_ids)))
-    ).all()
-    return {image_id: relative for image_id, relative in rows}
+    ids = list(image_ids)
+    query = select(Image.id, Image.relative_path)
+    if db.get_bind().dialect.name == "postgresql":
+        query = query.where(Image.id == any_(bindparam("ids", ids, type_=ARRAY(Integer))))
+    else:
+        query = query.where(Image.id.in_(ids))
+    return {image_id: relative for image_id, relative in db.execute(query).all()}
 
 
 def count_pending(db: Session, collection_id: int) -> int:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +33,10 @@ RECEIVED_KEY = "standin:received"
 CLAIMED_KEY = "standin:claimed"
 #: Redis list of the number of queued images each time the stand-in task started.
 IN_FLIGHT_KEY = "standin:in-flight"
+#: Redis hash of image id -> the ``argsrepr`` the stand-in colorize task received.
+ARGSREPR_KEY = "standin:argsrepr"
+#: Folder of the scheduler tests, where ``standin_worker.py`` lives.
+HERE = Path(__file__).resolve().parent
 
 
 def write_images(root: Path, names: Iterable[str], *, extra: bytes = b"") -> list[Path]:
@@ -137,3 +145,52 @@ def image_rows(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
     with sessions.begin() as db:
         rows = db.execute(select(*columns).order_by(Image.id)).all()
     return [dict(row._mapping) for row in rows]
+
+
+def start_standin_worker(
+    broker_url: str, database_url: str, log: Path, *, max_in_flight: int, interval: float
+) -> subprocess.Popen[bytes]:
+    """Start ``standin_worker.py``: a real Celery worker with beat and the dispatcher.
+
+    Args:
+        broker_url: The Redis broker.
+        database_url: The catalog its dispatcher and stand-in task use.
+        log: Where its output goes.
+        max_in_flight: The dispatcher's limit.
+        interval: Seconds between two dispatch passes.
+
+    Returns:
+        The worker's process, leader of its own session (see :func:`stop_worker`).
+    """
+    env = dict(
+        os.environ,
+        STANDIN_BROKER_URL=broker_url,
+        STANDIN_DATABASE_URL=database_url,
+        STANDIN_MAX_IN_FLIGHT=str(max_in_flight),
+        STANDIN_INTERVAL=str(interval),
+        PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]),
+    )
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "standin_worker.py")],
+            cwd=HERE,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a worker started by :func:`start_standin_worker`, its children included."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    try:  # the pool and beat children share the session of the worker
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

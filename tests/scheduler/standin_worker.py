@@ -16,7 +16,7 @@ import os
 from typing import Any
 
 import redis
-from scheduler_testing import CLAIMED_KEY, IN_FLIGHT_KEY, RECEIVED_KEY
+from scheduler_testing import ARGSREPR_KEY, CLAIMED_KEY, IN_FLIGHT_KEY, RECEIVED_KEY
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import claim_image, count_in_flight, make_sessionmaker, transaction
@@ -55,6 +55,7 @@ def _redis() -> redis.Redis:
 def colorize(self: Any, image_id: int) -> None:
     """Record the delivery and the images in flight, claim the image; no model, no output."""
     _redis().rpush(RECEIVED_KEY, image_id)
+    _redis().hset(ARGSREPR_KEY, str(image_id), str(getattr(self.request, "argsrepr", None)))
     with transaction(_sessions()) as db:
         _redis().rpush(IN_FLIGHT_KEY, count_in_flight(db))
         claim = claim_image(db, image_id, worker="standin", task_id=self.request.id)

@@ -211,6 +211,44 @@ def test_dispatch_returns_unsent_images_to_pending_when_sending_fails(
     ] * 3
 
 
+def test_dispatch_returns_the_batch_queued_meanwhile_to_pending_when_a_send_fails(
+    sessions: sessionmaker[Session],
+) -> None:
+    ids = _collection(sessions, "1920s", 6)
+    batches: list[list[int]] = []
+
+    def send(requests: Sequence[TaskRequest]) -> None:
+        batches.append([request.image_id for request in requests])
+        if len(batches) == 2:
+            raise BrokerUnavailable("connection reset", sent=1)
+
+    with pytest.raises(BrokerUnavailable, match="3 images of collection '1920s'"):
+        dispatch(sessions, send, max_in_flight=100, batch_size=2)
+
+    # The third batch was queued while the second was being sent, and never sent.
+    assert batches == [ids[0:2], ids[2:4]]
+    status_of = statuses(sessions)
+    assert [status_of[f"p{index:04d}.tif"] for index in range(6)] == ["queued"] * 3 + [
+        "pending"
+    ] * 3
+
+
+def test_dispatch_returns_every_unsent_image_to_pending_when_sending_raises_a_bug(
+    sessions: sessionmaker[Session],
+) -> None:
+    _collection(sessions, "1920s", 5)
+
+    def send(requests: Sequence[TaskRequest]) -> None:
+        raise RuntimeError("a bug in the sender")
+
+    with pytest.raises(RuntimeError, match="a bug in the sender"):
+        dispatch(sessions, send, max_in_flight=100, batch_size=2)
+
+    assert set(statuses(sessions).values()) == {"pending"}
+    with sessions.begin() as db:
+        assert count_in_flight(db) == 0
+
+
 def test_dispatch_returns_every_image_to_pending_when_the_broker_is_unreachable(
     sessions: sessionmaker[Session],
 ) -> None:

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +13,9 @@ from scheduler_testing import (
     IN_FLIGHT_KEY,
     RECEIVED_KEY,
     ids_by_path,
+    start_standin_worker,
     statuses,
+    stop_worker,
     write_images,
 )
 
@@ -38,41 +36,6 @@ IMAGES, MAX_IN_FLIGHT = 12, 4
 def worker_log(tmp_path: Path) -> Path:
     """Where the worker's output goes; printed if the test fails."""
     return tmp_path / "worker.log"
-
-
-def _start_worker(broker_url: str, database_url: str, log: Path) -> subprocess.Popen[bytes]:
-    here = Path(__file__).resolve().parent
-    env = dict(
-        os.environ,
-        STANDIN_BROKER_URL=broker_url,
-        STANDIN_DATABASE_URL=database_url,
-        STANDIN_MAX_IN_FLIGHT=str(MAX_IN_FLIGHT),
-        STANDIN_INTERVAL="0.3",
-        PYTHONPATH=os.pathsep.join([str(here), str(here.parents[1])]),
-    )
-    with log.open("wb") as out:
-        return subprocess.Popen(
-            [sys.executable, str(here / "standin_worker.py")],
-            cwd=here,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    try:  # the pool and beat children share the session of the worker
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.fixture
@@ -104,7 +67,9 @@ def test_worker_with_beat_dispatches_every_image_exactly_once_within_the_limit(
     assert summary.new == IMAGES
     ids = sorted(ids_by_path(sessions, "night").values())
 
-    proc = _start_worker(redis_url, postgres_catalog_url, worker_log)
+    proc = start_standin_worker(
+        redis_url, postgres_catalog_url, worker_log, max_in_flight=MAX_IN_FLIGHT, interval=0.3
+    )
     try:
         deadline = time.monotonic() + DEADLINE_S
         while client.llen(CLAIMED_KEY) < IMAGES and time.monotonic() < deadline:
@@ -113,7 +78,7 @@ def test_worker_with_beat_dispatches_every_image_exactly_once_within_the_limit(
         # Let a few more ticks run: they must not send anything again.
         time.sleep(1.0)
     finally:
-        _stop_worker(proc)
+        stop_worker(proc)
 
     received = sorted(int(item) for item in client.lrange(RECEIVED_KEY, 0, -1))
     claimed = sorted(int(item) for item in client.lrange(CLAIMED_KEY, 0, -1))

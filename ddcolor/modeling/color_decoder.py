@@ -31,6 +31,19 @@ from ddcolor.modeling.transformer import (
 COLOR_EMBED_LAYERS = 3
 
 
+def _embedding(count: int, dim: int) -> nn.Embedding:
+    """Return ``nn.Embedding(count, dim)`` initialised as torch does it, N(0, 1).
+
+    On the meta device the initialisation is skipped: ``normal_`` on a meta tensor goes
+    through torch's reference implementations and imports ``torch._dynamo`` on first use,
+    about 1.5 s of start-up for every command that only needs the shapes.
+    """
+    weight = torch.empty(count, dim)
+    if not weight.is_meta:
+        nn.init.normal_(weight)
+    return nn.Embedding(count, dim, _weight=weight)
+
+
 class MultiScaleColorDecoder(nn.Module):
     """Transformer decoder from multi-scale image features to per-query colour maps.
 
@@ -61,9 +74,9 @@ class MultiScaleColorDecoder(nn.Module):
         self.num_layers = dec_layers
         self.num_queries = num_queries
         self.pe_layer = PositionEmbeddingSine(hidden_dim // 2)
-        self.query_feat = nn.Embedding(num_queries, hidden_dim)
-        self.query_embed = nn.Embedding(num_queries, hidden_dim)
-        self.level_embed = nn.Embedding(self.num_feature_levels, hidden_dim)
+        self.query_feat = _embedding(num_queries, hidden_dim)
+        self.query_embed = _embedding(num_queries, hidden_dim)
+        self.level_embed = _embedding(self.num_feature_levels, hidden_dim)
         projections = [nn.Conv2d(channels, hidden_dim, kernel_size=1) for channels in in_channels]
         for proj in projections:
             nn.init.kaiming_uniform_(proj.weight, a=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 
 import pytest
@@ -16,7 +18,7 @@ from ddcolor.build import (
     create_model,
     get_config,
 )
-from ddcolor.modeling import DDColor
+from ddcolor.modeling import DDColor, MultiScaleColorDecoder
 
 KeyRows = Callable[[str], list[tuple[str, tuple[int, ...], str]]]
 
@@ -125,3 +127,39 @@ def test_build_ddcolor_returns_an_eval_model_of_the_named_configuration() -> Non
     assert all(not module.training for module in model.modules())
     assert model.encoder.arch.dims == (96, 192, 384, 768)
     assert model.checkpoint is None
+
+
+# --------------------------------------------------------------------------- meta builds
+
+
+def test_a_meta_build_does_not_import_torch_dynamo() -> None:
+    # Initialising an embedding on the meta device imports torch._dynamo (about 1.5 s);
+    # every command that only needs shapes (panchro submit, checkpoint checks) paid it.
+    code = (
+        "import sys, torch\n"
+        "from ddcolor.build import ARCHITECTURES, create_model\n"
+        "with torch.device('meta'):\n"
+        "    for config in ARCHITECTURES.values():\n"
+        "        create_model(config)\n"
+        "print('torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "False"
+
+
+def test_colour_query_embeddings_are_initialised_like_torch_embeddings() -> None:
+    torch.manual_seed(0)
+    decoder = MultiScaleColorDecoder([8, 8, 8], hidden_dim=64, num_queries=400, dec_layers=1)
+    for embedding in (decoder.query_feat, decoder.query_embed, decoder.level_embed):
+        assert isinstance(embedding, nn.Embedding)
+        assert embedding.weight.requires_grad
+    weights = decoder.query_feat.weight.detach()
+    assert weights.shape == (400, 64)
+    assert abs(float(weights.mean())) < 0.05
+    assert abs(float(weights.std()) - 1.0) < 0.05
+    with torch.device("meta"):
+        meta = MultiScaleColorDecoder([8, 8, 8], hidden_dim=64, num_queries=400, dec_layers=1)
+    assert meta.query_feat.weight.is_meta
+    assert meta.level_embed.weight.shape == (3, 64)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ddcolor.build import MODELS, ModelConfig, build_ddcolor
-    from ddcolor.checkpoints import LoadedCheckpoint, load_model, read_checkpoint, sha256_file
+    from ddcolor.checkpoints import load_model, read_checkpoint
     from ddcolor.device import DeviceInfo, describe_device, resolve_device, resolve_precision
     from ddcolor.errors import (
         CheckpointError,
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
         OutOfMemoryAtMinimumSize,
         UnsupportedPrecision,
     )
+    from ddcolor.layout import LoadedCheckpoint, identify_checkpoint, sha256_file
     from ddcolor.modeling import DDColor
     from ddcolor.pipeline import (
         DEFAULT_SIZE,
@@ -44,10 +45,11 @@ _SOURCES = {
     "MODELS": "build",
     "ModelConfig": "build",
     "build_ddcolor": "build",
-    "LoadedCheckpoint": "checkpoints",
+    "LoadedCheckpoint": "layout",
+    "identify_checkpoint": "layout",
     "load_model": "checkpoints",
     "read_checkpoint": "checkpoints",
-    "sha256_file": "checkpoints",
+    "sha256_file": "layout",
     "DeviceInfo": "device",
     "describe_device": "device",
     "resolve_device": "device",
@@ -105,4 +107,5 @@ __all__ = [
     "resolve_device",
     "resolve_precision",
     "sha256_file",
+    "identify_checkpoint",
 ]

@@ -22,11 +22,8 @@ weights are then loaded with ``strict=True``. PyTorch files are read with
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
-import re
 from collections.abc import Mapping
-from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
 
@@ -34,89 +31,64 @@ import safetensors
 import safetensors.torch
 import torch
 
-from ddcolor.build import ARCHITECTURES, MODELS, ModelConfig, create_model, get_config
+from ddcolor.build import ARCHITECTURES, ModelConfig, create_model, get_config
 from ddcolor.errors import CheckpointError, UnsupportedPrecision
+from ddcolor.layout import (
+    NAME_ALIASES,
+    SAFETENSORS_SUFFIX,
+    TORCH_SUFFIXES,
+    UNUSED_KEYS,
+    WRAPPER_KEYS,
+    Entry,
+    Layout,
+    LoadedCheckpoint,
+    compare_layout,
+    describe_checkpoint,
+    describe_target,
+    detect_arch,
+    file_format,
+    identify_checkpoint,
+    is_official,
+    model_name_from_path,
+    official_layout,
+    sha256_file,
+)
 from ddcolor.modeling.ddcolor import DDColor
+
+__all__ = [
+    "NAME_ALIASES",
+    "PRECISIONS",
+    "SAFETENSORS_SUFFIX",
+    "TORCH_SUFFIXES",
+    "UNUSED_KEYS",
+    "WRAPPER_KEYS",
+    "LoadedCheckpoint",
+    "StateDict",
+    "check_state_dict",
+    "detect_architecture",
+    "drop_unused_keys",
+    "expected_entries",
+    "expected_layout",
+    "identify_checkpoint",
+    "layout_of",
+    "load_model",
+    "model_name_from_path",
+    "read_checkpoint",
+    "resolve_precision",
+    "sha256_file",
+    "unwrap_state_dict",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Bytes read per step while hashing a checkpoint file.
-HASH_CHUNK_BYTES = 1 << 20
-#: Keys of the unused classification head carried by early checkpoints; dropped on load.
-UNUSED_KEYS = ("encoder.arch.head_cls.weight", "encoder.arch.head_cls.bias")
-#: Keys under which BasicSR files wrap the state dict, most preferred first.
-WRAPPER_KEYS = ("params", "params_ema")
 #: Precision names accepted by :func:`load_model` and the parameter dtype of each.
 PRECISIONS: dict[str, torch.dtype] = {
     "fp32": torch.float32,
     "fp16": torch.float16,
     "bf16": torch.bfloat16,
 }
-#: File suffixes read with ``torch.load``.
-TORCH_SUFFIXES = frozenset({".pth", ".pt", ".bin", ".ckpt"})
-#: File suffix read with ``safetensors``.
-SAFETENSORS_SUFFIX = ".safetensors"
-#: Keys (count) of each kind of mismatch quoted in an error message.
-REPORTED_KEYS = 5
-#: Parent directories (count) searched for a model name, for caches such as Hugging Face's
-#: ``models--piddnad--ddcolor_paper/snapshots/<hash>/pytorch_model.bin``.
-NAME_SEARCH_PARENTS = 3
-#: Directory or file names that identify a model other than by its registry name: the
-#: ModelScope hub model is the one published as ``ddcolor_modelscope``.
-NAME_ALIASES = {"cv_ddcolor_image-colorization": "ddcolor_modelscope"}
-
-#: The encoder's first convolution: its width tells the architectures apart.
-_STEM_KEY = "encoder.arch.downsample_layers.0.0.weight"
 #: A state dict: parameter and buffer names to tensors.
 StateDict = dict[str, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class LoadedCheckpoint:
-    """Provenance of the weights in a loaded model.
-
-    Attributes:
-        path: The checkpoint file as given.
-        sha256: Hex SHA-256 of the file's bytes.
-        size_bytes: File size in bytes.
-        model_name: Registry name (e.g. ``ddcolor_modelscope``) when the file or its
-            directories name one of the architecture's models, else the architecture key.
-        arch: Architecture key, ``large`` or ``tiny``.
-        format: ``torch`` (pickle/zip via ``torch.load``) or ``safetensors``.
-        wrapper: ``params`` or ``params_ema`` for BasicSR files, None for bare state dicts.
-        dropped_keys: Keys removed before loading (only the unused classification head).
-    """
-
-    path: Path
-    sha256: str
-    size_bytes: int
-    model_name: str
-    arch: str
-    format: str
-    wrapper: str | None
-    dropped_keys: tuple[str, ...]
-
-
-def sha256_file(path: str | PathLike[str]) -> str:
-    """Return the hex SHA-256 of a file, read in chunks.
-
-    Args:
-        path: The file.
-
-    Returns:
-        64 lower-case hex digits.
-
-    Raises:
-        CheckpointError: If the file cannot be read.
-    """
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK_BYTES):
-                digest.update(chunk)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-    return digest.hexdigest()
 
 
 def resolve_precision(precision: str) -> torch.dtype:
@@ -202,53 +174,55 @@ def expected_entries(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], to
     return {key: (tuple(value.shape), value.dtype) for key, value in model.state_dict().items()}
 
 
+def layout_of(state_dict: Mapping[str, torch.Tensor]) -> Layout:
+    """Return the names, shapes and dtypes of a state dict's tensors.
+
+    Args:
+        state_dict: A state dict.
+
+    Returns:
+        Its layout, as :mod:`ddcolor.layout` describes files.
+    """
+    return {
+        key: Entry(tuple(value.shape), str(value.dtype).removeprefix("torch."))
+        for key, value in state_dict.items()
+    }
+
+
+def expected_layout(config: ModelConfig) -> Layout:
+    """Return the layout a configuration's state dict has.
+
+    Args:
+        config: The model configuration.
+
+    Returns:
+        The official list for the two released architectures; for other configurations,
+        the layout of a model built on the meta device.
+    """
+    if is_official(config):
+        return official_layout(config.arch)
+    return {
+        key: Entry(shape, str(dtype).removeprefix("torch."))
+        for key, (shape, dtype) in expected_entries(config).items()
+    }
+
+
 def detect_architecture(
     state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
 ) -> str:
     """Recognise which DDColor architecture a state dict belongs to.
-
-    Each architecture scores the number of keys whose name and shape it expects; the
-    encoder's widths (the stem is 96 channels wide in ``tiny``, 192 in ``large``) and the
-    number of stage-2 blocks (9 or 27) separate them, and a damaged file still scores
-    highest with its own architecture so the later check can name what is wrong.
 
     Args:
         state_dict: The state dict, unused keys already dropped.
         source: Name of the file, for error messages.
 
     Returns:
-        An architecture key of :data:`ARCHITECTURES`.
+        An architecture key of :data:`ARCHITECTURES` (see :func:`ddcolor.layout.detect_arch`).
 
     Raises:
         CheckpointError: If no key of any architecture is present with its shape.
     """
-    # Fast path: the stem convolution's width names the architecture (96 tiny, 192
-    # large) without building any model to learn the expected shapes.
-    stem = state_dict.get(_STEM_KEY)
-    if stem is not None:
-        by_width = [
-            arch
-            for arch, config in ARCHITECTURES.items()
-            if tuple(stem.shape) == (config.encoder_dims[0], 3, 4, 4)
-        ]
-        if len(by_width) == 1:
-            return by_width[0]
-    scores = {
-        arch: sum(
-            1
-            for key, (shape, _) in expected_entries(config).items()
-            if key in state_dict and tuple(state_dict[key].shape) == shape
-        )
-        for arch, config in ARCHITECTURES.items()
-    }
-    best = max(scores, key=lambda arch: scores[arch])
-    if scores[best] == 0:
-        sample = ", ".join(list(state_dict)[:REPORTED_KEYS]) or "none"
-        raise CheckpointError(
-            f"{source} is not a DDColor checkpoint: none of its {len(state_dict)} keys "
-            f"is a DDColor parameter with the right shape (first keys: {sample})"
-        )
-    return best
+    return detect_arch(layout_of(state_dict), source=source)
 
 
 def check_state_dict(
@@ -265,29 +239,11 @@ def check_state_dict(
         CheckpointError: Naming the missing, unexpected and mis-shaped keys (the first few
             of each, and how many there are).
     """
-    expected = expected_entries(config)
-    missing = [key for key in expected if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in expected]
-    mismatched = []
-    for key, (shape, dtype) in expected.items():
-        if key not in state_dict:
-            continue
-        value = state_dict[key]
-        if tuple(value.shape) != shape:
-            mismatched.append(f"{key} is {list(value.shape)}, expected {list(shape)}")
-        elif value.is_floating_point() != dtype.is_floating_point:
-            mismatched.append(f"{key} is {value.dtype}, expected {dtype}")
-    if not (missing or unexpected or mismatched):
-        return
-    problems = [
-        _describe(missing, "missing key"),
-        _describe(unexpected, "unexpected key"),
-        _describe(mismatched, "mis-shaped key"),
-    ]
-    target = config.name if config.name == config.arch else f"{config.name} ({config.arch})"
-    raise CheckpointError(
-        f"{source} does not match DDColor {target}: "
-        + "; ".join(problem for problem in problems if problem)
+    compare_layout(
+        layout_of(state_dict),
+        expected_layout(config),
+        target=describe_target(config),
+        source=source,
     )
 
 
@@ -295,6 +251,9 @@ def read_checkpoint(
     path: str | PathLike[str], *, model: str | ModelConfig | None = None
 ) -> tuple[LoadedCheckpoint, StateDict]:
     """Read and validate a checkpoint file without building a model.
+
+    :func:`ddcolor.layout.identify_checkpoint` does the same checks without reading the
+    weights (or importing torch) where it can; this reads them.
 
     Args:
         path: A ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file (other suffixes are
@@ -315,31 +274,16 @@ def read_checkpoint(
         raise CheckpointError(f"no checkpoint file at {file}")
     source = str(file)
     config = get_config(model) if model is not None else None
-    file_format = _file_format(file)
-    raw = _read_safetensors(file) if file_format == "safetensors" else _read_torch(file)
+    raw = _read_safetensors(file) if file_format(file) == "safetensors" else _read_torch(file)
     state_dict, wrapper = unwrap_state_dict(raw, source=source)
     state_dict, dropped = drop_unused_keys(state_dict)
-    if config is None:
-        config = ARCHITECTURES[detect_architecture(state_dict, source=source)]
-        model_name = model_name_from_path(file, config.arch)
-    else:
-        if config.arch in ARCHITECTURES:
-            detected = detect_architecture(state_dict, source=source)
-            if detected != config.arch:
-                raise CheckpointError(
-                    f"{source} holds a {detected} DDColor, but {config.name} is {config.arch}"
-                )
-        model_name = config.name
-    check_state_dict(state_dict, config, source=source)
-    info = LoadedCheckpoint(
-        path=file,
-        sha256=sha256_file(file),
-        size_bytes=file.stat().st_size,
-        model_name=model_name,
-        arch=config.arch,
-        format=file_format,
+    info = describe_checkpoint(
+        file,
+        layout_of(state_dict),
         wrapper=wrapper,
-        dropped_keys=dropped,
+        dropped=dropped,
+        model=config,
+        expected=expected_layout,
     )
     return info, state_dict
 
@@ -389,62 +333,6 @@ def load_model(
         device,
     )
     return net.eval()
-
-
-def model_name_from_path(path: str | PathLike[str], arch: str) -> str:
-    """Name the model in a checkpoint from its file name or the folders above it.
-
-    A registry name of the same architecture counts when it stands as a whole word in the
-    file name or in one of the nearest folders (as in Hugging Face's cache, with
-    ``models--piddnad--ddcolor_paper/snapshots/<hash>/pytorch_model.bin``); ModelScope's
-    ``cv_ddcolor_image-colorization`` folder means ``ddcolor_modelscope``.
-
-    Args:
-        path: The checkpoint file.
-        arch: The architecture recognised from the file's shapes.
-
-    Returns:
-        The registry name, or ``arch`` when no name of that architecture appears.
-    """
-    file = Path(path)
-    candidates = {name: name for name, config in MODELS.items() if config.arch == arch}
-    candidates.update(
-        {alias: name for alias, name in NAME_ALIASES.items() if MODELS[name].arch == arch}
-    )
-    # Longest first, so that ddcolor_paper_tiny is not read as ddcolor_paper.
-    ordered = sorted(candidates, key=len, reverse=True)
-    parts = [file.name, *(parent.name for parent in list(file.parents)[:NAME_SEARCH_PARENTS])]
-    for part in parts:
-        for token in ordered:
-            if re.search(rf"(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9_])", part):
-                return candidates[token]
-    return arch
-
-
-def _describe(items: list[str], noun: str) -> str:
-    if not items:
-        return ""
-    shown = ", ".join(items[:REPORTED_KEYS])
-    more = f", and {len(items) - REPORTED_KEYS} more" if len(items) > REPORTED_KEYS else ""
-    plural = "s" if len(items) > 1 else ""
-    return f"{len(items)} {noun}{plural} ({shown}{more})"
-
-
-def _file_format(file: Path) -> str:
-    suffix = file.suffix.lower()
-    if suffix == SAFETENSORS_SUFFIX:
-        return "safetensors"
-    if suffix in TORCH_SUFFIXES:
-        return "torch"
-    # A safetensors file starts with the little-endian length of its JSON header, then "{".
-    try:
-        with open(file, "rb") as handle:
-            head = handle.read(9)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {file}: {exc}") from exc
-    if len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") > 1:
-        return "safetensors"
-    return "torch"
 
 
 def _read_torch(file: Path) -> object:

@@ -48,13 +48,17 @@ def _check_not_before(
 
 
 def _checkpoint(weights: Path | None) -> tuple[str | None, str | None]:
-    """Return the model name and SHA-256 of a checkpoint file, after validating it."""
+    """Return the model name and SHA-256 of a checkpoint file, after validating it.
+
+    The file's layout is checked without loading its weights (nor, for the official
+    formats, importing torch): the workers load it.
+    """
     if weights is None:
         return None, None
-    from ddcolor.checkpoints import read_checkpoint
+    from ddcolor.layout import identify_checkpoint
 
     with fail_on("reading the checkpoint"):
-        info, _ = read_checkpoint(weights)
+        info = identify_checkpoint(weights)
     return info.model_name, info.sha256
 
 

@@ -1,6 +1,6 @@
 """Fixtures for the DDColor model tests: official key lists and randomised models.
 
-The key lists in ``tests/data/official-keys`` were taken from the upstream implementation
+The key lists in ``ddcolor/layouts`` were taken from the upstream implementation
 (github.com/piddnad/DDColor, Apache-2.0 weights); see the README there.
 """
 
@@ -19,7 +19,7 @@ from ddcolor.build import ARCHITECTURES, create_model
 from ddcolor.modeling.ddcolor import DDColor
 
 #: Folder of the official state-dict key lists.
-OFFICIAL_KEYS_DIR = Path(__file__).resolve().parent.parent / "data" / "official-keys"
+OFFICIAL_KEYS_DIR = Path(__file__).resolve().parents[2] / "ddcolor" / "layouts"
 #: Power-iteration steps (count) used to give random spectral-norm weights their vectors.
 POWER_ITERATIONS = 30
 #: Values (count) in the random pool that large synthetic state dicts are cut from.

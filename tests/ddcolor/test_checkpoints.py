@@ -30,6 +30,7 @@ from ddcolor.checkpoints import (
     unwrap_state_dict,
 )
 from ddcolor.errors import CheckpointError, UnsupportedPrecision
+from ddcolor.layout import identify_checkpoint
 from ddcolor.modeling.ddcolor import DDColor
 
 #: The three layouts the official weights are published in.
@@ -195,6 +196,28 @@ def test_large_checkpoint_reproduces_the_output_of_the_source_model(
         expected = large_model(rgb)
         torch.testing.assert_close(model(rgb), expected, rtol=1e-5, atol=1e-6)
     assert torch.isfinite(expected).all()
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("model", [None, "ddcolor_paper_tiny"])
+def test_identify_checkpoint_gives_the_record_read_checkpoint_gives(
+    layout: str, model: str | None, tiny_files: CheckpointFiles
+) -> None:
+    path = tiny_files.files[layout]
+
+    assert identify_checkpoint(path, model=model) == read_checkpoint(path, model=model)[0]
+
+
+def test_identify_checkpoint_reads_the_legacy_format_with_torch(
+    tiny_files: CheckpointFiles, scratch_dir: Path
+) -> None:
+    path = scratch_dir / "ddcolor_paper_tiny.pth"
+    torch.save({"params": tiny_files.state}, path, _use_new_zipfile_serialization=False)
+
+    info = identify_checkpoint(path)
+
+    assert (info.model_name, info.arch, info.wrapper) == ("ddcolor_paper_tiny", "tiny", "params")
+    assert info == read_checkpoint(path)[0]
 
 
 def test_sha256_file_equals_hashlib_on_the_whole_file(tmp_path: Path) -> None:
@@ -414,7 +437,7 @@ def test_check_state_dict_rejects_integer_tensors_for_float_parameters() -> None
     state = _meta_state_dict("tiny")
     state["mean"] = torch.empty(1, 3, 1, 1, dtype=torch.int64, device="meta")
 
-    with pytest.raises(CheckpointError, match="mean is torch.int64, expected torch.float32"):
+    with pytest.raises(CheckpointError, match="mean is int64, expected float32"):
         check_state_dict(state, ARCHITECTURES["tiny"])
 
 
@@ -442,9 +465,19 @@ def test_state_dict_file_missing_a_key_raises_checkpoint_error_naming_it(
 
     with pytest.raises(CheckpointError) as caught:
         load_model(path)
+    with pytest.raises(CheckpointError) as quick:
+        identify_checkpoint(path)
 
     assert "1 missing key (decoder.last_shuf.conv.0.bias)" in str(caught.value)
     assert str(path) in str(caught.value)
+    assert str(quick.value) == str(caught.value)
+
+
+def test_identify_checkpoint_refuses_a_file_of_the_other_architecture(
+    tiny_files: CheckpointFiles,
+) -> None:
+    with pytest.raises(CheckpointError, match="holds a tiny DDColor, but ddcolor_paper is large"):
+        identify_checkpoint(tiny_files.files["huggingface"], model="ddcolor_paper")
 
 
 @pytest.mark.parametrize("layout", ["basicsr", "safetensors"])
@@ -458,6 +491,8 @@ def test_truncated_file_raises_checkpoint_error(
 
     with pytest.raises(CheckpointError, match="truncated"):
         load_model(path)
+    with pytest.raises(CheckpointError, match="truncated"):
+        identify_checkpoint(path)
 
 
 @pytest.mark.parametrize("suffix", [".pth", ".pt", ".bin", ".safetensors", ".ckpt"])

@@ -1,0 +1,208 @@
+"""Tests of reading a checkpoint's layout without torch (ddcolor.layout)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import zipfile
+from collections import OrderedDict
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+from torch import nn
+
+from ddcolor.build import ARCHITECTURES, MODELS
+from ddcolor.checkpoints import expected_entries, layout_of
+from ddcolor.layout import (
+    UNUSED_KEYS,
+    Entry,
+    is_official,
+    official_layout,
+    read_layout,
+)
+
+
+def _small_state() -> dict[str, torch.Tensor]:
+    """Tensors of every kind the reader must describe: dtypes, views, shared storage."""
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    return {
+        "weight": torch.randn(3, 2, 4, 4),
+        "transposed": base.t(),
+        "slice": base[1:3],
+        "half": torch.zeros(5, dtype=torch.float16),
+        "brain": torch.ones(2, 2, dtype=torch.bfloat16),
+        "count": torch.tensor(7, dtype=torch.int64),
+        "flags": torch.zeros(3, dtype=torch.bool),
+        "empty": torch.zeros(0, 4),
+    }
+
+
+def _rewrite_zip(source: Path, target: Path, member_suffix: str, data: bytes) -> None:
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for info in old.infolist():
+            content = data if info.filename.endswith(member_suffix) else old.read(info)
+            new.writestr(info.filename, content)
+
+
+# --------------------------------------------------------------------------- official lists
+
+
+@pytest.mark.parametrize("arch", ["tiny", "large"])
+def test_official_layout_equals_the_network_built_on_the_meta_device(arch: str) -> None:
+    built = {
+        key: Entry(shape, str(dtype).removeprefix("torch."))
+        for key, (shape, dtype) in expected_entries(ARCHITECTURES[arch]).items()
+    }
+
+    assert official_layout(arch) == built
+
+
+def test_every_released_model_is_official_and_a_changed_structure_is_not() -> None:
+    assert all(is_official(config) for config in MODELS.values())
+    assert all(is_official(config) for config in ARCHITECTURES.values())
+    assert not is_official(replace(ARCHITECTURES["tiny"], dec_layers=3))
+    assert not is_official(replace(ARCHITECTURES["tiny"], arch="other"))
+
+
+# --------------------------------------------------------------------------- torch zip files
+
+
+@pytest.mark.parametrize("wrapper", [None, "params", "params_ema"])
+def test_torch_zip_layout_equals_the_saved_tensors(wrapper: str | None, tmp_path: Path) -> None:
+    state = _small_state()
+    path = tmp_path / "weights.pth"
+    torch.save(state if wrapper is None else {wrapper: state, "iter": 5}, path)
+
+    read = read_layout(path)
+
+    assert read == (layout_of(state), wrapper, ())
+
+
+def test_module_state_dict_with_parameters_and_int_buffers_is_read(tmp_path: Path) -> None:
+    module = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8))
+    path = tmp_path / "module.pt"
+    torch.save(module.state_dict(), path)
+    # Parameters themselves, not their data, pickled through _rebuild_parameter.
+    params = tmp_path / "params.pt"
+    torch.save(OrderedDict(module.named_parameters()), params)
+
+    assert read_layout(path) == (layout_of(module.state_dict()), None, ())
+    assert read_layout(params) == (layout_of(dict(module.named_parameters())), None, ())
+
+
+def test_unused_head_keys_are_dropped_as_on_load(tmp_path: Path) -> None:
+    state = {
+        "weight": torch.zeros(2),
+        UNUSED_KEYS[0]: torch.zeros(4, 8),
+        UNUSED_KEYS[1]: torch.zeros(4),
+    }
+    path = tmp_path / "ddcolor.pth"
+    torch.save({"params": state}, path)
+
+    assert read_layout(path) == ({"weight": Entry((2,), "float32")}, "params", UNUSED_KEYS)
+
+
+def test_legacy_pickle_format_is_left_to_torch(tmp_path: Path) -> None:
+    path = tmp_path / "old.pth"
+    torch.save(_small_state(), path, _use_new_zipfile_serialization=False)
+
+    assert read_layout(path) is None
+
+
+class _Payload:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (os.rename, (str(self.marker), str(self.marker) + ".moved"))
+
+
+def test_a_record_naming_anything_else_is_refused_without_running_it(tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    marker.write_text("still here")
+    path = tmp_path / "evil.pth"
+    torch.save({"weight": torch.zeros(2)}, path)
+    _rewrite_zip(path, tmp_path / "evil2.pth", "/data.pkl", pickle.dumps({"a": _Payload(marker)}))
+
+    assert read_layout(tmp_path / "evil2.pth") is None
+    assert marker.read_text() == "still here"
+
+
+def test_a_storage_shorter_than_its_tensors_is_left_to_torch(tmp_path: Path) -> None:
+    path = tmp_path / "short.pth"
+    torch.save({"weight": torch.zeros(64)}, path)
+    damaged = tmp_path / "damaged.pth"
+    _rewrite_zip(path, damaged, "/data/0", b"\0" * 100)
+
+    assert read_layout(damaged) is None
+
+
+def test_a_truncated_archive_is_left_to_torch(tmp_path: Path) -> None:
+    path = tmp_path / "whole.pth"
+    torch.save(_small_state(), path)
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(path.read_bytes()[:-200])
+
+    assert read_layout(cut) is None
+
+
+def test_a_file_holding_one_tensor_is_not_a_layout(tmp_path: Path) -> None:
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+
+    assert read_layout(path) is None
+
+
+# --------------------------------------------------------------------------- safetensors
+
+
+def test_safetensors_layout_equals_the_saved_tensors(tmp_path: Path) -> None:
+    state = {key: value.contiguous() for key, value in _small_state().items() if key != "slice"}
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file(state, path, metadata={"format": "pt"})
+
+    assert read_layout(path) == (layout_of(state), None, ())
+
+
+def test_a_truncated_safetensors_file_is_left_to_the_library(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({"weight": torch.zeros(256)}, path)
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(path.read_bytes()[:-8])
+
+    assert read_layout(cut) is None
+
+
+def test_a_safetensors_header_longer_than_the_file_is_left_to_the_library(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes((10_000).to_bytes(8, "little") + b'{"a": 1}')
+
+    assert read_layout(path) is None
+
+
+# --------------------------------------------------------------------------- without torch
+
+
+def test_identify_checkpoint_does_not_import_torch(tmp_path: Path) -> None:
+    path = tmp_path / "model.safetensors"
+    safetensors.torch.save_file({"weight": torch.zeros(2)}, path)
+    code = (
+        "import sys\n"
+        "from ddcolor.errors import CheckpointError\n"
+        "from ddcolor.layout import identify_checkpoint\n"
+        "try:\n"
+        f"    identify_checkpoint({str(path)!r})\n"
+        "except CheckpointError as exc:\n"
+        "    print('refused:', 'is not a DDColor checkpoint' in str(exc))\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+
+    assert done.stdout.split("\n")[:2] == ["refused: True", "False"]

@@ -55,32 +55,46 @@ def check_torch() -> list[Check]:
 
 
 def check_weights(weights: Path | None, weights_dir: Path) -> Check:
-    """Validate the configured checkpoint, or say where one is expected.
+    """Validate the checkpoint the commands would use, or say where one is expected.
+
+    That is the configured one, else the one ``panchro weights fetch`` kept.
 
     Args:
         weights: The configured checkpoint file, if any.
-        weights_dir: The folder searched when none is configured.
+        weights_dir: The folder of fetched checkpoints, used when none is configured.
 
     Returns:
         The outcome, naming the model and the file's sha256 when it is valid.
     """
     from ddcolor.checkpoints import read_checkpoint
     from ddcolor.errors import DDColorError
+    from ddcolor.layout import SAFETENSORS_SUFFIX, TORCH_SUFFIXES
+    from panchro.weights import find_fetched
 
+    source = "configured"
     if weights is None:
-        found = sorted(weights_dir.glob("*.pth")) + sorted(weights_dir.glob("*.safetensors"))
-        listing = ", ".join(path.name for path in found) or "none"
-        return Check(
-            "weights",
-            "warn",
-            f"no checkpoint configured (PANCHRO_WEIGHTS or --weights); in {weights_dir}: "
-            f"{listing}. See README, 'Model weights'.",
-        )
+        fetched = find_fetched(weights_dir)
+        if fetched is None:
+            suffixes = {*TORCH_SUFFIXES, SAFETENSORS_SUFFIX}
+            found = sorted(
+                path.name
+                for path in (weights_dir.iterdir() if weights_dir.is_dir() else ())
+                if path.suffix in suffixes
+            )
+            return Check(
+                "weights",
+                "warn",
+                f"no checkpoint configured (PANCHRO_WEIGHTS or --weights) and none fetched "
+                f"into {weights_dir} (files there: {', '.join(found) or 'none'}); "
+                "see README, 'Model weights'.",
+            )
+        weights, source = fetched.path, f"fetched into {weights_dir}"
     try:
         info, _ = read_checkpoint(weights)
     except DDColorError as exc:
         return Check("weights", "fail", str(exc))
-    return Check("weights", "ok", f"{info.model_name} ({info.arch}) sha256 {info.sha256}")
+    detail = f"{info.model_name} ({info.arch}) sha256 {info.sha256}, {source}: {weights}"
+    return Check("weights", "ok", detail)
 
 
 def check_database(url: str) -> Check:

@@ -85,3 +85,31 @@ def test_doctor_warns_when_the_catalog_has_no_schema(tmp_path: Path) -> None:
     assert "panchro db upgrade" in checks["database"]["detail"]
     assert checks["broker"]["outcome"] == "warn"
     assert code == 0
+
+
+def test_doctor_checks_the_fetched_checkpoint_when_none_is_configured(
+    tmp_path: Path, redis_url: str
+) -> None:
+    # What `panchro weights fetch` leaves: <name>.bin and its manifest.
+    weights = tmp_path / "weights" / "ddcolor_paper_tiny.bin"
+    weights.parent.mkdir()
+    torch.save(build_ddcolor("ddcolor_paper_tiny").state_dict(), weights)
+    manifest = {"name": "ddcolor_paper_tiny", "sha256": sha256_file(weights), "source": "test"}
+    weights.with_name(weights.name + ".json").write_text(json.dumps(manifest))
+
+    _, checks = doctor("--broker-url", redis_url)
+
+    assert checks["weights"]["outcome"] == "ok"
+    assert "ddcolor_paper_tiny (tiny)" in checks["weights"]["detail"]
+    assert f"fetched into {weights.parent}" in checks["weights"]["detail"]
+
+
+def test_doctor_lists_the_checkpoint_files_it_found_but_cannot_use(tmp_path: Path) -> None:
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "mine.bin").write_bytes(b"x")
+
+    _, checks = doctor("--broker-url", "redis://127.0.0.1:9/0")
+
+    assert checks["weights"]["outcome"] == "warn"
+    assert "files there: mine.bin" in checks["weights"]["detail"]

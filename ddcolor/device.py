@@ -14,6 +14,7 @@ is dozens of times slower); the measurements are in the comments of the constant
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import platform
@@ -51,6 +52,18 @@ CPU_NATIVE_BF16_AUTO_PRECISION = "bf16"
 #: What ``auto`` means on other CPUs: the same machine with oneDNN held to AVX2 (bf16 emulated)
 #: took 58 s in bf16 against 1.0 s in fp32 (tiny, 256 px).
 CPU_AUTO_PRECISION = "fp32"
+#: glibc's mallopt() parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+#: Allocations up to this size come from the heap and are reused, instead of being mapped
+#: and unmapped on every call: glibc's largest allowed value on 64-bit systems.
+CPU_MMAP_THRESHOLD = 32 << 20
+#: Extra memory glibc asks for whenever a heap grows, and keeps when it shrinks. A forward
+#: pass allocates and frees gigabytes in blocks of a few MB, mostly in the math library's
+#: threads, whose heaps glibc otherwise gives back and faults in again on every call.
+#: Measured (tiny model, 12 scans at 512 px, 2 threads): 26.4 s of model time with
+#: glibc's defaults, 14 s of it in the kernel (7.5 million page faults); 20.7 s with these
+#: settings (2.3 million), for 1.7 GB of peak memory instead of 1.3 GB.
+CPU_TOP_PAD = 1 << 30
 #: Device names accepted by :func:`resolve_device`, besides ``cuda:N``.
 DEVICE_CHOICES: tuple[str, ...] = ("auto", "cpu", "cuda")
 #: Where Linux describes the processor.
@@ -210,3 +223,35 @@ def resolve_precision(precision: str, device: str | torch.device) -> str:
         logger.warning("fp16 on the CPU is about 100 times slower than fp32")
     logger.debug("precision %s resolved to %s on %s", precision, name, device)
     return name
+
+
+@functools.cache
+def tune_cpu_allocator() -> bool:
+    """Make glibc keep the memory a forward pass on the CPU frees, for the next one.
+
+    Applies :data:`CPU_MMAP_THRESHOLD` and :data:`CPU_TOP_PAD` and turns off returning
+    free heap memory to the system, once per process. The process keeps its peak memory
+    between images in exchange for about a fifth less model time. A :class:`Colorizer` on
+    the CPU calls it; elsewhere than on glibc it does nothing.
+
+    Returns:
+        Whether the settings were applied.
+    """
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        logger.debug("no glibc mallopt(): the CPU allocator keeps its defaults")
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    mallopt.restype = ctypes.c_int
+    applied = all(
+        mallopt(param, value) == 1
+        for param, value in (
+            (_M_MMAP_THRESHOLD, CPU_MMAP_THRESHOLD),
+            (_M_TOP_PAD, CPU_TOP_PAD),
+            # -1 is SIZE_MAX to glibc: free memory is never handed back.
+            (_M_TRIM_THRESHOLD, -1),
+        )
+    )
+    logger.debug("CPU allocator tuned for repeated forward passes: %s", applied)
+    return applied

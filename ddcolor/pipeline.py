@@ -32,7 +32,13 @@ import torch
 from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import load_model
 from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
-from ddcolor.device import TORCH_DTYPES, describe_device, resolve_device, resolve_precision
+from ddcolor.device import (
+    TORCH_DTYPES,
+    describe_device,
+    resolve_device,
+    resolve_precision,
+    tune_cpu_allocator,
+)
 from ddcolor.errors import CheckpointError, DDColorError, InvalidSize, OutOfMemoryAtMinimumSize
 from ddcolor.transforms import (
     DEFAULT_UPSAMPLE,
@@ -293,6 +299,9 @@ def _compose(
 class Colorizer:
     """A loaded model with its device, precision and default input size.
 
+    On the CPU, the first one tunes glibc's allocator for repeated forward passes
+    (:func:`ddcolor.device.tune_cpu_allocator`).
+
     Args:
         model: DDColor in eval mode, already on ``device``.
         device: The device it runs on.
@@ -322,6 +331,8 @@ class Colorizer:
         self.model = model
         self.device = torch.device(device)
         self.precision = resolve_precision(precision, self.device)
+        if self.device.type == "cpu":
+            tune_cpu_allocator()
         self.size = validate_size(size)
         if upsample not in UPSAMPLE_METHODS:
             raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_METHODS}")

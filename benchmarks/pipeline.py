@@ -16,9 +16,10 @@ Both use the same checkpoint, device (CPU), precision and torch thread count: th
 of cores this process may use, which is what ``panchro workers --cpu 1`` gives its only
 worker. The weights are a synthetic checkpoint (seeded random weights, written with
 ``torch.save``) of ``ddcolor_paper_tiny``, or of ``ddcolor_paper`` with ``--model large``:
-the colours are meaningless, the work is the real network's. The bare loop runs before and
-after the system and their mean is the reference, so that a drift in the load of a shared
-machine shows instead of passing for overhead.
+the colours are meaningless, the work is the real network's. The runs alternate, the bare
+loop first and last (a, b, a, b, a, b, a with the default three rounds), and the means
+are compared, so that a drift in the speed of a shared machine shows instead of passing
+for overhead or for a gain.
 
 The system's time is taken apart with the catalog's timestamps (``queued_at``,
 ``started_at``, ``finished_at``) and the worker's log line per image (its ``colorize()``
@@ -28,8 +29,8 @@ of the ratio that does not depend on how busy the machine was while each ran.
 
 Usage::
 
-    python benchmarks/pipeline.py                      # 24 images, tiny model: ~5 minutes
-    python benchmarks/pipeline.py --images 8 --model large --no-bracket
+    python benchmarks/pipeline.py                      # 24 images, tiny model: ~8 minutes
+    python benchmarks/pipeline.py --images 8 --model large --rounds 1
 
 ``PANCHRO_BENCH_DATABASE_URL`` is a PostgreSQL URL whose role may create databases
 (default: the local test server); ``PANCHRO_BENCH_BROKER_URL`` names a Redis database the
@@ -76,6 +77,9 @@ from workers.devices import inventory_from, plan_workers
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 #: Images colorized by each run.
 DEFAULT_IMAGES = 24
+#: Runs of the system, each between two runs of the bare loop: a shared machine's speed
+#: drifts by several per cent from one minute to the next, so one run of each is not enough.
+DEFAULT_ROUNDS = 3
 #: Square model input size, in pixels (the default of ``panchro submit``).
 INPUT_SIZE = 512
 #: Shortest and longest side of the scans, in pixels.
@@ -395,7 +399,7 @@ def run_system(
         PANCHRO_PRECISION=precision,
     )
     engine = make_engine(database_url)
-    log = output.parent / "workers.log"
+    log = output.with_name(f"{output.name}-workers.log")
     submit = ["submit", str(scans), "--collection", "bench", "--output", str(output)]
     submit += ["--size", str(INPUT_SIZE), "--weights", str(weights)]
     try:
@@ -452,58 +456,83 @@ def _load() -> str:
     return ", ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
-def report(bare: list[BareRun], system: SystemRun) -> str:
+def report(bare: list[BareRun], systems: list[SystemRun]) -> str:
     """Format the result tables (Markdown).
 
     Args:
-        bare: The bare loop's runs (before and, unless left out, after the system's).
-        system: The system's run.
+        bare: The bare loop's runs, in the order they ran.
+        systems: The system's runs, each between two bare ones.
 
     Returns:
         The text.
     """
-    count = len(system.images)
+    count = len(systems[0].images)
     reference = statistics.fmean(run.total_s for run in bare)
     model_a = statistics.fmean(sum(run.model_s) for run in bare)
-    own_b = system.span_s - system.model_s
-    estimate = model_a + own_b
-    first_queued = min(image[0] for image in system.images)
-    first_claimed = system.images[0][1]
-    gaps = sum(
-        (after[1] - before[2]).total_seconds()
-        for before, after in zip(system.images, system.images[1:], strict=False)
-    )
-    rows = [(f"(a) bare loop, run {n + 1}", run.total_s) for n, run in enumerate(bare)]
+    span_b = statistics.fmean(system.span_s for system in systems)
+    own_b = statistics.fmean(system.span_s - system.model_s for system in systems)
+    rows: list[tuple[str, float, float]] = []
+    for n in range(max(len(bare), len(systems))):
+        if n < len(bare):
+            rows.append((f"(a) bare loop, run {n + 1}", bare[n].total_s, sum(bare[n].model_s)))
+        if n < len(systems):
+            rows.append((f"(b) panchro, run {n + 1}", systems[n].span_s, systems[n].model_s))
     rows += [
-        ("(a) bare loop, mean: the reference", reference),
-        ("(b) panchro: submit to last done", system.span_s),
-        ("(b) with (a)'s `colorize()` time", estimate),
+        ("(a) mean: the reference", reference, model_a),
+        ("(b) mean: submit to last done", span_b, span_b - own_b),
+        ("(b) mean with (a)'s `colorize()` time", model_a + own_b, model_a),
     ]
-    lines = ["| run | images | seconds | images/s | vs (a) |", "|---|---:|---:|---:|---:|"]
-    for label, seconds in rows:
+    lines = [
+        "| run | images | seconds | `colorize()` s | images/s | vs (a) |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, seconds, model_s in rows:
         lines.append(
-            f"| {label} | {count} | {seconds:.1f} | {count / seconds:.3f} | "
+            f"| {label} | {count} | {seconds:.1f} | {model_s:.1f} | {count / seconds:.3f} | "
             f"{seconds / reference:.3f} |"
         )
+
+    def mean(part: Callable[[SystemRun], float]) -> float:
+        return statistics.fmean(part(system) for system in systems)
+
+    def first_queued(system: SystemRun) -> datetime:
+        return min(image[0] for image in system.images)
+
+    def gaps(system: SystemRun) -> float:
+        return sum(
+            (after[1] - before[2]).total_seconds()
+            for before, after in zip(system.images, system.images[1:], strict=False)
+        )
+
     breakdown = [
-        ("`colorize()` calls", model_a, system.model_s),
+        ("`colorize()` calls", model_a, mean(lambda run: run.model_s)),
         ("decode, encode, write (a)", reference - model_a, None),
-        ("submit start to first image queued", None, system.since_submit(first_queued)),
-        ("first image queued to first claim", None, (first_claimed - first_queued).total_seconds()),
-        ("in tasks, outside `colorize()`", None, system.tasks_s - system.model_s),
-        ("between tasks: result, ack, next message, claim", None, gaps),
-        ("total", reference, system.span_s),
+        (
+            "submit start to first image queued",
+            None,
+            mean(lambda run: run.since_submit(first_queued(run))),
+        ),
+        (
+            "first image queued to first claim",
+            None,
+            mean(lambda run: (run.images[0][1] - first_queued(run)).total_seconds()),
+        ),
+        ("in tasks, outside `colorize()`", None, mean(lambda run: run.tasks_s - run.model_s)),
+        ("between tasks: result, ack, next message, claim", None, mean(gaps)),
+        ("total", reference, span_b),
     ]
-    lines += ["", "| where the time goes | (a) s | (b) s |", "|---|---:|---:|"]
+    lines += ["", "| where the time goes, means | (a) s | (b) s |", "|---|---:|---:|"]
     for label, bare_s, system_s in breakdown:
         cells = ["-" if value is None else f"{value:.2f}" for value in (bare_s, system_s)]
         lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
     lines += [
         "",
-        f"`panchro submit` ran {system.submit_s:.1f} s in all (it exits after dispatching).",
+        f"`panchro submit` ran {mean(lambda run: run.submit_s):.1f} s in all (it exits after "
+        "dispatching).",
         f"Not in the tables: from starting `panchro workers` to a loaded model "
-        f"{system.ready_s:.1f} s (of which loading the checkpoint {system.model_load_s:.1f} s); "
-        f"the bare loop's load {statistics.fmean(run.load_s for run in bare):.1f} s.",
+        f"{mean(lambda run: run.ready_s):.1f} s (of which loading the checkpoint "
+        f"{mean(lambda run: run.model_load_s):.1f} s); the bare loop's load "
+        f"{statistics.fmean(run.load_s for run in bare):.1f} s.",
     ]
     return "\n".join(lines)
 
@@ -524,7 +553,10 @@ def main(argv: list[str] | None = None) -> int:
         "--precision", choices=("auto", "fp32", "bf16"), default="auto", help="of both runs"
     )
     parser.add_argument(
-        "--no-bracket", action="store_true", help="run the bare loop before the system only"
+        "--rounds",
+        type=int,
+        default=DEFAULT_ROUNDS,
+        help="runs of the system, each followed by a run of the bare loop (default %(default)s)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the working folder")
     args = parser.parse_args(argv)
@@ -556,17 +588,21 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         bare = [run_bare(scans, work / "bare", weights, args.precision)]
-        print(f"(a) done; load average {_load()}", flush=True)
-        database_url = stack.enter_context(fresh_database(admin_url))
-        system = run_system(
-            work / "scans", work / "colour", weights, args.precision, database_url, broker_url
-        )
-        print(f"(b) done; load average {_load()}", flush=True)
-        if not args.no_bracket:
+        print(f"(a) run 1 done; load average {_load()}", flush=True)
+        systems = []
+        for round_ in range(1, args.rounds + 1):
+            with fresh_database(admin_url) as database_url:
+                output = work / f"colour-{round_}"
+                systems.append(
+                    run_system(
+                        work / "scans", output, weights, args.precision, database_url, broker_url
+                    )
+                )
+            print(f"(b) run {round_} done; load average {_load()}", flush=True)
             bare.append(run_bare(scans, work / "bare", weights, args.precision))
-            print(f"(a) again; load average {_load()}", flush=True)
+            print(f"(a) run {round_ + 1} done; load average {_load()}", flush=True)
     print()
-    print(report(bare, system))
+    print(report(bare, systems))
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Each cell runs in a fresh child process, so that its peak memory is its own: the peak
 resident set size of the process on the CPU, ``torch.cuda.max_memory_allocated`` on a
-GPU. Weights are random (speed and memory do not depend on their values).
+GPU. Weights are random (speed and memory do not depend on their values). On the CPU the
+allocator is tuned as the pipeline tunes it (``ddcolor.device.tune_cpu_allocator``).
 
 Usage::
 
@@ -37,10 +38,12 @@ def _measure(
     import torch
 
     from ddcolor.build import build_ddcolor
-    from ddcolor.device import TORCH_DTYPES
+    from ddcolor.device import TORCH_DTYPES, tune_cpu_allocator
 
     torch.manual_seed(0)
     device = torch.device(device_name)
+    if device.type == "cpu":
+        tune_cpu_allocator()  # as every Colorizer on the CPU does
     model = build_ddcolor(ARCH_MODELS[arch], device=device)
     x = torch.rand(1, 3, size, size, device=device)
     times: list[float] = []

@@ -3,14 +3,15 @@
 The same N grayscale JPEG scans (512-1024 px a side) are colorized at input size 512 by:
 
 - (a) a bare loop in this process: decode with Pillow, ``colorize()`` with a colorizer
-  loaded once, encode a JPEG as the worker does (quality 95, 4:4:4, optimised tables),
-  write the file. Nothing else: the least work that turns the scans into colour copies.
+  loaded once (and warmed up as a worker is), encode a JPEG as the worker does (quality
+  95, 4:4:4, optimised tables), write the file. Nothing else: the least work that turns
+  the scans into colour copies.
 - (b) the whole system: ``panchro workers --cpu 1`` (one Celery worker, one prefork pool
-  process) is started and waited for until its model is loaded; then ``panchro submit``
-  registers the folder in a fresh PostgreSQL catalog and sends the tasks through Redis; the
-  worker claims each image, reads it, colorizes it, writes the copy atomically and records
-  the provenance. The time runs from the start of ``panchro submit`` to the
-  ``finished_at`` of the last image.
+  process) is started and waited for until its model is loaded and has run its warm-up
+  pass; then ``panchro submit`` registers the folder in a fresh PostgreSQL catalog and
+  sends the tasks through Redis; the worker claims each image, reads it, colorizes it,
+  writes the copy atomically and records the provenance. The time runs from the start of
+  ``panchro submit`` to the ``finished_at`` of the last image.
 
 Both use the same checkpoint, device (CPU), precision and torch thread count: the number
 of cores this process may use, which is what ``panchro workers --cpu 1`` gives its only
@@ -102,6 +103,8 @@ POLL_S = 0.25
 DONE_LINE = re.compile(r"image (?P<id>\d+): done: .*, model [\d.]+ of (?P<model>[\d.]+) s,")
 #: The worker's line once its pool process has loaded the model.
 READY_LINE = re.compile(r"runtime \S+: .* ready in (?P<seconds>[\d.]+) s")
+#: The worker's line once its pool process has run the network once (or failed to).
+WARM_LINE = re.compile(r"runtime \S+: warm-up pass (?P<seconds>[\d.]+) s|warm-up pass failed")
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,7 @@ class BareRun:
     """Seconds of the bare loop: the model load, then each step of each image."""
 
     load_s: float
+    warm_up_s: float
     decode_s: list[float]
     model_s: list[float]
     encode_s: list[float]
@@ -124,8 +128,10 @@ class SystemRun:
     """The system's run: start-up, the submission, and each image's times.
 
     Attributes:
-        ready_s: From starting ``panchro workers`` until the model was loaded.
+        ready_s: From starting ``panchro workers`` until the model was loaded and had
+            run its warm-up pass.
         model_load_s: The model load inside that, from the worker's log.
+        warm_up_s: The warm-up pass inside that, from the worker's log.
         submitted_at: When ``panchro submit`` was started.
         submit_s: How long the ``panchro submit`` command ran.
         images: ``(queued_at, started_at, finished_at, colorize seconds)`` of every image,
@@ -134,6 +140,7 @@ class SystemRun:
 
     ready_s: float
     model_load_s: float
+    warm_up_s: float
     submitted_at: datetime
     submit_s: float
     images: list[tuple[datetime, datetime, datetime, float]]
@@ -232,7 +239,9 @@ def run_bare(scans: list[Path], output: Path, weights: Path, precision: str) -> 
     output.mkdir(parents=True, exist_ok=True)
     began = time.perf_counter()
     colorizer = load_colorizer(weights, device="cpu", precision=precision, size=INPUT_SIZE)
-    run = BareRun(time.perf_counter() - began, [], [], [])
+    loaded = time.perf_counter()
+    colorizer.warm_up()  # as a worker does before its first task
+    run = BareRun(loaded - began, time.perf_counter() - loaded, [], [], [])
     for path in scans:
         t0 = time.perf_counter()
         with PILImage.open(io.BytesIO(path.read_bytes())) as scan:
@@ -332,7 +341,7 @@ def running_worker(env: Mapping[str, str], weights: Path, log: Path) -> Iterator
     """Run ``panchro workers --cpu 1`` until the block ends, then stop it warmly.
 
     Celery reports the worker ready before its pool process has loaded the model, so the
-    wait is for both: a reply to a ping and the model's line in the log.
+    wait is for both: a reply to a ping and the warm-up pass's line in the log.
 
     Args:
         env: Its environment (the ``PANCHRO_*`` settings).
@@ -358,7 +367,7 @@ def running_worker(env: Mapping[str, str], weights: Path, log: Path) -> Iterator
         def ready() -> bool:
             if proc.poll() is not None:
                 raise SystemExit(f"panchro workers exited early:\n{log.read_text()}")
-            if not READY_LINE.search(log.read_text(errors="replace")):
+            if not WARM_LINE.search(log.read_text(errors="replace")):
                 return False
             return bool(app.control.ping(destination=[node], timeout=POLL_S))
 
@@ -430,8 +439,12 @@ def run_system(
         assert row.queued_at and row.started_at and row.finished_at
         images.append((row.queued_at, row.started_at, row.finished_at, model_s[row.id]))
     loaded = READY_LINE.search(text_log)
+    warmed = WARM_LINE.search(text_log)
     assert loaded is not None
-    return SystemRun(ready_s, float(loaded["seconds"]), submitted_at, submit_s, images)
+    assert warmed is not None and warmed["seconds"], "the worker's warm-up pass failed"
+    return SystemRun(
+        ready_s, float(loaded["seconds"]), float(warmed["seconds"]), submitted_at, submit_s, images
+    )
 
 
 def machine() -> str:
@@ -531,8 +544,10 @@ def report(bare: list[BareRun], systems: list[SystemRun]) -> str:
         "dispatching).",
         f"Not in the tables: from starting `panchro workers` to a loaded model "
         f"{mean(lambda run: run.ready_s):.1f} s (of which loading the checkpoint "
-        f"{mean(lambda run: run.model_load_s):.1f} s); the bare loop's load "
-        f"{statistics.fmean(run.load_s for run in bare):.1f} s.",
+        f"{mean(lambda run: run.model_load_s):.1f} s and the warm-up pass "
+        f"{mean(lambda run: run.warm_up_s):.1f} s); the bare loop's load "
+        f"{statistics.fmean(run.load_s for run in bare):.1f} s and warm-up pass "
+        f"{statistics.fmean(run.warm_up_s for run in bare):.1f} s.",
     ]
     return "\n".join(lines)
 

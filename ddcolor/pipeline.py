@@ -79,6 +79,8 @@ OOM_LADDER: tuple[int, ...] = (1024, 768, 512, 384, 256)
 UNTRAINED_MODEL = "ddcolor_paper_tiny"
 #: Seed of the random weights of ``load_colorizer(untrained=True)``.
 UNTRAINED_SEED = 0
+#: Grey level (8-bit) of the blank image :meth:`Colorizer.warm_up` colorizes.
+GREY_LEVEL = 128
 
 
 @dataclass(frozen=True)
@@ -339,6 +341,26 @@ class Colorizer:
         self.upsample: UpsampleMethod = upsample
         self.checkpoint = checkpoint
         self.model_name = model_name or (checkpoint.model_name if checkpoint else None)
+
+    def warm_up(self) -> float:
+        """Colorize a blank image at the default size once, and return how long it took.
+
+        The first pass of a process is slower than the next ones: kernels are chosen and
+        compiled for the input shape, memory pools filled, and on a GPU modules loaded and
+        convolution algorithms picked. Every pass has the same shape (the default size),
+        so one pass is enough. A long-running worker pays it at start.
+
+        Returns:
+            Seconds.
+
+        Raises:
+            OutOfMemoryAtMinimumSize: If the device has too little memory even at the
+                smallest size.
+            DDColorError: For other model failures.
+        """
+        began = time.perf_counter()
+        self.colorize(np.full((self.size, self.size), GREY_LEVEL, dtype=np.uint8))
+        return time.perf_counter() - began
 
     def colorize(
         self, image: np.ndarray, *, size: int | None = None, upsample: UpsampleMethod | None = None

@@ -277,11 +277,21 @@ class WorkerRuntime:
     def warm_up(self) -> None:
         """Build everything now (at process start) instead of in the first task.
 
+        That includes one pass of the network on a blank image, which pays the first
+        pass's extra cost (kernel selection, memory pools, on a GPU module loading) here
+        rather than on the first image.
+
         Raises:
             WorkerSetupError: If the model cannot be loaded.
         """
         self.sessions()
-        self.colorizer()
+        colorizer = self.colorizer()
+        try:
+            seconds = colorizer.warm_up()
+        except Exception as exc:  # noqa: BLE001 - the first image meets it and is recorded
+            logger.warning("runtime %s: warm-up pass failed: %s", self.config.node_name, exc)
+        else:
+            logger.info("runtime %s: warm-up pass %.1f s", self.config.node_name, seconds)
 
     def close(self) -> None:
         """Release connections and threads (the model stays until the process ends)."""

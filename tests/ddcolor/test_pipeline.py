@@ -341,3 +341,25 @@ def test_colorizer_loads_a_checkpoint_with_its_provenance(
 def test_colorizer_without_weights_explains_what_to_pass() -> None:
     with pytest.raises(CheckpointError, match="untrained=True"):
         load_colorizer(None, device="cpu")
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+def test_warm_up_colorizes_once_at_the_default_size() -> None:
+    model = _ConstantAb(0.1, 0.2)
+    colorizer = Colorizer(model, device="cpu", precision="fp32", size=320)
+
+    seconds = colorizer.warm_up()
+
+    assert model.sizes_seen == [320]
+    assert seconds > 0
+
+
+def test_warm_up_walks_the_size_ladder_and_reports_out_of_memory_at_its_floor() -> None:
+    model = _ConstantAb(oom_above=0)
+
+    with pytest.raises(OutOfMemoryAtMinimumSize):
+        Colorizer(model, device="cpu", precision="fp32", size=512).warm_up()
+
+    assert model.sizes_seen == [512, 384, 256]

@@ -334,3 +334,35 @@ def test_real_worker_colorizes_a_collection_and_fails_only_the_corrupt_image(
     assert not (output / "broken.png").exists()
     assert {image.worker_host for image in images.values()} == {"cpu0@e2e"}
     assert all(image.task_id for image in images.values())
+
+
+# --------------------------------------------------------------------------- warm-up
+
+
+def test_warm_up_at_process_start_runs_the_network_once_at_the_default_size(
+    catalog_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = OutOfMemoryAbove(StubNet(), limit=4096)  # records the sizes it is given
+    runtime = _runtime(catalog_url, model)
+
+    with caplog.at_level("INFO", logger="workers.runtime"):
+        runtime.warm_up()
+
+    assert model.sizes == [256]
+    assert "warm-up pass" in caplog.text
+    runtime.close()
+
+
+def test_a_failed_warm_up_pass_is_logged_and_the_worker_still_starts(
+    catalog_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    model = OutOfMemoryAbove(StubNet(), limit=0)  # out of memory at every size
+    runtime = _runtime(catalog_url, model)
+
+    with caplog.at_level("WARNING", logger="workers.runtime"):
+        runtime.warm_up()
+
+    assert model.sizes == [256]  # the floor of the ladder: nothing smaller is tried
+    assert "warm-up pass failed" in caplog.text
+    assert runtime.colorizer() is not None
+    runtime.close()

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from panchro.settings import PRECISIONS
 from panchro.weights import OFFICIAL_MODELS
 
 if TYPE_CHECKING:
@@ -100,6 +101,28 @@ def size_options(func: F) -> F:
     return func
 
 
+#: ``--weights``: the checkpoint file.
+weights_option = click.option(
+    "--weights",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="DDColor checkpoint (.pth, pytorch_model.bin or .safetensors). Env: PANCHRO_WEIGHTS.",
+)
+#: ``--precision``: the numeric precision of the model.
+precision_option = click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    help="auto is fp16 on GPUs; on the CPU bf16 where the processor computes it natively, "
+    "else fp32. Env: PANCHRO_PRECISION.",
+)
+#: ``--untrained``: random weights, said so everywhere.
+untrained_option = click.option(
+    "--untrained",
+    is_flag=True,
+    help="Run with random weights (for a demo or a test: the colours are meaningless, "
+    "and every output and catalog row says so).",
+)
+
+
 def model_options(func: F) -> F:
     """Add the options that load a model: weights, model, untrained, precision, device, upsample."""
     options = [
@@ -117,29 +140,15 @@ def model_options(func: F) -> F:
             help="auto (the first GPU, else the CPU), cpu, cuda or cuda:N; ROCm GPUs are cuda "
             "too. Env: PANCHRO_DEVICE.",
         ),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp16", "bf16", "fp32"]),
-            help="auto is fp16 on GPUs and fp32 on the CPU. Env: PANCHRO_PRECISION.",
-        ),
-        click.option(
-            "--untrained",
-            is_flag=True,
-            help="Run with random weights (for a demo or a test: the colours are meaningless, "
-            "and every output and catalog row says so).",
-        ),
+        precision_option,
+        untrained_option,
         click.option(
             "--model",
             type=click.Choice(MODEL_CHOICES),
             help="The model the checkpoint must hold (default: recognised from its shapes); "
             "with --untrained, the architecture to build (default ddcolor_paper_tiny).",
         ),
-        click.option(
-            "--weights",
-            type=click.Path(path_type=Path, dir_okay=False),
-            help="DDColor checkpoint (.pth, pytorch_model.bin or .safetensors). "
-            "Env: PANCHRO_WEIGHTS.",
-        ),
+        weights_option,
     ]
     for option in options:
         func = option(func)

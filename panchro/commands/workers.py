@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from panchro.settings import PRECISIONS, Settings
+from panchro.options import precision_option, untrained_option, weights_option
+from panchro.settings import Settings
 
 if TYPE_CHECKING:
     from workers.devices import WorkerSlot
@@ -176,16 +177,8 @@ def plan_children(
     help="On a host without a GPU, run N CPU workers (far slower). Ignored where a GPU is "
     "found, so one command line serves a mixed fleet.",
 )
-@click.option(
-    "--weights",
-    type=click.Path(path_type=Path, dir_okay=False),
-    help="DDColor checkpoint file. Env: PANCHRO_WEIGHTS.",
-)
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISIONS),
-    help="Numeric precision of the model (auto = fp16 on GPUs). Env: PANCHRO_PRECISION.",
-)
+@weights_option
+@precision_option
 @click.option(
     "--max-memory-per-child",
     type=click.IntRange(min=1),
@@ -193,11 +186,7 @@ def plan_children(
     help="Replace a worker's pool process after its current task once its resident memory "
     "exceeds this many MiB (guards against slow leaks). Default: no limit.",
 )
-@click.option(
-    "--untrained",
-    is_flag=True,
-    help="Run the network with random weights, for demonstrations and tests; every output says so.",
-)
+@untrained_option
 @click.option(
     "--loglevel",
     type=click.Choice(LOG_LEVELS, case_sensitive=False),

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 from launcher_helpers import WAIT_S
 from launcher_helpers import wait_until as _wait
@@ -143,3 +144,18 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
     assert [queue["name"] for queue in queues] == ["colorize"]
     assert f"started worker {node}" in output
     assert f"worker {node} exited with exit code 0" in output
+
+
+def test_workers_share_the_model_options_of_run_and_colorize() -> None:
+    # One definition each, so --help cannot say different things about the same setting.
+    from panchro.cli import cli
+
+    def option(command: str, name: str) -> tuple[str, object, str | None]:
+        params = {param.name: param for param in cli.commands[command].params}
+        param = params[name]
+        assert isinstance(param, click.Option)
+        return type(param.type).__name__, getattr(param.type, "choices", None), param.help
+
+    for name in ("weights", "precision", "untrained"):
+        assert option("workers", name) == option("run", name) == option("colorize", name)
+    assert "bf16" in (option("workers", "precision")[2] or "")

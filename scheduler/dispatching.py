@@ -21,8 +21,8 @@ under a lock, so together they never exceed ``max_in_flight``.
 The images are committed as ``queued`` before their messages are sent. The other order
 could let a worker receive a message before the commit, find the image still pending and
 drop the message, leaving the image queued with no message. If the dispatcher dies
-between the commit and the send, its images stay queued until ``catalog.unqueue_stale``
-returns them.
+between the commit and the send, its images stay queued until the periodic pass finds
+the broker empty and gives them back (``scheduler.periodic``).
 """
 
 from __future__ import annotations

@@ -16,22 +16,30 @@ Each tick is one :func:`~scheduler.dispatching.dispatch` pass: it tops the broke
 cannot reach the broker or the catalog logs a warning and leaves the rest to the next
 tick; ticks that wait while a long pass runs expire instead of piling up. Running two
 schedulers is safe (the passes take turns), just useless.
+
+Before each pass, images left ``queued`` without a message are given back: a dispatcher
+that died between its commit and its send, or a broker that lost its messages, leaves
+them counted against ``max_in_flight`` for ever. When the broker holds no colorize
+message at all (none waiting, none delivered and unacknowledged), every image queued
+longer than a grace period has lost its message and goes back to ``pending``, to be sent
+again by the pass. Getting this wrong costs nothing worse than a second message, which
+finds the image already claimed and does nothing.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import tzinfo
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import DatabaseUnavailable, make_sessionmaker
+from catalog import DatabaseUnavailable, make_sessionmaker, transaction, unqueue_stale
 from scheduler.dispatching import dispatch
 from scheduler.errors import BrokerUnavailable
 from scheduler.sending import celery_sender
-from workers.names import DISPATCH
+from workers.names import COLORIZE, DISPATCH
 
 logger = logging.getLogger(__name__)
 
@@ -40,11 +48,64 @@ logger = logging.getLogger(__name__)
 SCHEDULER_QUEUE = "scheduler"
 #: Seconds between two dispatch passes.
 DISPATCH_INTERVAL_S = 10.0
+#: Seconds an image must have been queued, with no colorize message in the broker, before
+#: it counts as having lost its message: far more than a dispatch pass's commit-to-send.
+ORPHAN_AFTER_S = 300.0
 #: Name of the beat schedule entry.
 BEAT_ENTRY = "panchro-dispatch"
 #: Beat keeps its schedule in memory: an interval needs no state across restarts, and no
 #: schedule file is left in the working directory.
 BEAT_SCHEDULER = "celery.beat:Scheduler"
+
+
+def colorize_messages(app: Any) -> int | None:
+    """Count the colorize messages the broker holds, waiting or delivered and unacknowledged.
+
+    On Redis, kombu keeps a delivered message in its ``unacked`` hash until the worker
+    acknowledges it (late, after the task), or until it is restored to the queue.
+
+    Args:
+        app: The Celery app.
+
+    Returns:
+        The count, or None when the broker cannot tell (not Redis, or unreachable).
+    """
+    queue = app.amqp.router.route({}, COLORIZE)["queue"].name
+    try:
+        with app.connection_for_write() as connection:
+            if connection.transport.driver_type != "redis":
+                return None
+            channel = connection.default_channel
+            # kombu's Redis channel spreads a queue over one list per priority step.
+            waiting = int(channel._size(queue))
+            unacked = int(channel.client.hlen(channel.unacked_key))
+    except Exception as exc:  # noqa: BLE001 - no answer is only a reason to wait
+        logger.debug("cannot count the broker's messages: %s", exc)
+        return None
+    return waiting + unacked
+
+
+def give_back_orphans(
+    app: Any, sessions: sessionmaker[Session], *, orphan_after: float = ORPHAN_AFTER_S
+) -> int:
+    """Return queued images whose message is lost to ``pending`` (see the module's text).
+
+    Args:
+        app: The Celery app.
+        sessions: The catalog.
+        orphan_after: Seconds an image must have been queued.
+
+    Returns:
+        How many images went back to pending.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached.
+    """
+    if colorize_messages(app) != 0:
+        return 0
+    before = datetime.now(UTC) - timedelta(seconds=orphan_after)
+    with transaction(sessions) as db:
+        return unqueue_stale(db, queued_before=before)
 
 
 def install_dispatcher(
@@ -54,6 +115,7 @@ def install_dispatcher(
     max_in_flight: int,
     interval: float = DISPATCH_INTERVAL_S,
     tz: tzinfo | None = None,
+    orphan_after: float = ORPHAN_AFTER_S,
 ) -> None:
     """Register the dispatch task on a Celery app and schedule it every ``interval``.
 
@@ -66,6 +128,8 @@ def install_dispatcher(
         max_in_flight: Most images queued at once over all collections.
         interval: Seconds between two dispatch passes.
         tz: The local time zone of ``--not-before`` times; None means this machine's.
+        orphan_after: Seconds after which a queued image with no message in the broker
+            is sent again.
 
     Raises:
         ValueError: If ``max_in_flight`` or ``interval`` is not positive.
@@ -87,6 +151,7 @@ def install_dispatcher(
     def dispatch_pass() -> int:
         """Run one dispatch pass; return the number of tasks sent."""
         try:
+            give_back_orphans(app, sessions(), orphan_after=orphan_after)
             report = dispatch(sessions(), send, max_in_flight=max_in_flight, tz=tz)
         except (BrokerUnavailable, DatabaseUnavailable) as exc:
             logger.warning("dispatch pass failed, the next one retries: %s", exc)

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from scheduler_testing import queue_length, statuses, write_images
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv, submit
+from scheduler.periodic import colorize_messages
 from storage.base import open_storage
 from workers.app import create_app
 from workers.names import DISPATCH
@@ -96,3 +98,100 @@ def test_scheduler_argv_runs_one_worker_with_beat_on_the_scheduler_queue() -> No
     assert "--queues=scheduler" in argv
     assert "--concurrency=1" in argv
     assert "--loglevel=WARNING" in argv
+
+
+# --------------------------------------------------------------------------- lost messages
+
+
+def _lose_the_messages(redis_url: str) -> None:
+    """What a broker restarted without persistence does: the queue is gone."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.delete("colorize")
+    finally:
+        client.close()
+
+
+def test_queued_images_whose_messages_were_lost_are_sent_again(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 3)
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=2, orphan_after=0.0)
+    assert celery_app.tasks[DISPATCH]() == 2
+    _lose_the_messages(redis_url)
+
+    sent = celery_app.tasks[DISPATCH]()
+
+    assert sent == 2
+    assert queue_length(redis_url) == 2
+    assert sorted(statuses(sessions).values()) == ["pending", "queued", "queued"]
+
+
+def test_nothing_is_given_back_while_the_broker_holds_colorize_messages(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 3)
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=2, orphan_after=0.0)
+    celery_app.tasks[DISPATCH]()
+
+    assert celery_app.tasks[DISPATCH]() == 0
+    assert queue_length(redis_url) == 2
+    assert colorize_messages(celery_app) == 2
+
+
+def test_a_delivered_unacknowledged_message_holds_the_sweep_back(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 1)
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=1, orphan_after=0.0)
+    celery_app.tasks[DISPATCH]()
+    client = redis.Redis.from_url(redis_url)
+    try:
+        # A worker holds the message (kombu's record of it), not the queue.
+        client.hset("unacked", "delivery-tag", client.rpop("colorize") or b"")
+
+        assert celery_app.tasks[DISPATCH]() == 0
+        assert colorize_messages(celery_app) == 1
+        assert list(statuses(sessions).values()) == ["queued"]
+    finally:
+        client.close()
+
+
+def test_images_queued_within_the_grace_period_are_left_alone(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 1)
+    install_dispatcher(celery_app, database_url=database_url, max_in_flight=1)
+    celery_app.tasks[DISPATCH]()
+    _lose_the_messages(redis_url)
+
+    assert celery_app.tasks[DISPATCH]() == 0
+    assert queue_length(redis_url) == 0
+    assert list(statuses(sessions).values()) == ["queued"]
+
+
+def test_an_unreachable_broker_cannot_say_how_many_messages_it_holds() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    app = create_app(
+        broker_url=f"redis://127.0.0.1:{port}/0", broker_transport_options={"max_retries": 0}
+    )
+
+    assert colorize_messages(app) is None

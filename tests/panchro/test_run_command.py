@@ -68,6 +68,10 @@ def _done_so_far(dest: Path) -> int:
         return 0
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def make_collection(root: Path, copies: int = 1) -> Path:
     """A folder of sample images (each example ``copies`` times)."""
     root.mkdir(parents=True)
@@ -153,7 +157,15 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_resumes(tmp_path: Path) -> No
         "PANCHRO_DEVICE": "cpu",
         "OMP_NUM_THREADS": "1",
     }
-    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        # Ctrl-C must reach the run even when the tests run as a background job, which
+        # starts with SIGINT ignored; Python then installs its own handler.
+        preexec_fn=_default_sigint,
+    )
     catalog = dest / ".panchro" / "catalog.sqlite3"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

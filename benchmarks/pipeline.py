@@ -50,7 +50,6 @@ import logging
 import os
 import platform
 import re
-import shutil
 import signal
 import socket
 import statistics
@@ -58,7 +57,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -67,13 +65,12 @@ from pathlib import Path
 
 import numpy as np
 import redis
+from bench_servers import fresh_database, private_redis, wait_for
 from PIL import Image as PILImage
-from sqlalchemy import create_engine, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from catalog import OPEN_STATUSES, Collection, Image, ImageStatus, make_engine
-from migrations.runner import upgrade
 from workers.app import create_app
 from workers.devices import inventory_from, plan_workers
 
@@ -266,75 +263,6 @@ def run_bare(scans: list[Path], output: Path, weights: Path, precision: str) -> 
     return run
 
 
-@contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """Create an empty database migrated to head; drop it afterwards.
-
-    Args:
-        admin_url: A PostgreSQL URL whose role may create databases.
-
-    Yields:
-        The new database's URL.
-    """
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"panchro_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
-
-
-def _wait(condition: Callable[[], bool], what: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {what} after {limit:.0f} s")
-        time.sleep(POLL_S)
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
-    except redis.ConnectionError:
-        return False
-
-
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """Start a throw-away ``redis-server`` on a free loopback port.
-
-    Yields:
-        Its URL (database 0).
-    """
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server found: set PANCHRO_BENCH_BROKER_URL")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
-    url = f"redis://127.0.0.1:{port}/0"
-    with tempfile.TemporaryDirectory(prefix="panchro-bench-redis-") as folder:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            _wait(lambda: proc.poll() is not None or _pings(url), "redis-server", START_TIMEOUT_S)
-            if proc.poll() is not None:
-                raise SystemExit("the private redis-server did not start")
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 def _panchro(*args: str) -> list[str]:
     return [sys.executable, "-m", "panchro.cli", *args]
 
@@ -374,7 +302,7 @@ def running_worker(env: Mapping[str, str], weights: Path, log: Path) -> Iterator
                 return False
             return bool(app.control.ping(destination=[node], timeout=POLL_S))
 
-        _wait(ready, f"{node} to load its model", START_TIMEOUT_S)
+        wait_for(ready, f"{node} to load its model", START_TIMEOUT_S, POLL_S)
         yield time.perf_counter() - began
     finally:
         app.close()
@@ -447,7 +375,7 @@ def run_system(
                 query = select(Image.id).where(in_collection, Image.status.in_(OPEN_STATUSES))
                 return db.scalars(query.limit(1)).first() is None
 
-        _wait(finished, f"collection {collection} to finish", RUN_TIMEOUT_S)
+        wait_for(finished, f"collection {collection} to finish", RUN_TIMEOUT_S, POLL_S)
         with Session(engine) as db:
             rows = list(db.scalars(select(Image).where(in_collection).order_by(Image.started_at)))
     finally:
@@ -613,7 +541,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panchro-bench-")))
         broker_url = os.environ.get("PANCHRO_BENCH_BROKER_URL") or stack.enter_context(
-            private_redis()
+            private_redis(START_TIMEOUT_S)
         )
         scans = write_scans(work / "scans", args.images)
         weights = write_checkpoint(work, MODEL_NAMES[args.model])

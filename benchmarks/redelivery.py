@@ -36,9 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +49,7 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from bench_servers import private_redis, wait_for
 from kombu.transport.redis import Channel
 
 from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
@@ -135,48 +134,6 @@ def run_worker(broker_url: str, node: str, options: Mapping[str, int], timeout: 
 # ---------------------------------------------------------------------------- driver side
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _private_redis() -> Iterator[str]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server found: set PANCHRO_BENCH_BROKER_URL")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="panchro-bench-redis-") as folder:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        url = f"redis://127.0.0.1:{port}/0"
-        try:
-            _wait(lambda: _pings(url), "the private redis-server", 30.0)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait()
-
-
-def _pings(url: str) -> bool:
-    try:
-        return bool(redis.Redis.from_url(url, socket_timeout=1).ping())
-    except redis.RedisError:
-        return False
-
-
-def _wait(condition: Any, what: str, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            raise SystemExit(f"gave up waiting for {what} after {limit:.0f} s")
-        time.sleep(0.05)
-
-
 def _start_worker(
     broker_url: str, node: str, scenario: str, timeout: int, log: Path
 ) -> subprocess.Popen[bytes]:
@@ -239,7 +196,7 @@ def run_trial(broker_url: str, scenario: str, timeout: int, logs: Path) -> Trial
         try:
             # Sent before the worker is up, the message was once popped and lost while the
             # worker started; the ping makes sure its consumer is running.
-            _wait(
+            wait_for(
                 lambda: app.control.ping(destination=["a@bench"], timeout=0.5),
                 "the first worker",
                 120.0,
@@ -247,7 +204,7 @@ def run_trial(broker_url: str, scenario: str, timeout: int, logs: Path) -> Trial
             app.send_task(COLORIZE, args=[1], argsrepr="(1, bench)")
         finally:
             app.close()
-        _wait(lambda: len(_starts(client)) >= 1, "the first start", 120.0)
+        wait_for(lambda: len(_starts(client)) >= 1, "the first start", 120.0)
         time.sleep(RUN_BEFORE_KILL_S)
         started = _starts(client)[0]
         if kills == "node":
@@ -259,7 +216,7 @@ def run_trial(broker_url: str, scenario: str, timeout: int, logs: Path) -> Trial
         else:
             os.kill(int(started["pid"]), signal.SIGKILL)
             killed = time.time()
-        _wait(
+        wait_for(
             lambda: len(_starts(client)) >= 2, f"the task to run again ({scenario})", TRIAL_LIMIT_S
         )
         again = _starts(client)[1]
@@ -320,7 +277,7 @@ def main() -> None:
     configured = os.environ.get("PANCHRO_BENCH_BROKER_URL")
     with tempfile.TemporaryDirectory(prefix="panchro-bench-redelivery-") as folder:
         logs = Path(folder)
-        with _private_redis() if configured is None else _given(configured) as broker_url:
+        with private_redis() if configured is None else _given(configured) as broker_url:
             trials = []
             for name in names:
                 for index in range(args.repeat):

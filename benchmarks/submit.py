@@ -35,8 +35,6 @@ import argparse
 import logging
 import os
 import platform
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -51,8 +49,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from bench_servers import free_port, fresh_database, private_redis
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from catalog import (
@@ -62,7 +60,6 @@ from catalog import (
     transaction,
     unqueue_stale,
 )
-from migrations.runner import upgrade
 from scheduler import (
     SUBMIT_CHUNK_ROWS,
     celery_sender,
@@ -109,23 +106,6 @@ def _timed(function: Callable[[], Any]) -> tuple[Any, float]:
     start = time.perf_counter()
     result = function()
     return result, time.perf_counter() - start
-
-
-@contextmanager
-def _fresh_database(admin_url: str) -> Iterator[str]:
-    """Create an empty, migrated database and drop it afterwards."""
-    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
-    name = f"panchro_bench_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE DATABASE "{name}"'))
-    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
-    try:
-        upgrade(url)
-        yield url
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _settle(admin_url: str) -> None:
@@ -180,7 +160,7 @@ def _stages(
 ) -> list[Row]:
     """Time scan, register and dispatch one after the other (then the variants asked for)."""
     rows: list[Row] = []
-    with _fresh_database(admin_url) as database_url:
+    with fresh_database(admin_url) as database_url:
         sessions = make_sessionmaker(database_url)
         _empty_broker(broker_url)
         _settle(admin_url)
@@ -245,7 +225,7 @@ def _end_to_end(
     """
     limit = expected + 1 if max_in_flight is None else max_in_flight
     to_send = min(expected, limit)
-    with _fresh_database(admin_url) as database_url:
+    with fresh_database(admin_url) as database_url:
         sessions = make_sessionmaker(database_url)
         _empty_broker(broker_url)
         app = create_app(broker_url=broker_url)
@@ -285,42 +265,6 @@ def _write_local_source(root: Path, count: int) -> None:
             handle.write(JPEG_BYTES)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def _private_redis() -> Iterator[str]:
-    """Start a throw-away redis-server on a free loopback port."""
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise SystemExit("no redis-server found: set PANCHRO_BENCH_BROKER_URL")
-    port = _free_port()
-    with tempfile.TemporaryDirectory(prefix="panchro-bench-redis-") as folder:
-        proc = subprocess.Popen(
-            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", folder],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            url = f"redis://127.0.0.1:{port}/0"
-            deadline = time.monotonic() + SERVER_START_S
-            while True:
-                try:
-                    if redis.Redis.from_url(url, socket_timeout=1).ping():
-                        break
-                except redis.ConnectionError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit("the private redis-server did not start") from None
-                    time.sleep(0.1)
-            yield url
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
 @contextmanager
 def _moto_server(bucket: str, count: int) -> Iterator[str]:
     """Start a moto server in a child process, with ``count`` objects in ``bucket``.
@@ -328,7 +272,7 @@ def _moto_server(bucket: str, count: int) -> Iterator[str]:
     The objects are put straight into the server's in-memory backend: uploading them over
     HTTP would take longer than the whole benchmark.
     """
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, __file__, "--serve-moto", str(port), bucket, str(count)],
         stdout=subprocess.PIPE,
@@ -452,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = _machine()
     with ExitStack() as stack:
         broker_url = os.environ.get("PANCHRO_BENCH_BROKER_URL") or stack.enter_context(
-            _private_redis()
+            private_redis(SERVER_START_S)
         )
         rows = _run(args, admin_url, broker_url)
         services = _versions(admin_url, broker_url)

@@ -5,6 +5,8 @@ Constants of the sample source, a runner of panchro commands, and readers of the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from click.testing import CliRunner, Result
 from sqlalchemy import select
 
@@ -20,6 +22,14 @@ IMAGES = ("album/p1.png", "album/p2.png", "loose.png", "z/deep/p3.png")
 def run(url: str, broker_url: str, *args: str) -> Result:
     """Run a panchro command with the given catalog and broker."""
     return CliRunner().invoke(cli, ["--database-url", url, "--broker-url", broker_url, *args])
+
+
+def run_submit(
+    url: str, broker_url: str, source: Path | str, output: Path | str, *args: str, name: str = "c"
+) -> Result:
+    """Run ``panchro submit SOURCE --collection NAME --output OUTPUT *args``."""
+    command = ["submit", str(source), "--collection", name, "--output", str(output), *args]
+    return run(url, broker_url, *command)
 
 
 def images(url: str) -> dict[str, ImageStatus]:

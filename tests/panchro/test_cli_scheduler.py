@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import redis
-from submit_helpers import COLORIZE_QUEUE, IMAGES, assert_one_line_error, images, run
+from submit_helpers import COLORIZE_QUEUE, IMAGES, assert_one_line_error, images, run, run_submit
 
 from catalog import ImageStatus
 
@@ -37,17 +37,7 @@ def test_scheduler_keeps_sending_pending_images_until_stopped(
     redis_url: str, broker: redis.Redis, scans: Path, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
-    submitted = run(
-        url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--no-dispatch",
-    )
+    submitted = run_submit(url, redis_url, scans, tmp_path / "out", "--no-dispatch")
     assert submitted.exit_code == 0, submitted.output
     log = tmp_path / "scheduler.log"
     code = "from panchro.cli import main; main()"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 from click.testing import CliRunner
-from submit_helpers import COLORIZE_QUEUE, IMAGES, collection, images, run
+from submit_helpers import COLORIZE_QUEUE, IMAGES, collection, images, run, run_submit
 
 from catalog import ImageStatus
 from panchro.cli import cli
@@ -25,19 +25,16 @@ def test_submit_registers_every_image_and_sends_one_task_each(
 ) -> None:
     output = tmp_path / "colour"
 
-    result = run(
+    result = run_submit(
         catalog_url,
         redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "1920s",
-        "--output",
-        str(output),
+        scans,
+        output,
         "--preset",
         "landscape",
         "--priority",
         "3",
+        name="1920s",
     )
 
     assert result.exit_code == 0, result.output
@@ -70,17 +67,7 @@ def test_submitting_again_changes_nothing_and_sends_nothing(
 def test_submit_without_dispatch_leaves_the_images_pending(
     catalog_url: str, redis_url: str, broker: redis.Redis, scans: Path, tmp_path: Path
 ) -> None:
-    result = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--no-dispatch",
-    )
+    result = run_submit(catalog_url, redis_url, scans, tmp_path / "out", "--no-dispatch")
 
     assert result.exit_code == 0, result.output
     assert "`panchro scheduler` sends the 4 pending" in result.stdout
@@ -94,17 +81,8 @@ def test_submit_with_a_start_window_holds_every_image(
     if datetime.now().astimezone().strftime("%H:%M") >= "23:58":
         pytest.skip("the window of 23:59 opens within a minute")
 
-    result = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "night",
-        "--output",
-        str(tmp_path / "out"),
-        "--not-before",
-        "23:59",
+    result = run_submit(
+        catalog_url, redis_url, scans, tmp_path / "out", "--not-before", "23:59", name="night"
     )
 
     assert result.exit_code == 0, result.output
@@ -134,18 +112,8 @@ def test_submit_records_the_model_name_and_checksum_of_the_weights(
     weights = tmp_path / "ddcolor_paper_tiny.pth"
     torch.save({"params": state}, weights)
 
-    result = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--weights",
-        str(weights),
-        "--no-dispatch",
+    result = run_submit(
+        catalog_url, redis_url, scans, tmp_path / "out", "--weights", str(weights), "--no-dispatch"
     )
 
     assert result.exit_code == 0, result.output

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 from sqlalchemy import text
-from submit_helpers import COLORIZE_QUEUE, assert_one_line_error, images, run
+from submit_helpers import COLORIZE_QUEUE, assert_one_line_error, images, run_submit
 
 from catalog import ImageStatus, make_engine
 
@@ -24,18 +24,7 @@ def test_submit_with_a_file_that_is_no_checkpoint_fails_before_scanning(
     weights = tmp_path / "weights.pth"
     weights.write_text("not a checkpoint")
 
-    result = run(
-        url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--weights",
-        str(weights),
-    )
+    result = run_submit(url, redis_url, scans, tmp_path / "out", "--weights", str(weights))
 
     assert_one_line_error(result, 1, "reading the checkpoint", "weights.pth")
     assert not (tmp_path / "catalog.sqlite3").exists()
@@ -58,17 +47,7 @@ def test_submit_refuses_bad_options_with_a_usage_error(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
 
-    result = run(
-        url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        *option,
-    )
+    result = run_submit(url, redis_url, scans, tmp_path / "out", *option)
 
     assert_one_line_error(result, 2, *words)
     assert not (tmp_path / "catalog.sqlite3").exists()
@@ -77,16 +56,7 @@ def test_submit_refuses_bad_options_with_a_usage_error(
 def test_submit_refuses_an_output_inside_the_source(
     catalog_url: str, redis_url: str, broker: redis.Redis, scans: Path
 ) -> None:
-    result = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(scans / "colour"),
-    )
+    result = run_submit(catalog_url, redis_url, scans, scans / "colour")
 
     assert_one_line_error(result, 1, "inside the source")
     assert broker.llen(COLORIZE_QUEUE) == 0
@@ -95,16 +65,7 @@ def test_submit_refuses_an_output_inside_the_source(
 def test_submit_of_a_missing_source_fails_cleanly(
     catalog_url: str, redis_url: str, tmp_path: Path
 ) -> None:
-    result = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(tmp_path / "nowhere"),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-    )
+    result = run_submit(catalog_url, redis_url, tmp_path / "nowhere", tmp_path / "out")
 
     assert_one_line_error(result, 1, "nowhere")
 
@@ -114,29 +75,9 @@ def test_submit_of_a_name_taken_by_another_source_fails_cleanly(
 ) -> None:
     other = tmp_path / "other"
     shutil.copytree(scans, other)
-    first = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--no-dispatch",
-    )
+    first = run_submit(catalog_url, redis_url, scans, tmp_path / "out", "--no-dispatch")
 
-    second = run(
-        catalog_url,
-        redis_url,
-        "submit",
-        str(other),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-        "--no-dispatch",
-    )
+    second = run_submit(catalog_url, redis_url, other, tmp_path / "out", "--no-dispatch")
 
     assert first.exit_code == 0, first.output
     assert_one_line_error(second, 1, "already exists")
@@ -147,16 +88,7 @@ def test_submit_to_postgresql_without_schema_asks_for_db_upgrade(
 ) -> None:
     url = schemaless_postgres
 
-    result = run(
-        url,
-        redis_url,
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-    )
+    result = run_submit(url, redis_url, scans, tmp_path / "out")
 
     assert_one_line_error(result, 1, "panchro db upgrade")
     engine = make_engine(url)
@@ -176,16 +108,7 @@ def test_submit_with_an_unreachable_broker_registers_and_then_fails(
 ) -> None:
     url = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
 
-    result = run(
-        url,
-        "redis://127.0.0.1:9/0",
-        "submit",
-        str(scans),
-        "--collection",
-        "c",
-        "--output",
-        str(tmp_path / "out"),
-    )
+    result = run_submit(url, "redis://127.0.0.1:9/0", scans, tmp_path / "out")
 
     assert_one_line_error(result, 1, "dispatching failed", "panchro scheduler")
     assert "4 new" in result.stdout

@@ -416,31 +416,9 @@ def _run(args: argparse.Namespace, admin_url: str, broker_url: str) -> list[Row]
         print(f"wrote {args.files:,} local files in {prepare_s:.1f} s", file=sys.stderr)
         source, output = str(root), str(Path(tmp) / "colour")
         storage = open_storage(source)
-        label = "local folder"
-        rows += _stages(
-            label,
-            source,
-            output,
-            storage,
-            args.files,
-            admin_url,
-            broker_url,
-            without_events=args.without_events,
-            celery_path=args.celery_path,
+        rows += _source_rows(
+            "local folder", source, output, storage, args.files, args, admin_url, broker_url
         )
-        for limit in (None, PRODUCTION_MAX_IN_FLIGHT):
-            rows.append(
-                _end_to_end(
-                    label,
-                    source,
-                    output,
-                    storage,
-                    args.files,
-                    admin_url,
-                    broker_url,
-                    max_in_flight=limit,
-                )
-            )
 
     if args.objects > 0:
         os.environ.setdefault("AWS_ACCESS_KEY_ID", "benchmark")
@@ -449,32 +427,41 @@ def _run(args: argparse.Namespace, admin_url: str, broker_url: str) -> list[Row]
         with _moto_server(bucket, args.objects) as endpoint:
             source, output = f"s3://{bucket}/scans", f"s3://{bucket}/colour"
             storage = open_storage(source, endpoint_url=endpoint, region="us-east-1")
-            label = "S3 (moto)"
-            rows += _stages(
-                label,
-                source,
-                output,
-                storage,
-                args.objects,
-                admin_url,
-                broker_url,
-                without_events=args.without_events,
-                celery_path=args.celery_path,
+            rows += _source_rows(
+                "S3 (moto)", source, output, storage, args.objects, args, admin_url, broker_url
             )
-            for limit in (None, PRODUCTION_MAX_IN_FLIGHT):
-                rows.append(
-                    _end_to_end(
-                        label,
-                        source,
-                        output,
-                        storage,
-                        args.objects,
-                        admin_url,
-                        broker_url,
-                        max_in_flight=limit,
-                    )
-                )
 
+    return rows
+
+
+def _source_rows(
+    label: str,
+    source: str,
+    output: str,
+    storage: Any,
+    count: int,
+    args: argparse.Namespace,
+    admin_url: str,
+    broker_url: str,
+) -> list[Row]:
+    """Every stage of one source, then submit() end to end without and with the limit."""
+    rows = _stages(
+        label,
+        source,
+        output,
+        storage,
+        count,
+        admin_url,
+        broker_url,
+        without_events=args.without_events,
+        celery_path=args.celery_path,
+    )
+    for limit in (None, PRODUCTION_MAX_IN_FLIGHT):
+        rows.append(
+            _end_to_end(
+                label, source, output, storage, count, admin_url, broker_url, max_in_flight=limit
+            )
+        )
     return rows
 
 

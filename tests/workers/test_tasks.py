@@ -129,6 +129,24 @@ def test_colorize_task_raises_image_failed_after_recording_a_corrupt_image(
     assert read_image(sessions, ids["broken.png"]).status is ImageStatus.FAILED
 
 
+def _with_storage_down(
+    app: Celery,
+    catalog_url: str,
+    sessions: sessionmaker[Session],
+    source: Path,
+    output: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[Task, dict[str, int]]:
+    """The task over a runtime whose every storage read fails as unavailable; one image."""
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    runtime = _runtime(catalog_url)
+    down = ObservedStorage(unavailable=lambda uri: True)
+    monkeypatch.setattr(runtime, "storage_for", lambda uri: down)
+    task = register_tasks(app, runtime)
+    return task, ids
+
+
 def test_colorize_task_hands_the_image_back_and_raises_for_a_retry(
     app: Celery,
     catalog_url: str,
@@ -137,12 +155,7 @@ def test_colorize_task_hands_the_image_back_and_raises_for_a_retry(
     output: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    write_gray_png(source / "a.png")
-    ids = add_collection(sessions, source, output, ["a.png"])
-    runtime = _runtime(catalog_url)
-    down = ObservedStorage(unavailable=lambda uri: True)
-    monkeypatch.setattr(runtime, "storage_for", lambda uri: down)
-    task = register_tasks(app, runtime)
+    task, ids = _with_storage_down(app, catalog_url, sessions, source, output, monkeypatch)
 
     # Called directly, Celery's retry re-raises the error instead of sending a message.
     with pytest.raises(StorageUnavailable):
@@ -159,12 +172,7 @@ def test_colorize_task_on_its_last_retry_records_that_it_gave_up(
     output: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    write_gray_png(source / "a.png")
-    ids = add_collection(sessions, source, output, ["a.png"])
-    runtime = _runtime(catalog_url)
-    down = ObservedStorage(unavailable=lambda uri: True)
-    monkeypatch.setattr(runtime, "storage_for", lambda uri: down)
-    task = register_tasks(app, runtime)
+    task, ids = _with_storage_down(app, catalog_url, sessions, source, output, monkeypatch)
 
     with pytest.raises(ImageFailed, match=f"gave up after {MAX_RETRIES} retries"):
         _call(task, ids["a.png"], id="m-1", retries=MAX_RETRIES)

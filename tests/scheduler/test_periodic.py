@@ -32,6 +32,31 @@ def _register(sessions: sessionmaker[Session], tmp_path: Path, count: int) -> No
     )
 
 
+def _first_pass(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    tmp_path: Path,
+    count: int,
+    max_in_flight: int,
+    **options: Any,
+) -> int:
+    """Register ``count`` images, install the dispatcher and run its task once."""
+    _register(sessions, tmp_path, count)
+    install_dispatcher(
+        celery_app, database_url=database_url, max_in_flight=max_in_flight, **options
+    )
+    sent: int = celery_app.tasks[DISPATCH]()
+    return sent
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on (free when asked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def test_install_dispatcher_schedules_the_dispatch_task_on_the_scheduler_queue(
     celery_app: Any, database_url: str
 ) -> None:
@@ -66,9 +91,7 @@ def test_dispatch_task_survives_an_unreachable_broker(
     database_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     _register(sessions, tmp_path, 2)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()
     app = create_app(
         broker_url=f"redis://127.0.0.1:{port}/0",
         task_publish_retry=False,
@@ -119,9 +142,7 @@ def test_queued_images_whose_messages_were_lost_are_sent_again(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    _register(sessions, tmp_path, 3)
-    install_dispatcher(celery_app, database_url=database_url, max_in_flight=2, orphan_after=0.0)
-    assert celery_app.tasks[DISPATCH]() == 2
+    assert _first_pass(celery_app, database_url, sessions, tmp_path, 3, 2, orphan_after=0.0) == 2
     _lose_the_messages(redis_url)
 
     sent = celery_app.tasks[DISPATCH]()
@@ -138,9 +159,7 @@ def test_nothing_is_given_back_while_the_broker_holds_colorize_messages(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    _register(sessions, tmp_path, 3)
-    install_dispatcher(celery_app, database_url=database_url, max_in_flight=2, orphan_after=0.0)
-    celery_app.tasks[DISPATCH]()
+    _first_pass(celery_app, database_url, sessions, tmp_path, 3, 2, orphan_after=0.0)
 
     assert celery_app.tasks[DISPATCH]() == 0
     assert queue_length(redis_url) == 2
@@ -154,9 +173,7 @@ def test_a_delivered_unacknowledged_message_holds_the_sweep_back(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    _register(sessions, tmp_path, 1)
-    install_dispatcher(celery_app, database_url=database_url, max_in_flight=1, orphan_after=0.0)
-    celery_app.tasks[DISPATCH]()
+    _first_pass(celery_app, database_url, sessions, tmp_path, 1, 1, orphan_after=0.0)
     client = redis.Redis.from_url(redis_url)
     try:
         # A worker holds the message (kombu's record of it), not the queue.
@@ -176,9 +193,7 @@ def test_images_queued_within_the_grace_period_are_left_alone(
     redis_url: str,
     tmp_path: Path,
 ) -> None:
-    _register(sessions, tmp_path, 1)
-    install_dispatcher(celery_app, database_url=database_url, max_in_flight=1)
-    celery_app.tasks[DISPATCH]()
+    _first_pass(celery_app, database_url, sessions, tmp_path, 1, 1)
     _lose_the_messages(redis_url)
 
     assert celery_app.tasks[DISPATCH]() == 0
@@ -187,9 +202,7 @@ def test_images_queued_within_the_grace_period_are_left_alone(
 
 
 def test_an_unreachable_broker_cannot_say_how_many_messages_it_holds() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = _closed_port()
     app = create_app(
         broker_url=f"redis://127.0.0.1:{port}/0", broker_transport_options={"max_retries": 0}
     )

@@ -52,6 +52,8 @@ from ddcolor.layout import (
     model_name_from_path,
     official_layout,
     sha256_file,
+    split_unused,
+    wrapped_state,
 )
 from ddcolor.modeling.ddcolor import DDColor
 
@@ -127,8 +129,7 @@ def unwrap_state_dict(obj: object, *, source: str = "checkpoint") -> tuple[State
     """
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{source} is not a state dict: it holds a {type(obj).__name__}")
-    wrapper = next((key for key in WRAPPER_KEYS if key in obj), None)
-    inner = obj[wrapper] if wrapper is not None else obj
+    inner, wrapper = wrapped_state(obj)
     where = f"{source}[{wrapper!r}]" if wrapper is not None else source
     if not isinstance(inner, Mapping):
         raise CheckpointError(f"{where} is not a state dict: it holds a {type(inner).__name__}")
@@ -152,9 +153,7 @@ def drop_unused_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict,
     Returns:
         A new state dict without :data:`UNUSED_KEYS`, and the keys that were removed.
     """
-    dropped = tuple(key for key in UNUSED_KEYS if key in state_dict)
-    kept = {key: value for key, value in state_dict.items() if key not in dropped}
-    return kept, dropped
+    return split_unused(state_dict)
 
 
 @functools.cache

@@ -37,12 +37,14 @@ from functools import cache
 from importlib import resources
 from os import PathLike
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from ddcolor.errors import CheckpointError
 from ddcolor.registry import ARCHITECTURES, MODELS, ModelConfig, get_config
 
 logger = logging.getLogger(__name__)
+
+_V = TypeVar("_V")
 
 #: Bytes read per step while hashing a checkpoint file.
 HASH_CHUNK_BYTES = 1 << 20
@@ -447,6 +449,32 @@ def identify_checkpoint(
     return describe_checkpoint(file, layout, wrapper=wrapper, dropped=dropped, model=config)
 
 
+def wrapped_state(record: Mapping[str, object]) -> tuple[object, str | None]:
+    """Find the state dict in a checkpoint's record: under a BasicSR key, or the record.
+
+    Args:
+        record: What the file holds.
+
+    Returns:
+        The state dict (not checked), and the key of :data:`WRAPPER_KEYS` it was under.
+    """
+    wrapper = next((key for key in WRAPPER_KEYS if key in record), None)
+    return (record[wrapper] if wrapper is not None else record), wrapper
+
+
+def split_unused(state: Mapping[str, _V]) -> tuple[dict[str, _V], tuple[str, ...]]:
+    """Remove the unused classification-head keys (:data:`UNUSED_KEYS`), and only those.
+
+    Args:
+        state: A state dict, or its layout.
+
+    Returns:
+        A new mapping without them, and the keys that were removed.
+    """
+    dropped = tuple(key for key in UNUSED_KEYS if key in state)
+    return {key: value for key, value in state.items() if key not in dropped}, dropped
+
+
 def read_layout(file: Path) -> tuple[Layout, str | None, tuple[str, ...]] | None:
     """Read a checkpoint's layout without torch, where the format allows it.
 
@@ -470,14 +498,12 @@ def read_layout(file: Path) -> tuple[Layout, str | None, tuple[str, ...]] | None
         return None
     if not isinstance(record, Mapping):
         return None
-    wrapper = next((key for key in WRAPPER_KEYS if key in record), None)
-    inner = record[wrapper] if wrapper is not None else record
+    inner, wrapper = wrapped_state(record)
     if not isinstance(inner, Mapping) or not all(
         isinstance(key, str) and isinstance(value, Entry) for key, value in inner.items()
     ):
         return None
-    dropped = tuple(key for key in UNUSED_KEYS if key in inner)
-    layout = {key: value for key, value in inner.items() if key not in dropped}
+    layout, dropped = split_unused(inner)
     return layout, wrapper, dropped
 
 

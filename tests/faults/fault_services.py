@@ -253,11 +253,13 @@ class SmallDisk:
     def fill(self) -> None:
         """Write the filler file until the file system is full (ENOSPC)."""
         block = b"\0" * 4096
-        with self.filler.open("wb") as out:
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
+        try:
             with contextlib.suppress(OSError):
-                while True:
-                    out.write(block)
-                    out.flush()
+                while os.write(fd, block):
+                    pass
+        finally:
+            os.close(fd)
 
     def free(self) -> None:
         """Remove the filler file."""

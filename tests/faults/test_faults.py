@@ -16,15 +16,33 @@ whatever an earlier one left stopped.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_checks import Verdict
 from fault_cluster import FaultCluster, running_cluster
-from fault_scenarios import kill_pool_process, run_fault, s3_errors, s3_outage
-from fault_services import AofRedis
+from fault_images import SourceFile, collection_files
+from fault_scenarios import (
+    disk_full,
+    kill_pool_process,
+    restart_postgres,
+    run_fault,
+    s3_errors,
+    s3_outage,
+)
+from fault_services import AofRedis, PrivatePostgres, SmallDisk, small_disk_unavailable
 from s3_fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
+
+#: Good images of each fault's collection: fewer than the 36 of ``benchmarks/faults.py``,
+#: to keep the module within a few minutes on two cores; the faults hit them the same way.
+GOOD_IMAGES = 16
+#: Corrupt images of each fault's collection.
+CORRUPT_IMAGES = 4
+#: Size of the small disk of the disk-full fault, in KiB: room for every output.
+SMALL_DISK_KIB = 4096
 
 
 @pytest.fixture(scope="module")
@@ -50,22 +68,55 @@ def cluster(
         yield started
 
 
-def _assert_recovered(verdict: Any, cluster: FaultCluster) -> None:
+def _files() -> list[SourceFile]:
+    return collection_files(GOOD_IMAGES, CORRUPT_IMAGES)
+
+
+def _assert_recovered(verdict: Verdict, cluster: FaultCluster) -> None:
     problems = verdict.problems()
     assert not problems, "\n".join([verdict.summary(), *problems, cluster.logs()])
 
 
 def test_pool_process_kill_loses_and_duplicates_nothing(cluster: FaultCluster) -> None:
-    verdict = run_fault(cluster, "pool-kill", kill_pool_process)
+    verdict = run_fault(cluster, "pool-kill", kill_pool_process, files=_files())
+    _assert_recovered(verdict, cluster)
+    assert verdict.affected == 1
+
+
+def test_s3_refusing_connections_for_15_s_loses_nothing(cluster: FaultCluster) -> None:
+    verdict = run_fault(cluster, "s3-outage", s3_outage, files=_files())
+    _assert_recovered(verdict, cluster)
+    assert cluster.proxy.stats.refused_s > 0
+
+
+def test_s3_throttling_and_5xx_answers_lose_nothing(cluster: FaultCluster) -> None:
+    verdict = run_fault(cluster, "s3-errors", s3_errors, files=_files())
+    _assert_recovered(verdict, cluster)
+    assert cluster.proxy.stats.errors > 0
+
+
+def test_full_output_disk_fails_images_cleanly_and_retry_completes_them(
+    cluster: FaultCluster, tmp_path: Path
+) -> None:
+    reason = small_disk_unavailable()
+    if reason:
+        pytest.skip(reason)
+    disk = SmallDisk(tmp_path / "disk", SMALL_DISK_KIB)
+    disk.mount()
+    try:
+        verdict = run_fault(
+            cluster, "disk-full", disk_full(disk), files=_files(), output=str(disk.mount_point)
+        )
+    finally:
+        disk.unmount()
     _assert_recovered(verdict, cluster)
     assert verdict.affected >= 1
 
 
-def test_s3_refusing_connections_for_15_s_loses_nothing(cluster: FaultCluster) -> None:
-    verdict = run_fault(cluster, "s3-outage", s3_outage)
-    _assert_recovered(verdict, cluster)
-
-
-def test_s3_throttling_and_5xx_answers_lose_nothing(cluster: FaultCluster) -> None:
-    verdict = run_fault(cluster, "s3-errors", s3_errors)
+def test_postgresql_immediate_stop_and_start_loses_nothing(
+    cluster: FaultCluster, private_postgres: PrivatePostgres | None
+) -> None:
+    if private_postgres is None:
+        pytest.skip("no private PostgreSQL cluster to stop here")
+    verdict = run_fault(cluster, "postgres", restart_postgres(private_postgres), files=_files())
     _assert_recovered(verdict, cluster)

@@ -33,7 +33,15 @@ def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+            ": ".join(
+                part
+                for part in (
+                    ".".join(str(part) for part in err["loc"]),
+                    err["msg"].removeprefix("Value error, "),
+                )
+                if part
+            )
+            for err in exc.errors()
         )
         raise click.ClickException(f"invalid configuration: {problems}") from exc
 

@@ -153,3 +153,34 @@ def model_options(func: F) -> F:
     for option in options:
         func = option(func)
     return func
+
+
+def time_limit_options(command: F) -> F:
+    """Add ``--soft-time-limit``, ``--time-limit`` and ``--visibility-timeout``."""
+    options = (
+        click.option(
+            "--soft-time-limit",
+            type=click.FloatRange(min=0.0, min_open=True),
+            metavar="SECONDS",
+            help="Time after which a task is asked to stop; its image is failed with "
+            '"time limit". Env: PANCHRO_SOFT_TIME_LIMIT (default 1500).',
+        ),
+        click.option(
+            "--time-limit",
+            type=click.FloatRange(min=0.0, min_open=True),
+            metavar="SECONDS",
+            help="Time after which the process of a task is killed; its image is failed with "
+            '"time limit". Env: PANCHRO_TIME_LIMIT (default 1800).',
+        ),
+        click.option(
+            "--visibility-timeout",
+            type=click.IntRange(min=1),
+            metavar="SECONDS",
+            help="Time Redis waits for a message's acknowledgement before handing it out "
+            "again; longer than --time-limit. Env: PANCHRO_VISIBILITY_TIMEOUT (default twice "
+            "the time limit).",
+        ),
+    )
+    for option in reversed(options):
+        command = option(command)
+    return command

@@ -7,9 +7,12 @@ built from :class:`Settings` (``create_app(broker_url=...)``, ``make_sessionmake
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Self
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workers.app import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, check_limits
 
 #: Database used when none is configured: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
@@ -39,6 +42,18 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(200, ge=1, description="Most tasks kept in the broker at once")
     flower_user: str | None = Field(None, description="Flower basic-auth user")
     flower_password: str | None = Field(None, description="Flower basic-auth password")
+    soft_time_limit: float = Field(
+        SOFT_TIME_LIMIT_S, gt=0, description="Seconds after which a task is asked to stop"
+    )
+    time_limit: float = Field(
+        TIME_LIMIT_S, gt=0, description="Seconds after which the process of a task is killed"
+    )
+    visibility_timeout: int | None = Field(
+        None,
+        gt=0,
+        description="Seconds Redis waits for an acknowledgement before redelivering a message; "
+        "default twice the time limit",
+    )
 
     @field_validator("precision")
     @classmethod
@@ -60,3 +75,21 @@ class Settings(BaseSettings):
         if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
+
+    @model_validator(mode="after")
+    def _check_limits(self) -> Self:
+        # One check for the settings and for create_app(), with the same one-line message.
+        check_limits(self.soft_time_limit, self.time_limit, self.visibility_timeout)
+        return self
+
+    def celery_limits(self) -> dict[str, Any]:
+        """Return the time limits and visibility timeout as ``create_app()`` keywords.
+
+        Returns:
+            ``soft_time_limit``, ``time_limit`` and ``visibility_timeout``.
+        """
+        return {
+            "soft_time_limit": self.soft_time_limit,
+            "time_limit": self.time_limit,
+            "visibility_timeout": self.visibility_timeout,
+        }

@@ -17,13 +17,17 @@ cannot reach the broker or the catalog logs a warning and leaves the rest to the
 tick; ticks that wait while a long pass runs expire instead of piling up. Running two
 schedulers is safe (the passes take turns), just useless.
 
-Before each pass, images left ``queued`` without a message are given back: a dispatcher
-that died between its commit and its send, or a broker that lost its messages, leaves
-them counted against ``max_in_flight`` for ever. When the broker holds no colorize
-message at all (none waiting, none delivered and unacknowledged), every image queued
-longer than a grace period has lost its message and goes back to ``pending``, to be sent
-again by the pass. Getting this wrong costs nothing worse than a second message, which
-finds the image already claimed and does nothing.
+Before each pass, what no live worker holds is handed back (:mod:`scheduler.reaping`):
+delivered messages of workers that are gone go back to the front of the queue, and
+``running`` images whose task no live worker holds go back to ``pending``, seconds after
+the fact instead of after the broker's visibility timeout. Then images left ``queued``
+without a message are given back: a dispatcher that died between its commit and its
+send, or a broker that lost its messages, leaves them counted against ``max_in_flight``
+for ever. Every image queued longer than a grace period whose id is in no colorize
+message of the broker (none waiting, none delivered and unacknowledged) has lost its
+message and goes back to ``pending``, to be sent again by the pass. Getting this wrong
+costs nothing worse than a second message, which finds the image already claimed and
+does nothing.
 """
 
 from __future__ import annotations
@@ -38,8 +42,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog import DatabaseUnavailable, make_sessionmaker, transaction, unqueue_stale
 from scheduler.dispatching import dispatch
 from scheduler.errors import BrokerUnavailable
+from scheduler.reaping import INSPECT_TIMEOUT_S, REAP_AFTER_S, read_broker, reap
 from scheduler.sending import celery_sender
-from workers.names import COLORIZE, DISPATCH
+from workers.names import DISPATCH
 
 logger = logging.getLogger(__name__)
 
@@ -70,19 +75,8 @@ def colorize_messages(app: Any) -> int | None:
     Returns:
         The count, or None when the broker cannot tell (not Redis, or unreachable).
     """
-    queue = app.amqp.router.route({}, COLORIZE)["queue"].name
-    try:
-        with app.connection_for_write() as connection:
-            if connection.transport.driver_type != "redis":
-                return None
-            channel = connection.default_channel
-            # kombu's Redis channel spreads a queue over one list per priority step.
-            waiting = int(channel._size(queue))
-            unacked = int(channel.client.hlen(channel.unacked_key))
-    except Exception as exc:  # noqa: BLE001 - no answer is only a reason to wait
-        logger.debug("cannot count the broker's messages: %s", exc)
-        return None
-    return waiting + unacked
+    snapshot = read_broker(app)
+    return None if snapshot is None else snapshot.waiting + len(snapshot.delivered)
 
 
 def give_back_orphans(
@@ -101,11 +95,42 @@ def give_back_orphans(
     Raises:
         DatabaseUnavailable: If the catalog cannot be reached.
     """
-    if colorize_messages(app) != 0:
+    snapshot = read_broker(app)
+    if snapshot is None:
         return 0
     before = datetime.now(UTC) - timedelta(seconds=orphan_after)
     with transaction(sessions) as db:
-        return unqueue_stale(db, queued_before=before)
+        return unqueue_stale(db, queued_before=before, keep=snapshot.image_ids)
+
+
+def hand_back_lost(
+    app: Any,
+    sessions: sessionmaker[Session],
+    *,
+    reap_after: float = REAP_AFTER_S,
+    orphan_after: float = ORPHAN_AFTER_S,
+    inspect_timeout: float = INSPECT_TIMEOUT_S,
+) -> None:
+    """Before a dispatch pass: the reaper, then the queued orphans (see the module's text).
+
+    Args:
+        app: The Celery app.
+        sessions: The catalog.
+        reap_after: Seconds a delivery or a try must be old before the reaper may hand
+            it back.
+        orphan_after: Seconds a queued image with no message must have been queued.
+        inspect_timeout: Seconds to wait for the workers' answers.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached.
+    """
+    try:
+        reap(app, sessions, grace=reap_after, timeout=inspect_timeout)
+    except DatabaseUnavailable:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a failed reap must not stop dispatching
+        logger.warning("reaper pass failed, the next one retries: %s", exc)
+    give_back_orphans(app, sessions, orphan_after=orphan_after)
 
 
 def install_dispatcher(
@@ -116,6 +141,8 @@ def install_dispatcher(
     interval: float = DISPATCH_INTERVAL_S,
     tz: tzinfo | None = None,
     orphan_after: float = ORPHAN_AFTER_S,
+    reap_after: float = REAP_AFTER_S,
+    inspect_timeout: float = INSPECT_TIMEOUT_S,
 ) -> None:
     """Register the dispatch task on a Celery app and schedule it every ``interval``.
 
@@ -130,6 +157,9 @@ def install_dispatcher(
         tz: The local time zone of ``--not-before`` times; None means this machine's.
         orphan_after: Seconds after which a queued image with no message in the broker
             is sent again.
+        reap_after: Seconds after which a delivered message or a running try that no
+            live worker holds is handed back (``scheduler.reaping``).
+        inspect_timeout: Seconds the reaper waits for the workers' answers.
 
     Raises:
         ValueError: If ``max_in_flight`` or ``interval`` is not positive.
@@ -151,7 +181,13 @@ def install_dispatcher(
     def dispatch_pass() -> int:
         """Run one dispatch pass; return the number of tasks sent."""
         try:
-            give_back_orphans(app, sessions(), orphan_after=orphan_after)
+            hand_back_lost(
+                app,
+                sessions(),
+                reap_after=reap_after,
+                orphan_after=orphan_after,
+                inspect_timeout=inspect_timeout,
+            )
             report = dispatch(sessions(), send, max_in_flight=max_in_flight, tz=tz)
         except (BrokerUnavailable, DatabaseUnavailable) as exc:
             logger.warning("dispatch pass failed, the next one retries: %s", exc)

@@ -51,8 +51,48 @@ REDELIVERY_TRANSPORT_OPTIONS: dict[str, int] = {
     "unacked_restore_interval": RESTORE_INTERVAL_S,
     "unacked_restore_throttle": 1,
 }
+#: Broker URL schemes served by :data:`REDELIVERING_TRANSPORT`.
+REDIS_SCHEMES = ("redis", "rediss")
+#: kombu's Redis transport with rejected messages requeued in front.
+REDELIVERING_TRANSPORT = "workers.redelivery:Transport"
 #: Serialisation format of every message; pickle is never accepted.
 SERIALIZER = "json"
+
+
+def check_limits(
+    soft_time_limit: float, time_limit: float, visibility_timeout: int | None = None
+) -> int:
+    """Check that the time limits and the visibility timeout fit together.
+
+    Args:
+        soft_time_limit: Seconds after which a task gets ``SoftTimeLimitExceeded``.
+        time_limit: Seconds after which the process running a task is killed.
+        visibility_timeout: Seconds Redis waits for an acknowledgement; None means
+            ``VISIBILITY_TIMEOUT_FACTOR`` times ``time_limit``.
+
+    Returns:
+        The visibility timeout to use.
+
+    Raises:
+        ValueError: If a limit is not positive, the soft limit is not below the hard
+            one, or the visibility timeout is not longer than the hard limit.
+    """
+    if soft_time_limit <= 0 or time_limit <= 0:
+        raise ValueError("time limits must be positive")
+    if soft_time_limit >= time_limit:
+        raise ValueError(
+            f"soft_time_limit ({soft_time_limit}s) must be below time_limit ({time_limit}s)"
+        )
+    if visibility_timeout is None:
+        visibility_timeout = math.ceil(time_limit * VISIBILITY_TIMEOUT_FACTOR)
+    if visibility_timeout <= time_limit:
+        # A shorter timeout would hand a message that is still being processed to a
+        # second worker.
+        raise ValueError(
+            f"visibility_timeout ({visibility_timeout}s) must be longer than "
+            f"time_limit ({time_limit}s)"
+        )
+    return visibility_timeout
 
 
 def create_app(
@@ -87,21 +127,7 @@ def create_app(
         ValueError: If a limit is not positive, the soft limit is not below the hard
             one, or the visibility timeout is not longer than the hard limit.
     """
-    if soft_time_limit <= 0 or time_limit <= 0:
-        raise ValueError("time limits must be positive")
-    if soft_time_limit >= time_limit:
-        raise ValueError(
-            f"soft_time_limit ({soft_time_limit}s) must be below time_limit ({time_limit}s)"
-        )
-    if visibility_timeout is None:
-        visibility_timeout = math.ceil(time_limit * VISIBILITY_TIMEOUT_FACTOR)
-    if visibility_timeout <= time_limit:
-        # A shorter timeout would hand a message that is still being processed to a
-        # second worker.
-        raise ValueError(
-            f"visibility_timeout ({visibility_timeout}s) must be longer than "
-            f"time_limit ({time_limit}s)"
-        )
+    visibility_timeout = check_limits(soft_time_limit, time_limit, visibility_timeout)
     # Further transport options (connection retries and the like) are merged in; the
     # visibility timeout is always the one checked above.
     transport_options = {
@@ -110,6 +136,10 @@ def create_app(
         "visibility_timeout": visibility_timeout,
     }
     app = Celery(main, set_as_current=False)
+    if broker_url.split("://", 1)[0] in REDIS_SCHEMES:
+        # kombu's own Redis transport, except that a rejected message goes back to the
+        # front of its queue (workers.redelivery).
+        app.conf.broker_transport = REDELIVERING_TRANSPORT
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

@@ -18,6 +18,7 @@ with backoff; everything else fails the image once, with a reason a person can a
 
 from __future__ import annotations
 
+from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from catalog.errors import CatalogError, DatabaseUnavailable
@@ -83,7 +84,9 @@ def is_named_failure(exc: BaseException) -> bool:
         True for the errors of ``catalog``, ``storage``, ``ddcolor`` and ``workers``, whose
         message says everything; False for anything else (a bug: log its traceback).
     """
-    return isinstance(exc, StorageError | DDColorError | WorkerError | CatalogError)
+    return isinstance(
+        exc, StorageError | DDColorError | WorkerError | CatalogError | SoftTimeLimitExceeded
+    )
 
 
 def describe_failure(exc: BaseException, doing: str) -> str:
@@ -105,6 +108,11 @@ def describe_failure(exc: BaseException, doing: str) -> str:
         return str(exc)
     if isinstance(exc, StorageError | CatalogError):
         return f"{doing} failed: {exc}"
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return (
+            f"time limit: {doing} went past the soft time limit per image and was stopped "
+            "(raise PANCHRO_SOFT_TIME_LIMIT or `panchro workers --soft-time-limit`)"
+        )
     if isinstance(exc, ValueError):
         return f"{doing} failed: {exc}"
     return f"unexpected error while {doing} ({type(exc).__name__}: {exc})"

@@ -226,6 +226,7 @@ class Supervisor:
         *,
         policy: RestartPolicy | None = None,
         clock: Callable[[], float] = time.monotonic,
+        release: Callable[[str], object] | None = None,
     ) -> None:
         """Prepare the workers; nothing starts before :meth:`run`.
 
@@ -233,6 +234,9 @@ class Supervisor:
             children: The workers, each with a unique name.
             policy: When failed workers are restarted; None for the defaults.
             clock: Monotonic clock in seconds.
+            release: Called with a worker's name before its first start and after each
+                of its exits (once its whole process group is gone), to give up the
+                tries it held (:class:`NodeReleaser`); None for nothing.
 
         Raises:
             ValueError: If there is no worker or two share a name.
@@ -243,6 +247,7 @@ class Supervisor:
         if len(set(names)) != len(names):
             raise ValueError(f"worker names must be unique: {', '.join(names)}")
         self._children = [_Child(spec) for spec in children]
+        self._release = release
         self._policy = policy or RestartPolicy()
         self._clock = clock
         self._requests: list[int] = []
@@ -297,6 +302,9 @@ class Supervisor:
 
     def _start(self, child: _Child, now: float) -> None:
         child.restart_at = None
+        if child.starts == 0:
+            # Tries left by an earlier run of this node (a host that crashed).
+            self._release_tries(child)
         try:
             child.proc = subprocess.Popen(
                 list(child.spec.argv),
@@ -317,8 +325,13 @@ class Supervisor:
     def _on_exit(self, child: _Child, now: float) -> None:
         assert child.proc is not None
         code = child.proc.returncode
+        # Pool processes that outlived their worker (killed alone) must not finish an
+        # image the restarted worker gets again: the whole group goes.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.proc.pid, signal.SIGKILL)
         child.proc = None
         child.exit_code = code
+        self._release_tries(child)
         ran = now - child.started_at
         logger.info(
             "worker %s exited with %s after %.1f s", child.spec.name, _describe_exit(code), ran
@@ -333,6 +346,14 @@ class Supervisor:
             )
             return
         self._after_failure(child, now, ran=ran)
+
+    def _release_tries(self, child: _Child) -> None:
+        if self._release is None:
+            return
+        try:
+            self._release(child.spec.name)
+        except Exception as exc:  # noqa: BLE001 - the scheduler's reaper releases them later
+            logger.error("cannot release the tries of worker %s: %s", child.spec.name, exc)
 
     def _after_failure(self, child: _Child, now: float, *, ran: float) -> None:
         policy = self._policy
@@ -427,6 +448,62 @@ class Supervisor:
                 logger.error("stopping worker %s: the launcher is failing", child.spec.name)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.proc.pid, signal.SIGTERM)
+
+
+class NodeReleaser:
+    """Gives up, in the catalog, the tries of a worker that stopped or is about to start.
+
+    Node names are unique and a worker runs one task at a time, so when worker N has
+    exited (its process group killed) or has not started yet, every image still
+    ``running`` under N is certainly dead: its try is closed as ``lost`` and the image
+    goes back to ``pending`` (``catalog.release_lost``), for the scheduler's next pass
+    to send it again. Its old message, if Redis still holds it, finds the image no longer
+    running under its task id and does nothing. The catalog's sessions are made on first
+    use; nothing here touches a device.
+
+    Args:
+        database_url: The catalog database.
+    """
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._sessions: Any = None
+
+    def __call__(self, node: str) -> int:
+        """Release the tries of worker ``node``.
+
+        Args:
+            node: The worker's node name (``images.worker_host``).
+
+        Returns:
+            How many images were released (to pending or, at the lost-try cap, failed).
+
+        Raises:
+            CatalogError: If the catalog cannot be reached or used.
+        """
+        from catalog import make_sessionmaker, release_lost, transaction
+
+        if self._sessions is None:
+            self._sessions = make_sessionmaker(self.database_url)
+        with transaction(self._sessions) as db:
+            released = release_lost(db, worker=node)
+        count = released.requeued + released.failed
+        if count:
+            logger.warning(
+                "worker %s: released %d image(s) it held (%d back to pending, %d failed "
+                "after too many lost tries)",
+                node,
+                count,
+                released.requeued,
+                released.failed,
+            )
+        return count
+
+    def close(self) -> None:
+        """Release the catalog's connections."""
+        if self._sessions is not None:
+            self._sessions.kw["bind"].dispose()
+            self._sessions = None
 
 
 def exit_status(outcomes: Sequence[ChildOutcome]) -> int:

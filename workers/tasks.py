@@ -34,19 +34,23 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from billiard.pool import EX_RECYCLE
 from celery import Celery, Task
-from celery.exceptions import Reject
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.exceptions import Reject, TimeLimitExceeded
+from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 
-from catalog import SchemaMismatch
+from catalog import DatabaseUnavailable, SchemaMismatch, held_attempt, mark_failed, transaction
 from workers.app import create_app
 from workers.errors import RETRYABLE, ImageFailed, WorkerSetupError
 from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
+from workers.redelivery import install_restore_after_reconnect
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
     "MAX_RETRIES",
@@ -56,8 +60,10 @@ __all__ = [
     "RETRY_BACKOFF_S",
     "PoolProcess",
     "build_worker_app",
+    "record_time_limit",
     "register_tasks",
     "run_colorize",
+    "time_limit_reason",
 ]
 
 logger = logging.getLogger(__name__)
@@ -274,18 +280,88 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, *, pool: PoolProcess | N
     # ``app.task`` returned a lazy proxy of it; the registry holds the task itself.
     task: Task = app.tasks[COLORIZE]
     # Held by the task, so the receivers (weak references) live exactly as long as it does.
-    task.process_hooks = _ProcessHooks(runtime, life)
+    task.process_hooks = _ProcessHooks(runtime, life, task)
     return task
 
 
-class _ProcessHooks:
-    """Builds the runtime when a pool process starts and releases it when it stops."""
+def time_limit_reason(limit: float) -> str:
+    """Return the reason recorded on an image whose process was killed at the hard limit.
 
-    def __init__(self, runtime: WorkerRuntime, pool: PoolProcess) -> None:
+    Args:
+        limit: The hard time limit, in seconds.
+
+    Returns:
+        A sentence that names the limit and the setting that changes it.
+    """
+    return (
+        f"time limit: the image was still being processed after {limit:g} s, the hard time "
+        "limit per image, and its process was killed (raise PANCHRO_TIME_LIMIT or "
+        "`panchro workers --time-limit` for very large images)"
+    )
+
+
+def record_time_limit(
+    sessions: sessionmaker[Session], image_id: int, task_id: str, limit: float
+) -> bool:
+    """Record as failed an image whose pool process was killed at the hard time limit.
+
+    Runs in the worker's parent process (the pool process is gone); the message is
+    acknowledged by Celery afterwards, so the collection goes on without it.
+
+    Args:
+        sessions: The catalog.
+        image_id: The image of the task.
+        task_id: The task, which must still hold the image.
+        limit: The hard time limit, in seconds.
+
+    Returns:
+        True if recorded; False if the task no longer held the image.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached.
+    """
+    reason = time_limit_reason(limit)
+    with transaction(sessions) as db:
+        attempt_id = held_attempt(db, image_id, task_id)
+        if attempt_id is None:
+            logger.debug(
+                "image %s: time limit of task %s, but it no longer holds the image",
+                image_id,
+                task_id,
+            )
+            return False
+        return mark_failed(db, image_id, attempt_id, reason)
+
+
+class _ProcessHooks:
+    """Builds the runtime when a pool process starts and releases it when it stops.
+
+    In the worker's parent it also records images whose pool process was killed at the
+    hard time limit: Celery reports that there, as a task failure.
+    """
+
+    def __init__(self, runtime: WorkerRuntime, pool: PoolProcess, task: Task) -> None:
         self.runtime = runtime
         self.pool = pool
         worker_process_init.connect(self.on_process_init)
         worker_process_shutdown.connect(self.on_process_shutdown)
+        task_failure.connect(self.on_task_failure, sender=task)
+
+    def on_task_failure(
+        self, task_id: str | None = None, exception: BaseException | None = None, **kwargs: Any
+    ) -> None:
+        if not isinstance(exception, TimeLimitExceeded) or task_id is None:
+            return
+        args = kwargs.get("args") or ()
+        if not args:
+            return
+        image_id = int(args[0])
+        limit = float(exception.args[0]) if exception.args else float("nan")
+        try:
+            record_time_limit(self.runtime.sessions(), image_id, task_id, limit)
+        except (DatabaseUnavailable, WorkerSetupError) as exc:
+            # The scheduler's reaper hands the image back later.
+            logger.error("image %s: cannot record its time limit: %s", image_id, exc)
 
     def on_process_init(self, **_: Any) -> None:
         self.pool.started_in_pool()
@@ -301,17 +377,29 @@ class _ProcessHooks:
         self.runtime.close()
 
 
-def build_worker_app(config: WorkerConfig, *, broker_url: str, **options: Any) -> Celery:
+def build_worker_app(
+    config: WorkerConfig,
+    *,
+    broker_url: str,
+    runtime: WorkerRuntime | None = None,
+    **options: Any,
+) -> Celery:
     """Build a colorize worker's app: the project's app with the task registered.
+
+    Besides the task, the worker requeues what a lost broker connection left
+    unacknowledged as soon as it has connected again (``workers.redelivery``), and
+    records an image whose process was killed at the hard time limit as failed.
 
     Args:
         config: The worker's configuration (plain values; nothing is loaded here).
         broker_url: The Redis broker.
+        runtime: The per-process cache; None builds one from ``config``.
         **options: Further ``create_app()`` settings.
 
     Returns:
         The app; start it with ``app.worker_main([...])``.
     """
     app = create_app(broker_url=broker_url, **options)
-    register_tasks(app, WorkerRuntime(config))
+    install_restore_after_reconnect(app)
+    register_tasks(app, runtime or WorkerRuntime(config))
     return app

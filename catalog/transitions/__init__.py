@@ -29,7 +29,14 @@ cannot deadlock.
 from __future__ import annotations
 
 from catalog.transitions._common import MAX_LOST_ATTEMPTS
-from catalog.transitions.claims import Claim, Released, claim_image, release_claim, release_lost
+from catalog.transitions.claims import (
+    Claim,
+    Released,
+    claim_image,
+    held_attempt,
+    release_claim,
+    release_lost,
+)
 from catalog.transitions.dispatch import queue_pending, unqueue, unqueue_stale
 from catalog.transitions.lifecycle import (
     RETRYABLE_STATUSES,
@@ -55,6 +62,7 @@ __all__ = [
     "Released",
     "cancel_collection",
     "claim_image",
+    "held_attempt",
     "complete_collection",
     "mark_done",
     "mark_failed",

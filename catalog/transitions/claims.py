@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -198,19 +199,28 @@ def claim_image(
 
 @database_errors()
 def release_lost(
-    db: Session, *, started_before: datetime | None = None, collection_id: int | None = None
+    db: Session,
+    *,
+    started_before: datetime | None = None,
+    collection_id: int | None = None,
+    worker: str | None = None,
+    held_task_ids: Collection[str] | None = None,
 ) -> Released:
     """Give up running tries whose workers are gone: back to ``pending``, or failed.
 
     Each image's open try is closed as ``lost`` and its ``lost_attempts`` grows by one;
     an image that reaches ``MAX_LOST_ATTEMPTS`` is failed with that reason instead of
     being queued again. Call it when no worker can still hold the tries: at the start
-    of an embedded run for its collection, or for tries older than the task time limit.
+    of an embedded run for its collection, when the supervisor restarts a worker (its
+    tries, by node name), or for the tries that no live worker reports holding.
 
     Args:
         db: The caller's session.
         started_before: Only tries started before this time; None means all.
         collection_id: Only this collection; None means all.
+        worker: Only tries of this worker (its node name, ``images.worker_host``).
+        held_task_ids: Task ids that live workers hold: given, only images running
+            under another (known) task id are released.
 
     Returns:
         How many images went back to pending and how many were failed.
@@ -224,6 +234,12 @@ def release_lost(
         conditions.append(Image.started_at < started_before)
     if collection_id is not None:
         conditions.append(Image.collection_id == collection_id)
+    if worker is not None:
+        conditions.append(Image.worker_host == worker)
+    if held_task_ids is not None:
+        conditions.append(Image.task_id.is_not(None))
+        if held_task_ids:
+            conditions.append(Image.task_id.not_in(sorted(held_task_ids)))
     failed = returned_ids(
         db,
         update(Image)
@@ -253,12 +269,41 @@ def release_lost(
     close_open_attempts(db, failed + requeued, now)
     if failed or requeued:
         logger.warning(
-            "collection %s: released %d lost images to pending, failed %d",
+            "collection %s: released %d lost images to pending (%s), failed %d",
             collection_id,
             len(requeued),
+            ", ".join(str(image_id) for image_id in requeued[:20]) or "none",
             len(failed),
         )
     return Released(requeued=len(requeued), failed=len(failed))
+
+
+@database_errors()
+def held_attempt(db: Session, image_id: int, task_id: str) -> int | None:
+    """Return the open try of an image that is running under a task id, if it is.
+
+    Args:
+        db: The caller's session.
+        image_id: The image.
+        task_id: The broker message the try runs for.
+
+    Returns:
+        The ``attempts`` row's id, or None when the image is not running under that task.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    return db.scalar(
+        select(Attempt.id)
+        .join(Image, Image.id == Attempt.image_id)
+        .where(
+            Image.id == image_id,
+            Image.status == ImageStatus.RUNNING,
+            Image.task_id == task_id,
+            Attempt.number == Image.attempts,
+            Attempt.outcome.is_(None),
+        )
+    )
 
 
 @database_errors()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, select, update
@@ -91,7 +91,13 @@ def unqueue(db: Session, image_ids: Iterable[int]) -> int:
 
 
 @database_errors()
-def unqueue_stale(db: Session, *, queued_before: datetime, collection_id: int | None = None) -> int:
+def unqueue_stale(
+    db: Session,
+    *,
+    queued_before: datetime,
+    collection_id: int | None = None,
+    keep: Collection[int] = (),
+) -> int:
     """Return images queued before a time to ``pending``: their messages were lost.
 
     A broker that restarted without persistence forgets its messages, and an embedded
@@ -103,6 +109,7 @@ def unqueue_stale(db: Session, *, queued_before: datetime, collection_id: int | 
         db: The caller's session.
         queued_before: Only images queued before this time.
         collection_id: Only this collection; None means all.
+        keep: Images left queued whatever their age (their message is in the broker).
 
     Returns:
         How many images went back to pending.
@@ -116,6 +123,8 @@ def unqueue_stale(db: Session, *, queued_before: datetime, collection_id: int | 
     ]
     if collection_id is not None:
         conditions.append(Image.collection_id == collection_id)
+    if keep:
+        conditions.append(Image.id.not_in(sorted(keep)))
     back = returned_ids(
         db,
         update(Image)

@@ -144,7 +144,8 @@ def scheduler_command(
     # Fail now, with a clear message, rather than at every pass inside the worker.
     with open_catalog(settings.database_url):
         pass
-    app = create_app(broker_url=settings.broker_url)
+    # The scheduler's worker also sweeps for expired deliveries: the same timeout.
+    app = create_app(broker_url=settings.broker_url, **settings.celery_limits())
     logger.info(
         "scheduler: every %ss, at most %d tasks in flight", interval, settings.max_in_flight
     )

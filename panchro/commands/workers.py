@@ -25,7 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from panchro.options import precision_option, untrained_option, weights_option
+from panchro.options import (
+    precision_option,
+    time_limit_options,
+    untrained_option,
+    weights_option,
+)
 from panchro.settings import Settings
 
 if TYPE_CHECKING:
@@ -194,6 +199,7 @@ def plan_children(
     show_default=True,
     help="Log level of the workers.",
 )
+@time_limit_options
 @click.pass_context
 def workers_command(
     ctx: click.Context,
@@ -204,6 +210,9 @@ def workers_command(
     max_memory_per_child: int | None,
     untrained: bool,
     loglevel: str,
+    soft_time_limit: float | None,
+    time_limit: float | None,
+    visibility_timeout: int | None,
 ) -> None:
     """Run one Celery worker per GPU (or N CPU workers), restarting any that die.
 
@@ -217,7 +226,7 @@ def workers_command(
     from panchro.cli import load_settings
     from workers.devices import plan_workers, probe_devices
     from workers.errors import DeviceError
-    from workers.launcher import Supervisor, exit_status
+    from workers.launcher import NodeReleaser, Supervisor, exit_status
 
     # The launcher's own lines (each start and exit) are what an operator watches: they
     # show even at the command line's default level, WARNING.
@@ -225,7 +234,14 @@ def workers_command(
         launcher_logger = logging.getLogger(name)
         if launcher_logger.getEffectiveLevel() > logging.INFO:
             launcher_logger.setLevel(logging.INFO)
-    settings = load_settings(ctx, weights=weights, precision=precision)
+    settings = load_settings(
+        ctx,
+        weights=weights,
+        precision=precision,
+        soft_time_limit=soft_time_limit,
+        time_limit=time_limit,
+        visibility_timeout=visibility_timeout,
+    )
     base_env = settings_environment(settings, os.environ)
     try:
         inventory = probe_devices(env=base_env)
@@ -248,7 +264,12 @@ def workers_command(
         inventory.describe(),
         ", ".join(child.name for child in children),
     )
-    ctx.exit(exit_status(Supervisor(children).run()))
+    releaser = NodeReleaser(settings.database_url)
+    try:
+        outcomes = Supervisor(children, release=releaser).run()
+    finally:
+        releaser.close()
+    ctx.exit(exit_status(outcomes))
 
 
 @click.command("worker-child", hidden=True)
@@ -287,6 +308,7 @@ def worker_child_command(
     app = build_worker_app(
         config,
         broker_url=settings.broker_url,
+        **settings.celery_limits(),
         worker_log_format=node_log_format(node),
         worker_task_log_format=node_log_format(node, task=True),
     )

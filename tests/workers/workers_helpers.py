@@ -250,16 +250,25 @@ def attempts_of(sessions: sessionmaker[Session], image_id: int) -> list[Attempt]
         return list(db.scalars(query))
 
 
-def run_worker(broker_url: str, database_url: str, node: str) -> None:
+def run_worker(
+    broker_url: str,
+    database_url: str,
+    node: str,
+    *,
+    colorizer_factory: Callable[[Any], Colorizer] | None = None,
+    **options: Any,
+) -> None:
     """Run a real colorize worker: prefork, one process, the tiny model untrained on the CPU.
 
     Args:
         broker_url: The Redis broker.
         database_url: The catalog.
         node: The worker's node name.
+        colorizer_factory: Builds the colorizer instead of the tiny model, or None.
+        **options: Further ``create_app()`` settings (time limits).
     """
-    from workers.app import COLORIZE_QUEUE
-    from workers.runtime import WorkerConfig
+    from workers.launcher import worker_argv
+    from workers.runtime import WorkerConfig, WorkerRuntime
     from workers.tasks import build_worker_app
 
     config = WorkerConfig(
@@ -271,20 +280,11 @@ def run_worker(broker_url: str, database_url: str, node: str) -> None:
         node_name=node,
         cpu_threads=1,
     )
-    app = build_worker_app(config, broker_url=broker_url)
-    app.worker_main(
-        argv=[
-            "worker",
-            "--pool=prefork",
-            "--concurrency=1",
-            f"--queues={COLORIZE_QUEUE}",
-            f"--hostname={node}",
-            "--loglevel=INFO",
-            "--without-mingle",
-            "--without-gossip",
-            "--task-events",
-        ]
-    )
+    runtime = None
+    if colorizer_factory is not None:
+        runtime = WorkerRuntime(config, colorizer_factory=colorizer_factory)
+    app = build_worker_app(config, broker_url=broker_url, runtime=runtime, **options)
+    app.worker_main(argv=worker_argv(node, loglevel="INFO"))
 
 
 if __name__ == "__main__":

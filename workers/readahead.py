@@ -173,6 +173,9 @@ class ReadAhead:
     def take(self, image_id: int, source_uri: str, checksum: str | None) -> Prefetched | None:
         """Hand out what was read ahead for an image, waiting if the read is under way.
 
+        A read that has not started yet is cancelled instead: it waits behind another
+        read, which may hang (a stuck object), and must not hold this image too.
+
         Args:
             image_id: The image being processed.
             source_uri: Its source now, according to the claim.
@@ -186,6 +189,12 @@ class ReadAhead:
         with self._lock:
             entry = self._entries.pop(image_id, None)
         if entry is None or entry[:2] != (source_uri, checksum):
+            self.misses += 1
+            return None
+        if entry[2].cancel():
+            # Not started: it waits behind another read, perhaps one that hangs on a stuck
+            # object. The task reads its own original rather than wait for that one.
+            logger.debug("image %s: its read-ahead had not started; reading it now", image_id)
             self.misses += 1
             return None
         try:

@@ -456,3 +456,34 @@ def test_read_ahead_is_ignored_when_the_source_changed_since_it_was_read(
     assert outcome.status is ProcessStatus.DONE
     assert outcome.read_ahead is False
     assert (read_ahead.hits, read_ahead.misses) == (0, 1)
+
+
+def test_read_ahead_waiting_behind_a_hanging_read_is_not_waited_for(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    names = ["stuck.png", "next.png"]
+    for name in names:
+        write_gray_png(source / name)
+    ids = add_collection(sessions, source, output, names)
+    released = threading.Event()
+
+    def hang_on_stuck(where: str, thread: str) -> None:
+        # Bounded: without the fix the test fails after this, instead of hanging.
+        if where.endswith("stuck.png"):
+            released.wait(10.0)
+
+    storage = ObservedStorage(on_read=hang_on_stuck)
+    read_ahead = ReadAhead(lambda uri: storage, sessions)
+    try:
+        read_ahead.prefetch(ids["stuck.png"])
+        read_ahead.prefetch(ids["next.png"])
+        outcome = _process(sessions, ids["next.png"], stub_colorizer(), read_ahead=read_ahead)
+        stuck_still_reading = not released.is_set()
+    finally:
+        released.set()
+        read_ahead.close()
+
+    assert stuck_still_reading
+    assert outcome.status is ProcessStatus.DONE
+    assert outcome.read_ahead is False
+    assert (read_ahead.hits, read_ahead.misses) == (0, 1)

@@ -158,26 +158,29 @@ def _failed_for_space(cluster: FaultCluster, submitted: Submitted) -> bool:
     )
 
 
-def stuck_file(submitted: Submitted) -> SourceFile:
-    """The good image whose reads hang in :func:`stuck_image` (the last one sent)."""
-    return [item for item in submitted.files if item.good][-1]
+def stuck_file(files: list[SourceFile]) -> SourceFile:
+    """The good image to get stuck: the last one, sent last, so the others run first."""
+    return [item for item in files if item.good][-1]
 
 
-def stuck_image(cluster: FaultCluster, submitted: Submitted) -> FaultWindow:
-    """One image's GET hangs (stalled by the proxy) past the workers' hard time limit.
+def stuck_image(stuck: SourceFile) -> Scenario:
+    """One image's GET hangs (stalled by the proxy) past the workers' time limits.
 
-    The stall is set before the collection is submitted; the window runs from the moment
-    the image is seen running, so its "recovery" is the time until it is recorded failed.
+    ``run_fault(..., stall=stuck)`` sets the stall before the collection is submitted;
+    the window runs from the moment the image is seen running, so its "recovery" is the
+    time until it is recorded failed.
     """
-    stuck = stuck_file(submitted)
 
-    def running() -> bool:
-        return any(row.relative == stuck.relative for row in cluster.running(submitted.name))
+    def scenario(cluster: FaultCluster, submitted: Submitted) -> FaultWindow:
+        def running() -> bool:
+            return any(row.relative == stuck.relative for row in cluster.running(submitted.name))
 
-    cluster.wait_for(f"{stuck.relative} to start", running, RECOVERY_GUARD_S)
-    with fault_window(cluster, submitted.name, "image stuck past its hard limit") as window:
-        window.end = window.start
-    return window
+        cluster.wait_for(f"{stuck.relative} to start", running, RECOVERY_GUARD_S)
+        with fault_window(cluster, submitted.name, "image stuck past its time limit") as window:
+            window.end = window.start
+        return window
+
+    return scenario
 
 
 def run_fault(
@@ -187,7 +190,7 @@ def run_fault(
     *,
     files: list[SourceFile] | None = None,
     output: str | None = None,
-    stall: Callable[[Submitted], SourceFile] | None = None,
+    stall: SourceFile | None = None,
     expect_failed: Mapping[str, str] | None = None,
 ) -> Verdict:
     """Run one collection through one fault and return the verdict (printed too).
@@ -198,7 +201,7 @@ def run_fault(
         scenario: The fault.
         files: The originals; None for :func:`fault_images.collection_files`.
         output: Output location; None for the collection's prefix in the bucket.
-        stall: Picks an original whose GETs the proxy stalls from the start.
+        stall: An original whose GETs the proxy stalls from the start.
         expect_failed: Good images that must fail, with words of their reason.
 
     Returns:
@@ -207,8 +210,7 @@ def run_fault(
     cluster.ensure_running()
     submitted = cluster.upload(name, files or collection_files(), output)
     if stall is not None:
-        stalled = stall(submitted)
-        cluster.proxy.stall(f"{cluster.bucket}/{submitted.key(stalled.relative)}", STALL_S)
+        cluster.proxy.stall(f"{cluster.bucket}/{submitted.key(stall.relative)}", STALL_S)
     cluster.submit(submitted)
     try:
         window = scenario(cluster, submitted)

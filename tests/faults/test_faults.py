@@ -25,11 +25,15 @@ from fault_cluster import FaultCluster, running_cluster
 from fault_images import SourceFile, collection_files
 from fault_scenarios import (
     disk_full,
+    kill_node,
     kill_pool_process,
     restart_postgres,
+    restart_redis,
     run_fault,
     s3_errors,
     s3_outage,
+    stuck_file,
+    stuck_image,
 )
 from fault_services import AofRedis, PrivatePostgres, SmallDisk, small_disk_unavailable
 from s3_fault_proxy import FaultProxy
@@ -43,6 +47,14 @@ GOOD_IMAGES = 16
 CORRUPT_IMAGES = 4
 #: Size of the small disk of the disk-full fault, in KiB: room for every output.
 SMALL_DISK_KIB = 4096
+#: Time limits of the workers, in seconds: short, so that the stuck image is stopped soon,
+#: yet far above what a 256 px image takes on two busy cores (a few seconds). The
+#: visibility timeout is set to its production default, an hour.
+TIME_LIMITS = {
+    "PANCHRO_SOFT_TIME_LIMIT": "25",
+    "PANCHRO_TIME_LIMIT": "30",
+    "PANCHRO_VISIBILITY_TIMEOUT": "3600",
+}
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +76,7 @@ def cluster(
         s3_endpoint_url=s3_endpoint_url,
         proxy=fault_proxy,
         bucket=bucket,
+        settings=TIME_LIMITS,
     ) as started:
         yield started
 
@@ -119,4 +132,32 @@ def test_postgresql_immediate_stop_and_start_loses_nothing(
     if private_postgres is None:
         pytest.skip("no private PostgreSQL cluster to stop here")
     verdict = run_fault(cluster, "postgres", restart_postgres(private_postgres), files=_files())
+    _assert_recovered(verdict, cluster)
+
+
+def test_image_stuck_past_its_time_limit_fails_alone(cluster: FaultCluster) -> None:
+    files = _files()
+    stuck = stuck_file(files)
+    verdict = run_fault(
+        cluster,
+        "stuck",
+        stuck_image(stuck),
+        files=files,
+        stall=stuck,
+        expect_failed={stuck.relative: "time limit"},
+    )
+    _assert_recovered(verdict, cluster)
+    assert cluster.proxy.stats.stalled >= 1
+
+
+def test_worker_node_kill_loses_and_duplicates_nothing(cluster: FaultCluster) -> None:
+    verdict = run_fault(cluster, "node-kill", kill_node, files=_files())
+    _assert_recovered(verdict, cluster)
+    assert verdict.affected == 1
+
+
+def test_redis_kill_and_restart_on_its_aof_loses_nothing(
+    cluster: FaultCluster, aof_redis: AofRedis
+) -> None:
+    verdict = run_fault(cluster, "redis", restart_redis(aof_redis), files=_files())
     _assert_recovered(verdict, cluster)

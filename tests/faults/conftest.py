@@ -21,7 +21,7 @@ import pytest
 # The end-to-end test's helpers start and watch the ``panchro`` processes.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from fault_cluster import AWS_ENVIRONMENT  # noqa: E402
+from fault_cluster import AWS_ENVIRONMENT, FaultCluster, running_cluster  # noqa: E402
 from fault_services import (  # noqa: E402
     AofRedis,
     PrivatePostgres,
@@ -99,3 +99,28 @@ def fault_proxy(s3_endpoint_url: str) -> Iterator[FaultProxy]:
     assert upstream.hostname is not None and upstream.port is not None
     with FaultProxy(upstream.hostname, upstream.port) as proxy:
         yield proxy
+
+
+@pytest.fixture(scope="module")
+def cluster(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    fault_database: str,
+    aof_redis: AofRedis,
+    fault_s3: tuple[Any, str],
+    s3_endpoint_url: str,
+    fault_proxy: FaultProxy,
+) -> Iterator[FaultCluster]:
+    """The module's running cluster, with the module's ``CLUSTER_SETTINGS`` (``PANCHRO_*``)."""
+    client, bucket = fault_s3
+    with running_cluster(
+        tmp_path_factory.mktemp("cluster"),
+        database_url=fault_database,
+        broker_url=aof_redis.url,
+        s3_client=client,
+        s3_endpoint_url=s3_endpoint_url,
+        proxy=fault_proxy,
+        bucket=bucket,
+        settings=getattr(request.module, "CLUSTER_SETTINGS", None),
+    ) as started:
+        yield started

@@ -15,13 +15,11 @@ whatever an earlier one left stopped.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fault_checks import Verdict
-from fault_cluster import FaultCluster, running_cluster
+from fault_cluster import FaultCluster
 from fault_images import SourceFile, collection_files
 from fault_scenarios import (
     disk_full,
@@ -36,7 +34,6 @@ from fault_scenarios import (
     stuck_image,
 )
 from fault_services import AofRedis, PrivatePostgres, SmallDisk, small_disk_unavailable
-from s3_fault_proxy import FaultProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -47,38 +44,15 @@ GOOD_IMAGES = 16
 CORRUPT_IMAGES = 4
 #: Size of the small disk of the disk-full fault, in KiB: room for every output.
 SMALL_DISK_KIB = 4096
-#: Time limits of the workers, in seconds: short, so that the stuck image is stopped soon,
-#: yet far above what a 256 px image takes on two busy cores (a few seconds). The
-#: visibility timeout is set to its production default, an hour.
-TIME_LIMITS = {
+#: Settings of the module's cluster (the ``cluster`` fixture reads them). Time limits in
+#: seconds: short, so that the stuck image is stopped soon, yet far above what a 256 px
+#: image takes on two busy cores (a few seconds). The visibility timeout is set to its
+#: production default, an hour.
+CLUSTER_SETTINGS = {
     "PANCHRO_SOFT_TIME_LIMIT": "25",
     "PANCHRO_TIME_LIMIT": "30",
     "PANCHRO_VISIBILITY_TIMEOUT": "3600",
 }
-
-
-@pytest.fixture(scope="module")
-def cluster(
-    tmp_path_factory: pytest.TempPathFactory,
-    fault_database: str,
-    aof_redis: AofRedis,
-    fault_s3: tuple[Any, str],
-    s3_endpoint_url: str,
-    fault_proxy: FaultProxy,
-) -> Iterator[FaultCluster]:
-    """The module's running cluster."""
-    client, bucket = fault_s3
-    with running_cluster(
-        tmp_path_factory.mktemp("cluster"),
-        database_url=fault_database,
-        broker_url=aof_redis.url,
-        s3_client=client,
-        s3_endpoint_url=s3_endpoint_url,
-        proxy=fault_proxy,
-        bucket=bucket,
-        settings=TIME_LIMITS,
-    ) as started:
-        yield started
 
 
 def _files() -> list[SourceFile]:

@@ -61,13 +61,13 @@ def private_postgres() -> Iterator[PrivatePostgres | None]:
 
 
 @pytest.fixture(scope="module")
-def fault_database(
-    private_postgres: PrivatePostgres | None, postgres_database_factory: Callable[[], str]
-) -> str:
-    """An empty catalog database: on the private cluster if there is one."""
+def fault_database(request: pytest.FixtureRequest, private_postgres: PrivatePostgres | None) -> str:
+    """An empty catalog database: on the private cluster if there is one, else on the
+    shared server (asked for only then, so that its absence skips nothing needlessly)."""
     if private_postgres is not None:
         return private_postgres.create_database()
-    return postgres_database_factory()
+    factory: Callable[[], str] = request.getfixturevalue("postgres_database_factory")
+    return factory()
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,13 @@ from fault_scenarios import (
     stuck_file,
     stuck_image,
 )
-from fault_services import AofRedis, PrivatePostgres, SmallDisk, small_disk_unavailable
+from fault_services import (
+    AofRedis,
+    PrivatePostgres,
+    SmallDisk,
+    postgres_unavailable,
+    small_disk_unavailable,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -104,7 +110,7 @@ def test_postgresql_immediate_stop_and_start_loses_nothing(
     cluster: FaultCluster, private_postgres: PrivatePostgres | None
 ) -> None:
     if private_postgres is None:
-        pytest.skip("no private PostgreSQL cluster to stop here")
+        pytest.skip(f"no private PostgreSQL cluster to stop here: {postgres_unavailable()}")
     verdict = run_fault(cluster, "postgres", restart_postgres(private_postgres), files=_files())
     _assert_recovered(verdict, cluster)
 

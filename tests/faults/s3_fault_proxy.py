@@ -104,6 +104,7 @@ class FaultProxy:
         self._stalls: dict[str, float] = {}
         self._reopen: asyncio.TimerHandle | None = None
         self._closed_at: float | None = None
+        self._listen_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------ life
 
@@ -196,13 +197,18 @@ class FaultProxy:
         return future.result(CONTROL_TIMEOUT_S)
 
     async def _listen(self) -> None:
-        self._server = await asyncio.start_server(
-            self._serve, "127.0.0.1", self.port, reuse_address=True
-        )
-        self.port = int(self._server.sockets[0].getsockname()[1])
-        if self._closed_at is not None:
-            self.stats.refused_s += time.monotonic() - self._closed_at
-            self._closed_at = None
+        # One at a time, and only while closed: the reopen timer and heal() may race.
+        async with self._listen_lock:
+            if self._server is not None:
+                return
+            server = await asyncio.start_server(
+                self._serve, "127.0.0.1", self.port, reuse_address=True
+            )
+            self._server = server
+            self.port = int(server.sockets[0].getsockname()[1])
+            if self._closed_at is not None:
+                self.stats.refused_s += time.monotonic() - self._closed_at
+                self._closed_at = None
 
     async def _stop_listening(self) -> None:
         if self._server is not None:
@@ -228,8 +234,7 @@ class FaultProxy:
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
-        if self._server is None:
-            await self._listen()
+        await self._listen()
 
     async def _refuse(self, seconds: float) -> None:
         if self._server is None:

@@ -43,7 +43,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import Image, ImageStatus, Released, release_lost, transaction
+from catalog import Image, ImageStatus, Released, get_collection, release_lost, transaction
+from scheduler.errors import BrokerUnavailable
 from workers.names import COLORIZE
 
 __all__ = [
@@ -52,10 +53,11 @@ __all__ = [
     "BrokerSnapshot",
     "Delivery",
     "ReapReport",
+    "StaleRelease",
     "held_task_ids",
     "read_broker",
     "reap",
-    "release_unheld",
+    "release_stale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,26 +236,6 @@ def _restore(app: Any, deliveries: Iterable[Delivery]) -> int:
     return count
 
 
-def release_unheld(
-    db: Session, held: Iterable[str], *, started_before: datetime | None = None, **where: Any
-) -> Released:
-    """Give up running tries whose task no live worker holds (``catalog.release_lost``).
-
-    Args:
-        db: The caller's session.
-        held: Task ids that live workers hold, or whose message is waiting.
-        started_before: Only tries started before this time; None means all.
-        **where: Further ``release_lost`` filters (``collection_id``).
-
-    Returns:
-        How many images went back to pending and how many were failed.
-
-    Raises:
-        DatabaseUnavailable: If the catalog cannot be reached.
-    """
-    return release_lost(db, started_before=started_before, held_task_ids=set(held), **where)
-
-
 def reap(
     app: Any,
     sessions: sessionmaker[Session],
@@ -302,5 +284,71 @@ def reap(
     restored = _restore(app, lost) if lost else 0
     keep = held | snapshot.waiting_task_ids | {d.task_id for d in lost}
     with transaction(sessions) as db:
-        released = release_unheld(db, keep, started_before=cutoff)
+        released = release_lost(db, started_before=cutoff, held_task_ids=set(keep))
     return ReapReport(answered=answered, restored=restored, released=released)
+
+
+@dataclass(frozen=True)
+class StaleRelease:
+    """What ``panchro retry NAME --stale`` did.
+
+    Attributes:
+        released: Running images given back (to pending, or failed at the cap).
+        answered: Workers that answered; none means every running image was stale.
+        held: Running images of the collection that live workers hold (left alone).
+    """
+
+    released: Released
+    answered: frozenset[str]
+    held: int
+
+
+def release_stale(
+    app: Any,
+    sessions: sessionmaker[Session],
+    collection: str,
+    *,
+    timeout: float = 2 * INSPECT_TIMEOUT_S,
+) -> StaleRelease:
+    """Give back a collection's running images that no live worker holds, now.
+
+    Unlike :func:`reap` there is no grace period, and when no worker answers every
+    running image of the collection is taken as stale (a person asked for it).
+
+    Args:
+        app: The Celery app.
+        sessions: The catalog.
+        collection: The collection's name.
+        timeout: Seconds to wait for the workers' answers.
+
+    Returns:
+        What was given back.
+
+    Raises:
+        CollectionNotFound: If there is no such collection.
+        BrokerUnavailable: If the broker cannot be reached to ask the workers.
+        DatabaseUnavailable: If the catalog cannot be reached.
+    """
+    with transaction(sessions) as db:
+        collection_id = get_collection(db, collection).id
+        running = db.execute(
+            select(Image.task_id).where(
+                Image.collection_id == collection_id,
+                Image.status == ImageStatus.RUNNING,
+                Image.task_id.is_not(None),
+            )
+        ).scalars()
+        task_ids = {task_id for task_id in running if task_id is not None}
+    snapshot = read_broker(app)
+    if snapshot is None:
+        raise BrokerUnavailable("cannot reach the broker to ask the workers which images they hold")
+    answered: frozenset[str] = frozenset()
+    held: frozenset[str] = frozenset()
+    if task_ids:
+        answer = held_task_ids(app, task_ids, timeout=timeout)
+        if answer is not None:
+            answered, held = answer
+    keep = held | snapshot.waiting_task_ids
+    with transaction(sessions) as db:
+        released = release_lost(db, collection_id=collection_id, held_task_ids=set(keep))
+    return StaleRelease(released=released, answered=answered, held=len(task_ids & keep))

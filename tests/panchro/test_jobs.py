@@ -233,18 +233,19 @@ def test_status_watch_json_prints_one_report_per_line(catalog_url: str) -> None:
     assert json.loads(line)["collections"][0]["remaining"] == 0
 
 
-def _age_running(url: str, *, hours: float, task_id: str = "gone-task") -> None:
-    """Make the running images' tries ``hours`` old, under a task that nothing holds."""
+def update_running(url: str, **values: object) -> None:
+    """Change every running image's row, as a worker (or its death) would."""
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
-            conn.execute(
-                update(Image)
-                .where(Image.status == ImageStatus.RUNNING)
-                .values(started_at=utcnow() - timedelta(hours=hours), task_id=task_id)
-            )
+            conn.execute(update(Image).where(Image.status == ImageStatus.RUNNING).values(**values))
     finally:
         engine.dispose()
+
+
+def _age_running(url: str, *, hours: float) -> None:
+    """Make the running images' tries ``hours`` old, under a task that nothing holds."""
+    update_running(url, started_at=utcnow() - timedelta(hours=hours), task_id="gone-task")
 
 
 def test_status_watch_ends_when_only_images_past_the_time_limit_are_running(
@@ -305,16 +306,7 @@ def watcher(sqlite_catalog: str) -> Iterator[Callable[..., subprocess.Popen[str]
 
 def finish_running(url: str) -> None:
     """Mark every running image done, as a worker would."""
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                update(Image)
-                .where(Image.status == ImageStatus.RUNNING)
-                .values(status=ImageStatus.DONE, finished_at=utcnow())
-            )
-    finally:
-        engine.dispose()
+    update_running(url, status=ImageStatus.DONE, finished_at=utcnow())
 
 
 def test_status_watch_follows_the_work_until_it_is_done(

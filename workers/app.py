@@ -7,11 +7,17 @@ every image, so the broker only carries image ids and nothing is stored as a tas
 Delivery is "at least once": a message is acknowledged after its task has run
 (``task_acks_late``) and is handed out again if the worker process dies
 (``task_reject_on_worker_lost``) or its connection to Redis is lost. The colorize task
-claims its image with a conditional UPDATE, so a second delivery is harmless.
+claims its image with a conditional UPDATE, so a second delivery is harmless. On Redis
+the app uses :mod:`workers.redelivery`'s transport, which puts a rejected message back
+at the front of its queue rather than behind every waiting one.
 
 Redis redelivers an unacknowledged message once its visibility timeout has passed, even if
 a worker is still busy with it. The timeout is therefore always longer than the hard time
-limit of a task, and it is set in each of the places Celery and kombu read it from.
+limit of a task (:func:`check_limits`), and it is set in each of the places Celery and
+kombu read it from. Nothing waits for it in practice: a worker requeues what a lost
+connection left unacknowledged as soon as it is connected again, and the scheduler's
+reaper hands back what no live worker holds. The limits come from ``panchro.settings``
+(``PANCHRO_SOFT_TIME_LIMIT``, ``PANCHRO_TIME_LIMIT``, ``PANCHRO_VISIBILITY_TIMEOUT``).
 
 This module imports neither torch nor the model: the producer side must stay light.
 """

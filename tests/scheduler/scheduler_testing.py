@@ -148,7 +148,13 @@ def image_rows(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
 
 
 def start_standin_worker(
-    broker_url: str, database_url: str, log: Path, *, max_in_flight: int, interval: float
+    broker_url: str,
+    database_url: str,
+    log: Path,
+    *,
+    max_in_flight: int,
+    interval: float,
+    reap_after: float = 3600.0,
 ) -> subprocess.Popen[bytes]:
     """Start ``standin_worker.py``: a real Celery worker with beat and the dispatcher.
 
@@ -158,6 +164,8 @@ def start_standin_worker(
         log: Where its output goes.
         max_in_flight: The dispatcher's limit.
         interval: Seconds between two dispatch passes.
+        reap_after: The reaper's grace period. The stand-in task leaves its images
+            running with nobody holding them, so by default it is longer than any test.
 
     Returns:
         The worker's process, leader of its own session (see :func:`stop_worker`).
@@ -168,6 +176,7 @@ def start_standin_worker(
         STANDIN_DATABASE_URL=database_url,
         STANDIN_MAX_IN_FLIGHT=str(max_in_flight),
         STANDIN_INTERVAL=str(interval),
+        STANDIN_REAP_AFTER=str(reap_after),
         PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]),
     )
     with log.open("wb") as out:

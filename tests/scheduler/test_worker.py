@@ -17,7 +17,7 @@ from scheduler_testing import (
     start_standin_worker,
     statuses,
     stop_worker,
-    write_images,
+    submit_night,
 )
 from sqlalchemy import select, update
 
@@ -30,8 +30,6 @@ from catalog import (
     queue_pending,
     transaction,
 )
-from scheduler import submit
-from storage.base import open_storage
 
 pytestmark = pytest.mark.slow
 
@@ -62,18 +60,9 @@ def test_worker_with_beat_dispatches_every_image_exactly_once_within_the_limit(
     tmp_path: Path,
     worker_log: Path,
 ) -> None:
-    source = tmp_path / "scans"
-    write_images(source, [f"p{index:03d}.tif" for index in range(IMAGES)])
     sessions = make_sessionmaker(postgres_catalog_url)
-    summary = submit(
-        sessions,
-        name="night",
-        source=source,
-        output=tmp_path / "colour",
-        storage=open_storage(source),
-        send=None,
-        max_in_flight=MAX_IN_FLIGHT,
-    )
+    names = [f"p{index:03d}.tif" for index in range(IMAGES)]
+    summary = submit_night(sessions, tmp_path, names, max_in_flight=MAX_IN_FLIGHT)
     assert summary.new == IMAGES
     ids = sorted(ids_by_path(sessions, "night").values())
 
@@ -107,18 +96,8 @@ def test_the_periodic_pass_reaps_an_image_left_running_by_a_vanished_worker(
     tmp_path: Path,
     worker_log: Path,
 ) -> None:
-    source = tmp_path / "scans"
-    write_images(source, ["lost.tif"])
     sessions = make_sessionmaker(postgres_catalog_url)
-    submit(
-        sessions,
-        name="night",
-        source=source,
-        output=tmp_path / "colour",
-        storage=open_storage(source),
-        send=None,
-        max_in_flight=1,
-    )
+    submit_night(sessions, tmp_path, ["lost.tif"], max_in_flight=1)
     (image,) = ids_by_path(sessions, "night").values()
     # A worker claimed it an hour ago and vanished; its message was acknowledged.
     with transaction(sessions) as db:

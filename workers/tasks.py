@@ -46,7 +46,7 @@ from workers.app import create_app
 from workers.errors import RETRYABLE, ImageFailed, WorkerSetupError
 from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
-from workers.redelivery import install_restore_after_reconnect
+from workers.redelivery import install_redelivery
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
 
 if TYPE_CHECKING:
@@ -400,6 +400,6 @@ def build_worker_app(
         The app; start it with ``app.worker_main([...])``.
     """
     app = create_app(broker_url=broker_url, **options)
-    install_restore_after_reconnect(app)
+    install_redelivery(app)
     register_tasks(app, runtime or WorkerRuntime(config))
     return app

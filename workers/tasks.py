@@ -9,6 +9,11 @@ a queue can: retries, and the life of its pool process.
   records the image as failed ("gave up after N retries: ...") instead of retrying.
 - Failed images: the catalog holds the reason; the task then raises ``ImageFailed`` (an
   expected error, logged without a traceback) so that Flower shows the task as failed.
+- Time limits: past the soft limit the task is interrupted and ``process_image()`` fails
+  the image with "time limit: ..."; past the hard limit billiard kills the pool process,
+  and the worker's main process, told by Celery's ``task_failure`` signal, records the
+  image as failed ("time limit: ...") before the message is acknowledged, so it is not
+  delivered again and the collection goes on.
 - A worker that cannot work at all (unloadable weights, a catalog never migrated) fails
   no image: the message goes back to the broker and the worker shuts down warmly, for
   its supervisor and a person to see.

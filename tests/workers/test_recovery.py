@@ -142,6 +142,8 @@ def test_a_running_image_runs_again_seconds_after_redis_restarts_on_its_aof(
     image = ids["a.png"]
 
     aof_redis.kill()
+    # Down long enough for the worker to notice (its own restore fails, as in the field).
+    wait_for(lambda: "Restoring 1 unacknowledged" in rig.output(), "the worker to notice")
     aof_redis.start()
     # The worker requeues its message through its new connection; the message still
     # names the running image's task, so the worker that gets it takes the image over.

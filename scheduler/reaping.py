@@ -22,6 +22,9 @@ the live workers say they hold, and hands back the difference:
    either, and whose try started more than ``grace`` seconds ago is given up: the try
    is closed as ``lost`` and the image goes back to ``pending`` for this pass to send.
 
+The scheduler hands a task back only when two passes in a row found nobody holding it
+(``suspects``), so a worker that is slow to answer once loses nothing.
+
 The grace period covers the moments in which a message or a claim is in flight between
 two places (just popped from the queue, just claimed): a worker reports a task from the
 moment it receives its message until it has acknowledged it, and claims happen inside the
@@ -242,6 +245,7 @@ def reap(
     *,
     grace: float = REAP_AFTER_S,
     timeout: float = INSPECT_TIMEOUT_S,
+    suspects: set[str] | None = None,
 ) -> ReapReport:
     """One reaper pass (see the module's text).
 
@@ -250,6 +254,10 @@ def reap(
         sessions: The catalog.
         grace: Seconds a delivery or a try must be old before it can be handed back.
         timeout: Seconds to wait for the workers' answers.
+        suspects: Task ids that no live worker held at the previous pass; given, a task
+            is handed back only when two passes in a row found nobody holding it (a
+            worker slow to answer once loses nothing), and the set is updated in place.
+            None hands back at the first pass.
 
     Returns:
         What was handed back.
@@ -280,9 +288,17 @@ def reap(
         logger.info("reaper: no worker answered; nothing handed back")
         return ReapReport()
     answered, held = answer
-    lost = [d for d in stale if d.task_id not in held]
+    unheld = asked - held
+    if suspects is not None:
+        confirmed = unheld & suspects
+        suspects.clear()
+        suspects.update(unheld)
+        unheld = confirmed
+    lost = [d for d in stale if d.task_id in unheld]
     restored = _restore(app, lost) if lost else 0
-    keep = held | snapshot.waiting_task_ids | {d.task_id for d in lost}
+    # A restored message takes its image over; the rest of the unheld tries are given up.
+    given_up = unheld - {d.task_id for d in lost}
+    keep = (asked | running_ids | snapshot.waiting_task_ids) - given_up
     with transaction(sessions) as db:
         released = release_lost(db, started_before=cutoff, held_task_ids=set(keep))
     return ReapReport(answered=answered, restored=restored, released=released)

@@ -88,7 +88,7 @@ def retry_command(
 
 def _retry_stale(broker_url: str, sessions: sessionmaker[Session], name: str) -> None:
     """``retry --stale``: ask the workers, hand back what none holds, and say so."""
-    from scheduler.reaping import release_stale
+    from scheduler import release_stale
     from workers.app import create_app
 
     outcome = release_stale(create_app(broker_url=broker_url), sessions, name)

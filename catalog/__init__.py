@@ -43,6 +43,7 @@ from catalog.models import (
 from catalog.queries import (
     CollectionRef,
     count_in_flight,
+    count_progressing,
     get_collection,
     get_image,
     list_attempts,
@@ -110,6 +111,7 @@ __all__ = [
     "collection_status",
     "complete_collection",
     "count_in_flight",
+    "count_progressing",
     "create_or_get_collection",
     "database_errors",
     "get_collection",

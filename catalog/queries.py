@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from catalog.engine import database_errors
@@ -175,4 +176,42 @@ def count_in_flight(db: Session, collection_id: int | None = None) -> int:
     query = select(func.count()).select_from(Image).where(Image.status == ImageStatus.QUEUED)
     if collection_id is not None:
         query = query.where(Image.collection_id == collection_id)
+    return int(db.scalar(query) or 0)
+
+
+@database_errors()
+def count_progressing(db: Session, name: str | None, *, running_since: datetime) -> int:
+    """Count the open images that can still change: pending, queued, or running recently.
+
+    A try that started before ``running_since`` (the task time limit ago) has no live
+    worker: a worker would have stopped it at its hard time limit. A running image with
+    no start time counts as progressing. Such an image changes
+    only when a reaper or ``panchro retry --stale`` hands it back.
+
+    Args:
+        db: The caller's session.
+        name: Only the collection of this name; None counts every collection.
+        running_since: Running tries that started before this time do not count.
+
+    Returns:
+        The number of images.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    query = (
+        select(func.count())
+        .select_from(Image)
+        .where(
+            or_(
+                Image.status.in_([ImageStatus.PENDING, ImageStatus.QUEUED]),
+                (Image.status == ImageStatus.RUNNING)
+                & (Image.started_at.is_(None) | (Image.started_at >= running_since)),
+            )
+        )
+    )
+    if name is not None:
+        query = query.join(Collection, Collection.id == Image.collection_id).where(
+            Collection.name == name
+        )
     return int(db.scalar(query) or 0)

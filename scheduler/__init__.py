@@ -44,6 +44,7 @@ from scheduler.periodic import (
     run_scheduler,
     scheduler_argv,
 )
+from scheduler.reaping import REAP_AFTER_S, ReapReport, StaleRelease, reap, release_stale
 from scheduler.scanning import PROGRESS_EVERY, ProgressCallback, ScanProgress, scan_source
 from scheduler.sending import celery_sender
 from scheduler.submission import (
@@ -60,6 +61,7 @@ __all__ = [
     "DISPATCH_BATCH_SIZE",
     "DISPATCH_INTERVAL_S",
     "PROGRESS_EVERY",
+    "REAP_AFTER_S",
     "SCHEDULER_QUEUE",
     "SUBMIT_CHUNK_ROWS",
     "BrokerUnavailable",
@@ -70,9 +72,11 @@ __all__ = [
     "Location",
     "OutputCollision",
     "ProgressCallback",
+    "ReapReport",
     "ScanProgress",
     "SchedulerError",
     "Send",
+    "StaleRelease",
     "SubmitProgress",
     "SubmitProgressCallback",
     "SubmitSummary",
@@ -86,6 +90,8 @@ __all__ = [
     "output_relative",
     "parse_not_before",
     "plan_outputs",
+    "reap",
+    "release_stale",
     "run_scheduler",
     "scan_source",
     "scheduler_argv",

@@ -110,6 +110,7 @@ def hand_back_lost(
     reap_after: float = REAP_AFTER_S,
     orphan_after: float = ORPHAN_AFTER_S,
     inspect_timeout: float = INSPECT_TIMEOUT_S,
+    suspects: set[str] | None = None,
 ) -> None:
     """Before a dispatch pass: the reaper, then the queued orphans (see the module's text).
 
@@ -120,12 +121,13 @@ def hand_back_lost(
             it back.
         orphan_after: Seconds a queued image with no message must have been queued.
         inspect_timeout: Seconds to wait for the workers' answers.
+        suspects: The reaper's memory between passes (``scheduler.reaping.reap``).
 
     Raises:
         DatabaseUnavailable: If the catalog cannot be reached.
     """
     try:
-        reap(app, sessions, grace=reap_after, timeout=inspect_timeout)
+        reap(app, sessions, grace=reap_after, timeout=inspect_timeout, suspects=suspects)
     except DatabaseUnavailable:
         raise
     except Exception as exc:  # noqa: BLE001 - a failed reap must not stop dispatching
@@ -170,6 +172,8 @@ def install_dispatcher(
         raise ValueError(f"interval must be positive, not {interval}")
     cache: dict[str, sessionmaker[Session]] = {}
     send = celery_sender(app)
+    # Kept by the process that runs the passes (one pool process, for its whole life).
+    suspects: set[str] = set()
 
     def sessions() -> sessionmaker[Session]:
         if "sessions" not in cache:
@@ -187,6 +191,7 @@ def install_dispatcher(
                 reap_after=reap_after,
                 orphan_after=orphan_after,
                 inspect_timeout=inspect_timeout,
+                suspects=suspects,
             )
             report = dispatch(sessions(), send, max_in_flight=max_in_flight, tz=tz)
         except (BrokerUnavailable, DatabaseUnavailable) as exc:

@@ -22,6 +22,9 @@ the live workers say they hold, and hands back the difference:
    either, and whose try started more than ``grace`` seconds ago is given up: the try
    is closed as ``lost`` and the image goes back to ``pending`` for this pass to send.
 
+The scheduler hands a task back only when two passes in a row found nobody holding it
+(``suspects``), so a worker that is slow to answer once loses nothing.
+
 The grace period covers the moments in which a message or a claim is in flight between
 two places (just popped from the queue, just claimed): a worker reports a task from the
 moment it receives its message until it has acknowledged it, and claims happen inside the
@@ -43,7 +46,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import Image, ImageStatus, Released, release_lost, transaction
+from catalog import Image, ImageStatus, Released, get_collection, release_lost, transaction
+from scheduler.errors import BrokerUnavailable
 from workers.names import COLORIZE
 
 __all__ = [
@@ -52,10 +56,11 @@ __all__ = [
     "BrokerSnapshot",
     "Delivery",
     "ReapReport",
+    "StaleRelease",
     "held_task_ids",
     "read_broker",
     "reap",
-    "release_unheld",
+    "release_stale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -234,32 +239,13 @@ def _restore(app: Any, deliveries: Iterable[Delivery]) -> int:
     return count
 
 
-def release_unheld(
-    db: Session, held: Iterable[str], *, started_before: datetime | None = None, **where: Any
-) -> Released:
-    """Give up running tries whose task no live worker holds (``catalog.release_lost``).
-
-    Args:
-        db: The caller's session.
-        held: Task ids that live workers hold, or whose message is waiting.
-        started_before: Only tries started before this time; None means all.
-        **where: Further ``release_lost`` filters (``collection_id``).
-
-    Returns:
-        How many images went back to pending and how many were failed.
-
-    Raises:
-        DatabaseUnavailable: If the catalog cannot be reached.
-    """
-    return release_lost(db, started_before=started_before, held_task_ids=set(held), **where)
-
-
 def reap(
     app: Any,
     sessions: sessionmaker[Session],
     *,
     grace: float = REAP_AFTER_S,
     timeout: float = INSPECT_TIMEOUT_S,
+    suspects: set[str] | None = None,
 ) -> ReapReport:
     """One reaper pass (see the module's text).
 
@@ -268,6 +254,10 @@ def reap(
         sessions: The catalog.
         grace: Seconds a delivery or a try must be old before it can be handed back.
         timeout: Seconds to wait for the workers' answers.
+        suspects: Task ids that no live worker held at the previous pass; given, a task
+            is handed back only when two passes in a row found nobody holding it (a
+            worker slow to answer once loses nothing), and the set is updated in place.
+            None hands back at the first pass.
 
     Returns:
         What was handed back.
@@ -298,9 +288,83 @@ def reap(
         logger.info("reaper: no worker answered; nothing handed back")
         return ReapReport()
     answered, held = answer
-    lost = [d for d in stale if d.task_id not in held]
+    unheld = asked - held
+    if suspects is not None:
+        confirmed = unheld & suspects
+        suspects.clear()
+        suspects.update(unheld)
+        unheld = confirmed
+    lost = [d for d in stale if d.task_id in unheld]
     restored = _restore(app, lost) if lost else 0
-    keep = held | snapshot.waiting_task_ids | {d.task_id for d in lost}
+    # A restored message takes its image over; the rest of the unheld tries are given up.
+    given_up = unheld - {d.task_id for d in lost}
+    keep = (asked | running_ids | snapshot.waiting_task_ids) - given_up
     with transaction(sessions) as db:
-        released = release_unheld(db, keep, started_before=cutoff)
+        released = release_lost(db, started_before=cutoff, held_task_ids=set(keep))
     return ReapReport(answered=answered, restored=restored, released=released)
+
+
+@dataclass(frozen=True)
+class StaleRelease:
+    """What ``panchro retry NAME --stale`` did.
+
+    Attributes:
+        released: Running images given back (to pending, or failed at the cap).
+        answered: Workers that answered; none means every running image was stale.
+        held: Running images of the collection that live workers hold (left alone).
+    """
+
+    released: Released
+    answered: frozenset[str]
+    held: int
+
+
+def release_stale(
+    app: Any,
+    sessions: sessionmaker[Session],
+    collection: str,
+    *,
+    timeout: float = 2 * INSPECT_TIMEOUT_S,
+) -> StaleRelease:
+    """Give back a collection's running images that no live worker holds, now.
+
+    Unlike :func:`reap` there is no grace period, and when no worker answers every
+    running image of the collection is taken as stale (a person asked for it).
+
+    Args:
+        app: The Celery app.
+        sessions: The catalog.
+        collection: The collection's name.
+        timeout: Seconds to wait for the workers' answers.
+
+    Returns:
+        What was given back.
+
+    Raises:
+        CollectionNotFound: If there is no such collection.
+        BrokerUnavailable: If the broker cannot be reached to ask the workers.
+        DatabaseUnavailable: If the catalog cannot be reached.
+    """
+    with transaction(sessions) as db:
+        collection_id = get_collection(db, collection).id
+        running = db.execute(
+            select(Image.task_id).where(
+                Image.collection_id == collection_id,
+                Image.status == ImageStatus.RUNNING,
+                Image.task_id.is_not(None),
+            )
+        ).scalars()
+        task_ids = {task_id for task_id in running if task_id is not None}
+    snapshot = read_broker(app)
+    if snapshot is None:
+        raise BrokerUnavailable("cannot reach the broker to ask the workers which images they hold")
+    answered: frozenset[str] = frozenset()
+    held: frozenset[str] = frozenset()
+    if task_ids:
+        answer = held_task_ids(app, task_ids, timeout=timeout)
+        if answer is not None:
+            answered, held = answer
+    keep = held | snapshot.waiting_task_ids
+    with transaction(sessions) as db:
+        released = release_lost(db, collection_id=collection_id, held_task_ids=set(keep))
+    return StaleRelease(released=released, answered=answered, held=len(task_ids & keep))

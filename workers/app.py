@@ -7,11 +7,17 @@ every image, so the broker only carries image ids and nothing is stored as a tas
 Delivery is "at least once": a message is acknowledged after its task has run
 (``task_acks_late``) and is handed out again if the worker process dies
 (``task_reject_on_worker_lost``) or its connection to Redis is lost. The colorize task
-claims its image with a conditional UPDATE, so a second delivery is harmless.
+claims its image with a conditional UPDATE, so a second delivery is harmless. A worker's
+app (``workers.tasks.build_worker_app``) adds :mod:`workers.redelivery`: on Redis, a
+rejected message goes back to the front of its queue rather than behind every waiting one.
 
 Redis redelivers an unacknowledged message once its visibility timeout has passed, even if
 a worker is still busy with it. The timeout is therefore always longer than the hard time
-limit of a task, and it is set in each of the places Celery and kombu read it from.
+limit of a task (:func:`check_limits`), and it is set in each of the places Celery and
+kombu read it from. Nothing waits for it in practice: a worker requeues what a lost
+connection left unacknowledged as soon as it is connected again, and the scheduler's
+reaper hands back what no live worker holds. The limits come from ``panchro.settings``
+(``PANCHRO_SOFT_TIME_LIMIT``, ``PANCHRO_TIME_LIMIT``, ``PANCHRO_VISIBILITY_TIMEOUT``).
 
 This module imports neither torch nor the model: the producer side must stay light.
 """
@@ -51,10 +57,6 @@ REDELIVERY_TRANSPORT_OPTIONS: dict[str, int] = {
     "unacked_restore_interval": RESTORE_INTERVAL_S,
     "unacked_restore_throttle": 1,
 }
-#: Broker URL schemes served by :data:`REDELIVERING_TRANSPORT`.
-REDIS_SCHEMES = ("redis", "rediss")
-#: kombu's Redis transport with rejected messages requeued in front.
-REDELIVERING_TRANSPORT = "workers.redelivery:Transport"
 #: Serialisation format of every message; pickle is never accepted.
 SERIALIZER = "json"
 
@@ -136,10 +138,6 @@ def create_app(
         "visibility_timeout": visibility_timeout,
     }
     app = Celery(main, set_as_current=False)
-    if broker_url.split("://", 1)[0] in REDIS_SCHEMES:
-        # kombu's own Redis transport, except that a rejected message goes back to the
-        # front of its queue (workers.redelivery).
-        app.conf.broker_transport = REDELIVERING_TRANSPORT
     app.conf.update(
         broker_url=broker_url,
         broker_connection_retry_on_startup=True,

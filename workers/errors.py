@@ -110,7 +110,7 @@ def describe_failure(exc: BaseException, doing: str) -> str:
         return f"{doing} failed: {exc}"
     if isinstance(exc, SoftTimeLimitExceeded):
         return (
-            f"time limit: {doing} went past the soft time limit per image and was stopped "
+            f"time limit: the image was stopped at the soft time limit per image while {doing} "
             "(raise PANCHRO_SOFT_TIME_LIMIT or `panchro workers --soft-time-limit`)"
         )
     if isinstance(exc, ValueError):

@@ -23,11 +23,12 @@ purpose and is not restarted: a remote ``shutdown`` command (from Flower, for ex
 or the warm shutdown a worker asks for itself when it cannot work at all (unloadable
 weights), which restarting would not cure.
 
-The Redis transport returns the message of a worker that died without acknowledging it
-only when a worker sweeps for expired messages, by default every 100 s
-(``unacked_restore_interval`` 10 s times ``unacked_restore_throttle`` 10).
-:data:`workers.app.REDELIVERY_TRANSPORT_OPTIONS` makes every worker sweep every
-:data:`workers.app.RESTORE_INTERVAL_S` seconds; see ``docs/workers.md`` for the measurements.
+When a worker exits, its whole process group is killed (a pool process that outlived
+its worker must not finish an image the restarted worker gets again) and the images it
+was running are given back in the catalog (:class:`NodeReleaser`), so they run again
+within seconds instead of after Redis's visibility timeout. Their messages, still
+unacknowledged in Redis, are put back by the scheduler's reaper or, at the latest, by the
+visibility-timeout sweep, and then find nothing to do; see ``docs/workers.md``.
 """
 
 from __future__ import annotations
@@ -234,9 +235,9 @@ class Supervisor:
             children: The workers, each with a unique name.
             policy: When failed workers are restarted; None for the defaults.
             clock: Monotonic clock in seconds.
-            release: Called with a worker's name before its first start and after each
-                of its exits (once its whole process group is gone), to give up the
-                tries it held (:class:`NodeReleaser`); None for nothing.
+            release: Called with a worker's name after each of its exits, once its
+                whole process group is gone, to give up the tries it held
+                (:class:`NodeReleaser`); None for nothing.
 
         Raises:
             ValueError: If there is no worker or two share a name.
@@ -302,9 +303,6 @@ class Supervisor:
 
     def _start(self, child: _Child, now: float) -> None:
         child.restart_at = None
-        if child.starts == 0:
-            # Tries left by an earlier run of this node (a host that crashed).
-            self._release_tries(child)
         try:
             child.proc = subprocess.Popen(
                 list(child.spec.argv),
@@ -451,15 +449,18 @@ class Supervisor:
 
 
 class NodeReleaser:
-    """Gives up, in the catalog, the tries of a worker that stopped or is about to start.
+    """Gives up, in the catalog, the tries of a worker that has exited.
 
-    Node names are unique and a worker runs one task at a time, so when worker N has
-    exited (its process group killed) or has not started yet, every image still
-    ``running`` under N is certainly dead: its try is closed as ``lost`` and the image
-    goes back to ``pending`` (``catalog.release_lost``), for the scheduler's next pass
-    to send it again. Its old message, if Redis still holds it, finds the image no longer
-    running under its task id and does nothing. The catalog's sessions are made on first
-    use; nothing here touches a device.
+    Node names are unique and a worker runs one task at a time, so once worker N has
+    exited and its whole process group is killed, every image still ``running`` under N
+    is certainly dead: its try is closed as ``lost`` and the image goes back to
+    ``pending`` (``catalog.release_lost``), for the scheduler's next pass to send it
+    again, before N is restarted. Its old message, if Redis still holds it, finds the
+    image no longer running under its task id and does nothing. Tries left by an earlier
+    launcher (a host that crashed) are not released at start: a worker of that name
+    might still be finishing them; the scheduler's reaper asks the live workers and
+    hands them back. The catalog's sessions are made on first use; nothing here touches
+    a device.
 
     Args:
         database_url: The catalog database.

@@ -15,8 +15,9 @@ comes back to the queue in three ways, and this module fixes two of them:
   connection: the image runs again seconds after Redis is back.
 - **Rejection.** A message rejected with ``requeue=True`` (a worker process lost under
   ``task_reject_on_worker_lost``, a worker that cannot work) went back with ``LPUSH``,
-  behind every waiting message. :class:`Transport` puts it back where the next ``BRPOP``
-  takes it, as kombu's own restore does.
+  behind every waiting message. :class:`Transport` (a worker's transport, set by
+  :func:`install_redelivery`) puts it back where the next ``BRPOP`` takes it, as kombu's
+  own restore does.
 - The visibility-timeout sweep (``restore_visible``) already restores to the front.
 
 Which end is the front: kombu publishes with ``LPUSH`` and consumes with ``BRPOP``, so a
@@ -36,9 +37,14 @@ from typing import Any
 from celery import Celery, bootsteps
 from kombu.transport import redis as kombu_redis
 
-__all__ = ["RestoreAfterReconnect", "Transport", "install_restore_after_reconnect", "unacked_tags"]
+__all__ = ["TRANSPORT", "RestoreAfterReconnect", "Transport", "install_redelivery", "unacked_tags"]
 
 logger = logging.getLogger(__name__)
+
+#: Broker URL schemes that :class:`Transport` serves.
+REDIS_SCHEMES = ("redis", "rediss")
+#: Import path of :class:`Transport`, for Celery's ``broker_transport`` setting.
+TRANSPORT = "workers.redelivery:Transport"
 
 
 class FrontQoS(kombu_redis.QoS):
@@ -141,10 +147,16 @@ def unacked_tags(channel: Any) -> list[str]:
     return [str(tag) for tag in qos._delivered]
 
 
-def install_restore_after_reconnect(app: Celery) -> None:
-    """Add :class:`RestoreAfterReconnect` to a worker app's consumer.
+def install_redelivery(app: Celery) -> None:
+    """Make a worker's app requeue in front: :class:`Transport` and :class:`RestoreAfterReconnect`.
+
+    Only workers need this (they reject and reconnect); producers, the scheduler and
+    Flower keep kombu's own transport, whose name Flower needs to recognise the broker.
 
     Args:
-        app: The worker's app.
+        app: The worker's app, its broker URL already set.
     """
+    scheme = str(app.conf.broker_url or "").split("://", 1)[0]
+    if scheme in REDIS_SCHEMES:
+        app.conf.broker_transport = TRANSPORT
     app.steps["consumer"].add(RestoreAfterReconnect)

@@ -9,6 +9,11 @@ a queue can: retries, and the life of its pool process.
   records the image as failed ("gave up after N retries: ...") instead of retrying.
 - Failed images: the catalog holds the reason; the task then raises ``ImageFailed`` (an
   expected error, logged without a traceback) so that Flower shows the task as failed.
+- Time limits: past the soft limit the task is interrupted and ``process_image()`` fails
+  the image with "time limit: ..."; past the hard limit billiard kills the pool process,
+  and the worker's main process, told by Celery's ``task_failure`` signal, records the
+  image as failed ("time limit: ...") before the message is acknowledged, so it is not
+  delivered again and the collection goes on.
 - A worker that cannot work at all (unloadable weights, a catalog never migrated) fails
   no image: the message goes back to the broker and the worker shuts down warmly, for
   its supervisor and a person to see.
@@ -46,7 +51,7 @@ from workers.app import create_app
 from workers.errors import RETRYABLE, ImageFailed, WorkerSetupError
 from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
-from workers.redelivery import install_restore_after_reconnect
+from workers.redelivery import install_redelivery
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
 
 if TYPE_CHECKING:
@@ -400,6 +405,6 @@ def build_worker_app(
         The app; start it with ``app.worker_main([...])``.
     """
     app = create_app(broker_url=broker_url, **options)
-    install_restore_after_reconnect(app)
+    install_redelivery(app)
     register_tasks(app, runtime or WorkerRuntime(config))
     return app

@@ -10,12 +10,16 @@ and ``scheduler``.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import click
 
 from catalog.models import ImageStatus
 from panchro.cli_support import fail_on
 from panchro.commands._support import open_catalog
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
 
@@ -25,20 +29,30 @@ logger = logging.getLogger(__name__)
 @click.option("--failed", is_flag=True, help="Retry the failed images (the default).")
 @click.option("--skipped", is_flag=True, help="Retry the skipped images.")
 @click.option("--cancelled", is_flag=True, help="Retry the cancelled images.")
+@click.option(
+    "--stale",
+    is_flag=True,
+    help="Hand back the running images that no live worker holds (their worker died or "
+    "was cut off): the workers are asked over the broker, and the images they do not "
+    "report go back to pending. Images a live worker is processing are left alone.",
+)
 @click.pass_context
 def retry_command(
-    ctx: click.Context, name: str, failed: bool, skipped: bool, cancelled: bool
+    ctx: click.Context, name: str, failed: bool, skipped: bool, cancelled: bool, stale: bool
 ) -> None:
     """Send images of collection NAME back to pending, so they are processed again.
 
     Without a flag, the failed images are retried. Their last error is cleared (each try
     stays in the provenance trail) and the collection becomes active again; the scheduler
-    (`panchro scheduler`) sends them to the workers at its next round.
+    (`panchro scheduler`) sends them to the workers at its next round. With --stale alone,
+    only running images that no live worker holds are handed back (the scheduler does
+    this by itself too, within seconds, while it runs).
 
     \b
     Examples:
       panchro retry 1920s --failed
       panchro retry 1920s --failed --cancelled
+      panchro retry 1920s --stale
     """
     from catalog import retry_images, transaction
     from panchro.cli import load_settings
@@ -51,9 +65,15 @@ def retry_command(
             (ImageStatus.CANCELLED, cancelled),
         )
         if wanted
-    ] or [ImageStatus.FAILED]
+    ]
+    if not statuses and not stale:
+        statuses = [ImageStatus.FAILED]
     settings = load_settings(ctx)
     with open_catalog(settings.database_url) as sessions, fail_on("retrying"):
+        if stale:
+            _retry_stale(settings.broker_url, sessions, name)
+        if not statuses:
+            return
         with transaction(sessions) as db:
             count = retry_images(db, name, statuses=statuses)
     which = " or ".join(status.value for status in statuses)
@@ -64,6 +84,23 @@ def retry_command(
         )
     else:
         click.echo(f"collection {name}: no {which} images to retry")
+
+
+def _retry_stale(broker_url: str, sessions: sessionmaker[Session], name: str) -> None:
+    """``retry --stale``: ask the workers, hand back what none holds, and say so."""
+    from scheduler import release_stale
+    from workers.app import create_app
+
+    outcome = release_stale(create_app(broker_url=broker_url), sessions, name)
+    released = outcome.released
+    answered = (
+        f"{len(outcome.answered)} worker(s) answered" if outcome.answered else "no worker answered"
+    )
+    click.echo(
+        f"collection {name}: {released.requeued} running images no live worker holds back "
+        f"to pending, {released.failed} failed after too many lost tries, {outcome.held} "
+        f"held by live workers left alone ({answered})"
+    )
 
 
 @click.command("cancel")

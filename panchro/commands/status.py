@@ -21,6 +21,7 @@ import json
 import logging
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
 import click
@@ -44,6 +45,9 @@ MIN_INTERVAL_S = 0.1
 PER_SECOND_FROM = 120.0
 #: Layout of the ``--watch`` progress bar; throughput and ETA come from the catalog.
 BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} [{elapsed}{postfix}]"
+#: Seconds past the task time limit after which a running image counts as having no
+#: live worker, for ``--watch`` to end.
+STALE_MARGIN_S = 60.0
 #: Order in which image counts are listed.
 COUNT_ORDER = ("done", "failed", "skipped", "cancelled", "running", "queued", "pending")
 
@@ -194,6 +198,19 @@ def _is_finished(report: StatusReport) -> bool:
     return all(progress.remaining == 0 for progress in report.collections)
 
 
+def _is_stalled(
+    sessions: sessionmaker[Session], name: str | None, report: StatusReport, stale_after: float
+) -> bool:
+    """Tell whether nothing left can change: only running images, all past the time limit."""
+    from catalog import count_progressing, transaction
+
+    if any(p.counts.get("pending") or p.counts.get("queued") for p in report.collections):
+        return False
+    since = datetime.now(UTC) - timedelta(seconds=stale_after)
+    with transaction(sessions) as db:
+        return count_progressing(db, name, running_since=since) == 0
+
+
 def _postfix(report: StatusReport) -> str:
     collections = report.collections
     remaining = sum(p.remaining for p in collections)
@@ -235,9 +252,21 @@ def _draw(bar: tqdm[None] | None, report: StatusReport, name: str | None) -> tqd
 
 
 def _watch(
-    sessions: sessionmaker[Session], name: str | None, *, interval: float, as_json: bool
+    sessions: sessionmaker[Session],
+    name: str | None,
+    *,
+    interval: float,
+    as_json: bool,
+    stale_after: float,
 ) -> StatusReport:
-    """Poll until nothing is pending, queued or running; return the last report."""
+    """Poll until nothing is pending, queued or running, or nothing can change any more.
+
+    Images still ``running`` after ``stale_after`` seconds (more than the task time
+    limit) have no live worker; the watch ends with a hint instead of waiting for them.
+
+    Returns:
+        The last report.
+    """
     from catalog.errors import DatabaseUnavailable
 
     bar: tqdm[None] | None = None
@@ -249,6 +278,15 @@ def _watch(
             else:
                 bar = _draw(bar, report, name)
             if _is_finished(report):
+                return report
+            if _is_stalled(sessions, name, report, stale_after):
+                running = sum(p.counts.get("running", 0) for p in report.collections)
+                click.echo(
+                    f"nothing can progress: {running} image(s) still running, each for longer "
+                    f"than the time limit ({stale_after:g} s) with no live worker; "
+                    f"`panchro retry {name or 'NAME'} --stale` hands them back",
+                    err=True,
+                )
                 return report
             time.sleep(interval)
             try:
@@ -267,7 +305,8 @@ def _watch(
     "--watch",
     is_flag=True,
     help="Show a live progress bar (throughput, ETA) until nothing is pending, queued or "
-    "running; Ctrl-C stops watching, not the work.",
+    "running, or only images running for longer than the time limit (no live worker) are "
+    "left; Ctrl-C stops watching, not the work.",
 )
 @click.option(
     "--json",
@@ -320,7 +359,10 @@ def status_command(
     with open_catalog(settings.database_url) as sessions, fail_on("reading the status"):
         try:
             if watch:
-                report = _watch(sessions, name, interval=interval, as_json=as_json)
+                stale_after = settings.time_limit + STALE_MARGIN_S
+                report = _watch(
+                    sessions, name, interval=interval, as_json=as_json, stale_after=stale_after
+                )
             else:
                 report = _read_report(sessions, name)
         except KeyboardInterrupt:

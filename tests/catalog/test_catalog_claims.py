@@ -17,6 +17,7 @@ from catalog.transitions import (
     MAX_LOST_ATTEMPTS,
     Claim,
     claim_image,
+    held_attempt,
     queue_pending,
     release_lost,
 )
@@ -265,3 +266,49 @@ def test_release_lost_leaves_tries_started_after_the_cutoff(
 
     assert released == (0, 0)
     assert read_image(sessions, queued_id).status is ImageStatus.RUNNING
+
+
+def _three_running(
+    sessions: sessionmaker[Session], collection_id: int, image_ids: list[int]
+) -> list[int]:
+    """Claim three images: two by gpu0 (tasks t0, t1) and one by gpu1 (task t2)."""
+    with sessions.begin() as db:
+        queue_pending(db, collection_id, 3)
+    for number, image_id in enumerate(image_ids[:3]):
+        _claim(
+            sessions, image_id, worker="gpu1@h" if number == 2 else "gpu0@h", task_id=f"t{number}"
+        )
+    return image_ids[:3]
+
+
+def test_release_lost_of_one_worker_leaves_the_other_workers_tries(
+    sessions: sessionmaker[Session], collection_id: int, image_ids: list[int]
+) -> None:
+    ids = _three_running(sessions, collection_id, image_ids)
+
+    with sessions.begin() as db:
+        released = release_lost(db, worker="gpu0@h")
+
+    assert released == (2, 0)
+    assert [read_image(sessions, i).status for i in ids] == [
+        ImageStatus.PENDING,
+        ImageStatus.PENDING,
+        ImageStatus.RUNNING,
+    ]
+
+
+def test_release_lost_keeps_the_tries_whose_task_a_live_worker_holds(
+    sessions: sessionmaker[Session], collection_id: int, image_ids: list[int]
+) -> None:
+    ids = _three_running(sessions, collection_id, image_ids)
+
+    with sessions.begin() as db:
+        released = release_lost(db, held_task_ids={"t1"})
+
+    assert released == (2, 0)
+    assert read_image(sessions, ids[1]).status is ImageStatus.RUNNING
+    with sessions.begin() as db:
+        assert held_attempt(db, ids[1], "t1") is not None
+        # Another task, or an image no longer running, holds nothing.
+        assert held_attempt(db, ids[1], "t0") is None
+        assert held_attempt(db, ids[0], "t0") is None

@@ -233,6 +233,34 @@ def test_status_watch_json_prints_one_report_per_line(catalog_url: str) -> None:
     assert json.loads(line)["collections"][0]["remaining"] == 0
 
 
+def update_running(url: str, **values: object) -> None:
+    """Change every running image's row, as a worker (or its death) would."""
+    engine = make_engine(url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(update(Image).where(Image.status == ImageStatus.RUNNING).values(**values))
+    finally:
+        engine.dispose()
+
+
+def _age_running(url: str, *, hours: float) -> None:
+    """Make the running images' tries ``hours`` old, under a task that nothing holds."""
+    update_running(url, started_at=utcnow() - timedelta(hours=hours), task_id="gone-task")
+
+
+def test_status_watch_ends_when_only_images_past_the_time_limit_are_running(
+    catalog_url: str,
+) -> None:
+    seed(catalog_url, "1920s", {ImageStatus.DONE: 2, ImageStatus.RUNNING: 1})
+    _age_running(catalog_url, hours=2)
+
+    result = run(catalog_url, "status", "1920s", "--watch", "--interval", "0.1")
+
+    assert result.exit_code == 0, result.output
+    assert "nothing can progress: 1 image(s) still running" in result.stderr
+    assert "panchro retry 1920s --stale" in result.stderr
+
+
 # ---------------------------------------------------------------- status --watch, live
 
 
@@ -278,16 +306,7 @@ def watcher(sqlite_catalog: str) -> Iterator[Callable[..., subprocess.Popen[str]
 
 def finish_running(url: str) -> None:
     """Mark every running image done, as a worker would."""
-    engine = make_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(
-                update(Image)
-                .where(Image.status == ImageStatus.RUNNING)
-                .values(status=ImageStatus.DONE, finished_at=utcnow())
-            )
-    finally:
-        engine.dispose()
+    update_running(url, status=ImageStatus.DONE, finished_at=utcnow())
 
 
 def test_status_watch_follows_the_work_until_it_is_done(
@@ -453,6 +472,32 @@ def test_cancel_cancels_pending_and_queued_but_lets_running_finish(catalog_url: 
     assert "pending" not in counts and "queued" not in counts
     status = json.loads(run(catalog_url, "status", "1920s", "--json").stdout)
     assert status["collections"][0]["status"] == "cancelled"
+
+
+def test_retry_stale_hands_back_running_images_that_no_worker_holds(
+    catalog_url: str, redis_url: str
+) -> None:
+    seed(catalog_url, "1920s", MIXED)
+    _age_running(catalog_url, hours=0)
+
+    result = run(catalog_url, "--broker-url", redis_url, "retry", "1920s", "--stale")
+
+    assert result.exit_code == 0, result.output
+    assert "1 running images no live worker holds back to pending" in result.stdout
+    assert "(no worker answered)" in result.stdout
+    counts = statuses_of(catalog_url, "1920s")
+    # --stale alone leaves the failed images alone.
+    assert "running" not in counts and counts["pending"] == 4 and counts["failed"] == 2
+
+
+def test_retry_stale_without_a_broker_is_a_one_line_error(catalog_url: str) -> None:
+    seed(catalog_url, "1920s", MIXED)
+    url = "redis://127.0.0.1:9/0"  # the discard port: nothing answers there
+
+    result = run(catalog_url, "--broker-url", url, "retry", "1920s", "--stale")
+
+    assert_clean_error(result, "cannot reach the broker")
+    assert statuses_of(catalog_url, "1920s")["running"] == 1
 
 
 @pytest.mark.parametrize("command", ["retry", "cancel"])

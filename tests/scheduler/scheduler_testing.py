@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
 from sqlalchemy import func, select
@@ -19,6 +19,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import Collection, Image, ImageStatus
 from workers.app import COLORIZE_QUEUE
+
+if TYPE_CHECKING:
+    from scheduler import SubmitSummary
 
 #: First bytes of a file that the scan recognises as each format.
 MAGIC = {
@@ -68,6 +71,36 @@ class QueuedMessage:
     task: str
     image_id: int
     argsrepr: str
+
+
+def submit_night(
+    sessions: sessionmaker[Session], folder: Path, names: Iterable[str], *, max_in_flight: int
+) -> SubmitSummary:
+    """Write originals under ``folder/scans`` and submit them as collection "night", unsent.
+
+    Args:
+        sessions: The catalog.
+        folder: Holds ``scans`` (the originals) and ``colour`` (the output).
+        names: The originals' names.
+        max_in_flight: The submission's limit.
+
+    Returns:
+        What ``submit`` reports.
+    """
+    from scheduler import submit
+    from storage.base import open_storage
+
+    source = folder / "scans"
+    write_images(source, names)
+    return submit(
+        sessions,
+        name="night",
+        source=source,
+        output=folder / "colour",
+        storage=open_storage(source),
+        send=None,
+        max_in_flight=max_in_flight,
+    )
 
 
 def queued_messages(redis_url: str, queue: str = COLORIZE_QUEUE) -> list[QueuedMessage]:
@@ -148,7 +181,13 @@ def image_rows(sessions: sessionmaker[Session]) -> list[dict[str, Any]]:
 
 
 def start_standin_worker(
-    broker_url: str, database_url: str, log: Path, *, max_in_flight: int, interval: float
+    broker_url: str,
+    database_url: str,
+    log: Path,
+    *,
+    max_in_flight: int,
+    interval: float,
+    reap_after: float = 3600.0,
 ) -> subprocess.Popen[bytes]:
     """Start ``standin_worker.py``: a real Celery worker with beat and the dispatcher.
 
@@ -158,6 +197,8 @@ def start_standin_worker(
         log: Where its output goes.
         max_in_flight: The dispatcher's limit.
         interval: Seconds between two dispatch passes.
+        reap_after: The reaper's grace period. The stand-in task leaves its images
+            running with nobody holding them, so by default it is longer than any test.
 
     Returns:
         The worker's process, leader of its own session (see :func:`stop_worker`).
@@ -168,6 +209,7 @@ def start_standin_worker(
         STANDIN_DATABASE_URL=database_url,
         STANDIN_MAX_IN_FLIGHT=str(max_in_flight),
         STANDIN_INTERVAL=str(interval),
+        STANDIN_REAP_AFTER=str(reap_after),
         PYTHONPATH=os.pathsep.join([str(HERE), str(HERE.parents[1])]),
     )
     with log.open("wb") as out:

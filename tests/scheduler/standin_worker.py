@@ -7,7 +7,8 @@ in Redis. Configuration comes from the environment:
 
 - ``STANDIN_BROKER_URL``: the Redis broker (the records go to the same database).
 - ``STANDIN_DATABASE_URL``: the catalog.
-- ``STANDIN_MAX_IN_FLIGHT`` and ``STANDIN_INTERVAL``: the dispatcher's settings.
+- ``STANDIN_MAX_IN_FLIGHT``, ``STANDIN_INTERVAL`` and ``STANDIN_REAP_AFTER``: the
+  dispatcher's settings.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ install_dispatcher(
     database_url=DATABASE_URL,
     max_in_flight=int(os.environ["STANDIN_MAX_IN_FLIGHT"]),
     interval=float(os.environ["STANDIN_INTERVAL"]),
+    reap_after=float(os.environ["STANDIN_REAP_AFTER"]),
 )
 _cache: dict[str, Any] = {}
 

@@ -8,28 +8,17 @@ from typing import Any
 
 import pytest
 import redis
-from scheduler_testing import queue_length, statuses, write_images
+from scheduler_testing import queue_length, statuses, submit_night
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv, submit
+from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv
 from scheduler.periodic import colorize_messages
-from storage.base import open_storage
 from workers.app import create_app
 from workers.names import DISPATCH
 
 
 def _register(sessions: sessionmaker[Session], tmp_path: Path, count: int) -> None:
-    source = tmp_path / "scans"
-    write_images(source, [f"p{index}.tif" for index in range(count)])
-    submit(
-        sessions,
-        name="night",
-        source=source,
-        output=tmp_path / "colour",
-        storage=open_storage(source),
-        send=None,
-        max_in_flight=1,
-    )
+    submit_night(sessions, tmp_path, [f"p{index}.tif" for index in range(count)], max_in_flight=1)
 
 
 def _first_pass(

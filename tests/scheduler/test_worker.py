@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,12 +17,19 @@ from scheduler_testing import (
     start_standin_worker,
     statuses,
     stop_worker,
-    write_images,
+    submit_night,
 )
+from sqlalchemy import select, update
 
-from catalog import make_sessionmaker
-from scheduler import submit
-from storage.base import open_storage
+from catalog import (
+    AttemptOutcome,
+    Image,
+    claim_image,
+    list_attempts,
+    make_sessionmaker,
+    queue_pending,
+    transaction,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -52,18 +60,9 @@ def test_worker_with_beat_dispatches_every_image_exactly_once_within_the_limit(
     tmp_path: Path,
     worker_log: Path,
 ) -> None:
-    source = tmp_path / "scans"
-    write_images(source, [f"p{index:03d}.tif" for index in range(IMAGES)])
     sessions = make_sessionmaker(postgres_catalog_url)
-    summary = submit(
-        sessions,
-        name="night",
-        source=source,
-        output=tmp_path / "colour",
-        storage=open_storage(source),
-        send=None,
-        max_in_flight=MAX_IN_FLIGHT,
-    )
+    names = [f"p{index:03d}.tif" for index in range(IMAGES)]
+    summary = submit_night(sessions, tmp_path, names, max_in_flight=MAX_IN_FLIGHT)
     assert summary.new == IMAGES
     ids = sorted(ids_by_path(sessions, "night").values())
 
@@ -87,4 +86,41 @@ def test_worker_with_beat_dispatches_every_image_exactly_once_within_the_limit(
     in_flight = [int(item) for item in client.lrange(IN_FLIGHT_KEY, 0, -1)]
     assert 0 < max(in_flight) <= MAX_IN_FLIGHT
     assert set(statuses(sessions).values()) == {"running"}
+    sessions.kw["bind"].dispose()
+
+
+def test_the_periodic_pass_reaps_an_image_left_running_by_a_vanished_worker(
+    postgres_catalog_url: str,
+    redis_url: str,
+    client: redis.Redis,
+    tmp_path: Path,
+    worker_log: Path,
+) -> None:
+    sessions = make_sessionmaker(postgres_catalog_url)
+    submit_night(sessions, tmp_path, ["lost.tif"], max_in_flight=1)
+    (image,) = ids_by_path(sessions, "night").values()
+    # A worker claimed it an hour ago and vanished; its message was acknowledged.
+    with transaction(sessions) as db:
+        queue_pending(
+            db, ids_by_path(sessions, "night") and db.scalar(select(Image.collection_id)) or 0, 1
+        )
+        claim_image(db, image, worker="gpu9@gone", task_id="vanished")
+        db.execute(update(Image).values(started_at=datetime.now(UTC) - timedelta(hours=1)))
+
+    proc = start_standin_worker(
+        redis_url, postgres_catalog_url, worker_log, max_in_flight=1, interval=0.3, reap_after=5
+    )
+    try:
+        deadline = time.monotonic() + DEADLINE_S
+        while client.llen(CLAIMED_KEY) < 1 and time.monotonic() < deadline:
+            assert proc.poll() is None, worker_log.read_text()
+            time.sleep(0.2)
+    finally:
+        stop_worker(proc)
+
+    # Handed back by the reaper (no live worker held "vanished"), sent again, claimed.
+    assert [int(item) for item in client.lrange(CLAIMED_KEY, 0, -1)] == [image]
+    with transaction(sessions) as db:
+        outcomes = [a.outcome for a in list_attempts(db, image)]
+    assert outcomes[:2] == [AttemptOutcome.LOST, None], worker_log.read_text()
     sessions.kw["bind"].dispose()

@@ -96,3 +96,21 @@ def test_producer_side_imports_neither_torch_nor_the_model() -> None:
         [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_only_a_workers_app_requeues_rejected_messages_in_front() -> None:
+    from workers.redelivery import TRANSPORT, Transport
+    from workers.runtime import WorkerConfig
+    from workers.tasks import build_worker_app
+
+    url = "redis://127.0.0.1:6379/0"
+    worker = build_worker_app(
+        WorkerConfig(database_url="sqlite://", untrained=True), broker_url=url
+    )
+    producer = create_app(broker_url=url)
+
+    assert worker.conf.broker_transport == TRANSPORT
+    assert issubclass(worker.connection_for_write().get_transport_cls(), Transport)
+    # Flower recognises the broker by the scheme of the producer's URI.
+    assert producer.connection_for_write().as_uri().startswith("redis://")
+    assert any("RestoreAfterReconnect" in str(step) for step in worker.steps["consumer"])

@@ -11,7 +11,7 @@ from itertools import count
 from pathlib import Path
 
 import pytest
-from launcher_helpers import Workers
+from launcher_helpers import Workers, wait_until
 
 from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
 from workers.launcher import (
@@ -132,6 +132,52 @@ def test_supervisor_restarts_a_worker_until_it_stops_cleanly(stand_ins: Workers)
 
     assert outcomes == [ChildOutcome("gpu0@h", 0, 3, False)]
     assert stand_ins.events("gpu0@h") == ["start"] * 3
+
+
+def test_supervisor_releases_a_workers_tries_after_each_exit_before_restarting_it(
+    stand_ins: Workers,
+) -> None:
+    released: list[tuple[str, list[str]]] = []
+
+    def release(name: str) -> None:
+        # What the worker had done by then: the release comes before the restart.
+        released.append((name, stand_ins.events(name)))
+
+    spec = stand_ins.spec("gpu0@h", "fail-then-ok:1")
+    outcomes = Supervisor([spec], policy=FAST, release=release).run()
+
+    assert outcomes == [ChildOutcome("gpu0@h", 0, 2, False)]
+    assert released == [("gpu0@h", ["start"]), ("gpu0@h", ["start", "start"])]
+
+
+def test_supervisor_kills_what_is_left_of_a_dead_workers_process_group(tmp_path: Path) -> None:
+    import os
+    import sys
+
+    from workers.launcher import ChildSpec
+
+    record = tmp_path / "pool.pid"
+    # A worker whose "pool process" outlives it, as when only the main process is killed.
+    program = (
+        "import subprocess, sys; "
+        "pool = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        f"open({str(record)!r}, 'w').write(str(pool.pid)); sys.exit(3)"
+    )
+    spec = ChildSpec("gpu0@h", (sys.executable, "-c", program), dict(os.environ))
+    policy = RestartPolicy(initial_delay_s=0.01, max_failures=1)
+
+    Supervisor([spec], policy=policy, release=lambda name: None).run()
+
+    state = Path(f"/proc/{int(record.read_text())}/stat")
+
+    def killed() -> bool:
+        # Gone, or a zombie until its new parent reaps it.
+        try:
+            return state.read_text().split(")")[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+
+    wait_until(killed, "the orphaned pool process to be killed")
 
 
 def test_supervisor_does_not_restart_a_worker_that_exits_with_zero(

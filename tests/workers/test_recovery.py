@@ -142,6 +142,8 @@ def test_a_running_image_runs_again_seconds_after_redis_restarts_on_its_aof(
     image = ids["a.png"]
 
     aof_redis.kill()
+    # Down long enough for the worker to notice (its own restore fails, as in the field).
+    wait_for(lambda: "Restoring 1 unacknowledged" in rig.output(), "the worker to notice")
     aof_redis.start()
     # The worker requeues its message through its new connection; the message still
     # names the running image's task, so the worker that gets it takes the image over.
@@ -251,7 +253,8 @@ def test_the_reaper_hands_back_only_what_no_live_worker_holds(rig: _Rig, redis_u
     # A try whose worker vanished with its message acknowledged (nothing will come back).
     with transaction(rig.catalog) as db:
         claim_image(db, ids["ghost.png"], worker="gpu3@gone", task_id="ghost-task")
-    # A message delivered to a worker that is gone: kombu's record of it, an hour old.
+    # A message delivered to a worker that is gone: kombu's record of it, ten minutes old
+    # (within the visibility timeout, so only the reaper may put it back).
     app.send_task(COLORIZE, args=[ids["parked.png"]], task_id="parked-task")
     client = redis.Redis.from_url(redis_url)
     try:
@@ -260,11 +263,16 @@ def test_the_reaper_hands_back_only_what_no_live_worker_holds(rig: _Rig, redis_u
         message = json.loads(raw)
         tag = message["properties"]["delivery_tag"]
         client.hset("unacked", tag, json.dumps([message, "colorize", "colorize"]))
-        client.zadd("unacked_index", {tag: time.time() - 3600})
+        client.zadd("unacked_index", {tag: time.time() - 600})
         with transaction(rig.catalog) as db:
             claim_image(db, ids["parked.png"], worker="gpu3@gone", task_id="parked-task")
 
-        report = reap(app, rig.catalog, grace=0.0)
+        suspects: set[str] = set()
+        first = reap(app, rig.catalog, grace=0.0, suspects=suspects)
+        # Nothing is handed back before a second pass finds nobody holding it either.
+        assert (first.restored, first.released.requeued) == (0, 0)
+        assert suspects == {"ghost-task", "parked-task"}
+        report = reap(app, rig.catalog, grace=0.0, suspects=suspects)
 
         assert NODE in report.answered
         assert (report.restored, report.released.requeued) == (1, 1)

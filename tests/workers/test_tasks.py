@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 from billiard.pool import EX_RECYCLE
 from celery import Celery, Task
-from celery.exceptions import Reject
+from celery.exceptions import Reject, SoftTimeLimitExceeded
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
     WAIT_S,
@@ -127,6 +128,29 @@ def test_colorize_task_raises_image_failed_after_recording_a_corrupt_image(
         _call(task, ids["broken.png"], id="m-1")
 
     assert read_image(sessions, ids["broken.png"]).status is ImageStatus.FAILED
+
+
+class _PastSoftLimit(torch.nn.Module):
+    """Raises SoftTimeLimitExceeded in its forward, as Celery's signal handler does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raise SoftTimeLimitExceeded()
+
+
+def test_an_image_past_the_soft_time_limit_is_failed_with_time_limit_as_reason(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    task = register_tasks(app, _runtime(catalog_url, _PastSoftLimit()))
+
+    with pytest.raises(
+        ImageFailed,
+        match="^time limit: the image was stopped at the soft time limit per image while",
+    ):
+        _call(task, ids["a.png"], id="m-1")
+
+    assert read_image(sessions, ids["a.png"]).status is ImageStatus.FAILED
 
 
 def _with_storage_down(

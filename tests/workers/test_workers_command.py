@@ -111,7 +111,21 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
     }
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "panchro.cli", "workers", "--cpu", "1", "--untrained"],
+            [
+                sys.executable,
+                "-m",
+                "panchro.cli",
+                "workers",
+                "--cpu",
+                "1",
+                "--untrained",
+                "--time-limit",
+                "120",
+                "--soft-time-limit",
+                "100",
+                "--visibility-timeout",
+                "300",
+            ],
             cwd=tmp_path,
             env=env,
             stdout=out,
@@ -141,9 +155,33 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
     assert stats["pool"]["max-concurrency"] == 1
     assert stats["pool"]["implementation"].endswith("prefork:TaskPool")
     assert stats["broker"]["transport_options"]["unacked_restore_throttle"] == 1
+    # The command line's limits reached the worker's Celery configuration.
+    assert stats["broker"]["transport_options"]["visibility_timeout"] == 300
     assert [queue["name"] for queue in queues] == ["colorize"]
     assert f"started worker {node}" in output
     assert f"worker {node} exited with exit code 0" in output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "words"),
+    [
+        (["--soft-time-limit", "10", "--time-limit", "5"], {}, "must be below time_limit"),
+        ([], {"PANCHRO_VISIBILITY_TIMEOUT": "600"}, "must be longer than time_limit (1800"),
+        (["--time-limit", "0"], {}, "0 is not in the range"),
+    ],
+)
+def test_panchro_workers_refuses_time_limits_that_do_not_fit_in_one_line(
+    args: list[str], env: dict[str, str], words: str
+) -> None:
+    from click.testing import CliRunner
+
+    from panchro.cli import cli
+
+    result = CliRunner().invoke(cli, ["workers", "--cpu", "1", "--untrained", *args], env=env)
+
+    assert result.exit_code == (2 if "range" in words else 1), result.output
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("Error")]
+    assert words in line and "Traceback" not in result.output
 
 
 def test_workers_share_the_model_options_of_run_and_colorize() -> None:

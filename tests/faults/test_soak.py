@@ -6,6 +6,9 @@ a quicker look. Every ``KILL_EVERY_S`` seconds a worker busy with an image is ki
 ``kill -9``: its pool process and its whole node in turn. Each image is hit at most once,
 since an image lost ``MAX_LOST_ATTEMPTS`` times is failed on purpose. Afterwards every
 promise of ``fault_checks.verify`` must hold, as after a single fault.
+
+It carries the ``soak`` marker alone: ``-m slow`` or ``-m s3`` replace the default
+``-m 'not soak'`` and must still leave it out.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from fault_images import collection_files
 
 from catalog import ImageStatus
 
-pytestmark = [pytest.mark.soak, pytest.mark.s3]
+pytestmark = [pytest.mark.soak]
 
 #: Images of the soak's collection (the last ``CORRUPT_IMAGES`` of them corrupt).
 SOAK_IMAGES = int(os.environ.get("PANCHRO_SOAK_IMAGES", "1000"))

@@ -40,6 +40,7 @@ from catalog.models import (
     Image,
     ImageStatus,
 )
+from catalog.outputs import image_sources_among, record_output_intent, recorded_outputs
 from catalog.queries import (
     CollectionRef,
     count_in_flight,
@@ -51,7 +52,7 @@ from catalog.queries import (
 )
 from catalog.registration import RegisterCounts, ScannedImage, register_images
 from catalog.status import CollectionProgress, FailureReason, StatusReport, collection_status
-from catalog.submission import create_or_get_collection
+from catalog.submission import CollectionRoots, collection_roots, create_or_get_collection
 from catalog.transitions import (
     MAX_LOST_ATTEMPTS,
     RETRYABLE_STATUSES,
@@ -89,6 +90,7 @@ __all__ = [
     "CollectionNotFound",
     "CollectionProgress",
     "CollectionRef",
+    "CollectionRoots",
     "CollectionStatus",
     "ConflictingCollection",
     "DatabaseUnavailable",
@@ -105,6 +107,7 @@ __all__ = [
     "StatusReport",
     "cancel_collection",
     "claim_image",
+    "collection_roots",
     "collection_status",
     "complete_collection",
     "count_in_flight",
@@ -112,6 +115,7 @@ __all__ = [
     "database_errors",
     "get_collection",
     "get_image",
+    "image_sources_among",
     "list_attempts",
     "list_collections",
     "list_images",
@@ -122,6 +126,8 @@ __all__ = [
     "mark_skipped",
     "queue_pending",
     "record_oom_retry",
+    "record_output_intent",
+    "recorded_outputs",
     "register_images",
     "release_claim",
     "release_lost",

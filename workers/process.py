@@ -9,7 +9,8 @@ no transaction stays open while reading, running the model or writing::
     colorize   at the collection's input size; the out-of-memory ladder runs inside ddcolor
     record     one ``oom_retry`` attempt per input size that ran out of memory
     encode     the original's format family with provenance metadata (``workers.render``)
-    write      atomically, and never over the original
+    write      atomically, only at the planned location, never over a file that is not
+               an output recorded for this image (its SHA-256 is recorded just before)
     record     done with full provenance, or failed with a reason a person can act on
 
 This is the one place where broad exceptions are caught. A failure that may pass
@@ -39,32 +40,38 @@ from catalog import (
     ImageStatus,
     Provenance,
     claim_image,
+    collection_roots,
     get_collection,
     get_image,
+    image_sources_among,
     mark_done,
     mark_failed,
     record_oom_retry,
+    record_output_intent,
     release_claim,
     transaction,
 )
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.pipeline import size_ladder
+from storage.errors import OutputExists
 from storage.imaging import decode_image
-from storage.uri import parse_uri
+from storage.uri import contains, parse_uri
 from workers.errors import (
     RETRYABLE,
     CheckpointMismatch,
+    ForeignOutput,
     OutputIsSource,
     describe_failure,
     is_named_failure,
 )
-from workers.render import UNTRAINED_CHECKPOINT, render
+from workers.render import UNTRAINED_CHECKPOINT, Rendered, render
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ddcolor.pipeline import Colorizer
+    from storage.base import Storage
     from storage.imaging import DecodedImage
     from workers.readahead import ReadAhead, StorageFor
 
@@ -142,6 +149,9 @@ class _Job:
     upsample: str | None
     output_format: str | None
     checkpoint_sha256: str | None
+    output_root: str
+    #: Catalog sources found at the planned output location (never written over).
+    sources_at_output: tuple[str, ...]
 
 
 @dataclass
@@ -260,7 +270,21 @@ def _job(db: Session, claim: Claim) -> _Job:
         upsample=collection.upsample,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
+        output_root=collection.output,
+        sources_at_output=_sources_at(db, claim.output_uri),
     )
+
+
+def _sources_at(db: Session, output_uri: str) -> tuple[str, ...]:
+    """Return the catalog's originals at an output location (by URI or resolved path)."""
+    output = parse_uri(output_uri)
+    holders = [
+        roots.id for roots in collection_roots(db) if contains(parse_uri(roots.source), output)
+    ]
+    candidates = {output_uri}
+    if output.is_local:
+        candidates.add(os.path.realpath(output.key))
+    return tuple(image_sources_among(db, holders, candidates))
 
 
 def _run(
@@ -275,7 +299,7 @@ def _run(
 ) -> Outcome:
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
-    _check_output(claim.source_uri, claim.output_uri)
+    _check_output(claim.source_uri, claim.output_uri, job)
     _check_weights(job.checkpoint_sha256, colorizer, untrained)
     began = time.perf_counter()
     prefetched = None
@@ -322,16 +346,19 @@ def _run(
 
     attempt.phase = "write"
     began_write = time.perf_counter()
-    content_type = mimetypes.guess_type(f"output{rendered.extension}")[0]
-    storage_for(claim.output_uri).write(
-        claim.output_uri, rendered.data, content_type=content_type, overwrite=True
-    )
+    output_sha256 = hashlib.sha256(rendered.data).hexdigest()
+    with transaction(sessions) as db:
+        ours = record_output_intent(db, claim.image_id, attempt.attempt_id, output_sha256)
+    if ours is None:
+        log.warning("the try was taken over meanwhile; nothing written")
+        return _outcome(job, attempt, ProcessStatus.DROPPED)
+    _write_output(storage_for(claim.output_uri), claim.output_uri, rendered, ours)
     write_seconds = time.perf_counter() - began_write
 
     attempt.phase = "record"
     info = describe_device(colorizer.device)
     provenance = Provenance(
-        output_sha256=hashlib.sha256(rendered.data).hexdigest(),
+        output_sha256=output_sha256,
         output_size=len(rendered.data),
         input_size=result.size,
         precision=result.precision,
@@ -368,8 +395,8 @@ def _run(
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
 
 
-def _check_output(source_uri: str, output_uri: str) -> None:
-    """Refuse an output that is the original itself (directly or through a link)."""
+def _check_output(source_uri: str, output_uri: str, job: _Job) -> None:
+    """Refuse an output that is an original, or lies outside the collection's output."""
     source, output = parse_uri(source_uri), parse_uri(output_uri)
     same = source == output
     if not same and source.is_local and output.is_local:
@@ -379,6 +406,34 @@ def _check_output(source_uri: str, output_uri: str) -> None:
             f"the output {output} is the original itself; the scan is never overwritten. "
             "Submit the collection again with an output location outside its source"
         )
+    if job.sources_at_output:
+        raise OutputIsSource(
+            f"the output {output} is the original {job.sources_at_output[0]} of a "
+            "collection; originals are never overwritten. Submit the collection again "
+            "with an output location that holds no originals"
+        )
+    root = parse_uri(job.output_root)
+    if not contains(root, output) or output == root:
+        raise OutputIsSource(
+            f"the output {output} lies outside the collection's output {root} (through a "
+            "link, or a catalog row changed by hand); nothing was written"
+        )
+
+
+def _write_output(storage: Storage, uri: str, rendered: Rendered, ours: frozenset[str]) -> None:
+    """Write the output where nothing is, or over a file written for this image only."""
+    content_type = mimetypes.guess_type(f"output{rendered.extension}")[0]
+    try:
+        storage.write(
+            uri, rendered.data, content_type=content_type, overwrite=False, replaceable=ours
+        )
+    except OutputExists as exc:
+        found = f" (sha256 {exc.sha256[:12]}...)" if exc.sha256 else ""
+        raise ForeignOutput(
+            f"the output {uri} already exists{found} and is not a file panchro wrote for "
+            "this image; left untouched. Move it away (or choose another output location) "
+            "and retry the image"
+        ) from exc
 
 
 def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:

@@ -193,7 +193,8 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     required=True,
     metavar="DEST",
     help="Folder or s3://bucket/prefix for the colorized copies; the source tree is mirrored "
-    "there. Must not be SOURCE or lie inside it.",
+    "there. Must not be SOURCE or lie inside it, nor (without --force) contain it or overlap "
+    "another collection's source or output.",
 )
 @size_options
 @click.option(
@@ -218,6 +219,12 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     help="Collections with a higher priority are sent to the workers first.",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Accept an output that contains SOURCE, or overlaps another collection's source or "
+    "output; even then no file is replaced that panchro did not write for the same image.",
+)
+@click.option(
     "--dispatch/--no-dispatch",
     default=True,
     show_default=True,
@@ -235,6 +242,7 @@ def submit_command(
     weights: Path | None,
     not_before: str | None,
     priority: int,
+    force: bool,
     dispatch: bool,
 ) -> None:
     """Register the images of SOURCE (a folder or s3://bucket/prefix) as collection NAME.
@@ -298,6 +306,7 @@ def submit_command(
                     max_in_flight=settings.max_in_flight,
                     settings=collection_settings,
                     on_progress=bar.update,
+                    force=force,
                 )
         bar.close()
     except KeyboardInterrupt:

@@ -161,13 +161,13 @@ def _relation(first: URI, second: URI) -> str:
     return "contains" if contains(first, second) else "lies inside"
 
 
-def output_relative(relative: str, source_format: str, requested: str | None = None) -> str:
+def output_relative(relative: str, source_format: str | None, requested: str | None = None) -> str:
     """Return the output's relative path for one source (see the module docstring).
 
     Args:
         relative: The source's ``/``-separated path below the collection's source.
         source_format: The source's image format as the scan found it (``"tiff"``,
-            ``"JPEG"``...).
+            ``"JPEG"``...), or None when unknown (then written as PNG).
         requested: An output format asked for by the collection, or None to keep each
             source's format family.
 

@@ -34,6 +34,7 @@ from scheduler.errors import (
 from scheduler.outputs import (
     Location,
     check_destination,
+    check_locations,
     check_output_root,
     is_case_insensitive,
     output_relative,
@@ -82,6 +83,7 @@ __all__ = [
     "TaskRequest",
     "celery_sender",
     "check_destination",
+    "check_locations",
     "check_output_root",
     "dispatch",
     "install_dispatcher",

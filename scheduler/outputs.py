@@ -148,6 +148,27 @@ def check_output_root(
             )
 
 
+def check_locations(source: Location, output: Location, *, force: bool = False) -> None:
+    """Check a source and output pair on its own, before any catalog is opened or created.
+
+    ``check_destination`` and, without the catalog's other collections,
+    ``check_output_root``: a command can refuse ``--output`` that holds its source before
+    it creates anything there (``panchro run`` keeps its catalog under the output).
+
+    Args:
+        source: The collection's source location.
+        output: The collection's output location.
+        force: Accept an output that contains the source (``--force``).
+
+    Raises:
+        InvalidDestination: If the output is the source or lies inside it.
+        OverlappingOutput: If the output contains the source and ``force`` is false.
+        InvalidURI: If a location cannot be parsed.
+    """
+    check_destination(source, output)
+    check_output_root(source, output, (), name="", force=force)
+
+
 #: The end of every overlap refusal.
 _FORCE_HINT = (
     "; choose a separate output location, or pass --force to accept it (panchro then "

@@ -240,7 +240,7 @@ def run(
     from catalog import make_sessionmaker
     from migrations.runner import upgrade
     from panchro.cli import load_settings
-    from scheduler import CollectionSettings, submit
+    from scheduler import CollectionSettings, check_locations, submit
     from storage.base import open_storage
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
@@ -254,6 +254,8 @@ def run(
         size=chosen_size,
         upsample=upsample,
     )
+    with fail_on("checking the output"):
+        check_locations(source, output, force=force)  # before the catalog is made there
     with fail_on("preparing the catalog"):
         upgrade(database_url)
     sessions = make_sessionmaker(database_url)

@@ -265,7 +265,7 @@ def submit_command(
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
     """
     from panchro.cli import load_settings
-    from scheduler import CollectionSettings, check_destination
+    from scheduler import CollectionSettings, check_locations
     from scheduler import submit as submit_collection
     from storage.base import open_storage
 
@@ -289,7 +289,7 @@ def submit_command(
             addressing_style=settings.s3_addressing_style,
         )
     with fail_on("checking the output"):
-        check_destination(source, output)
+        check_locations(source, output, force=force)
     app, send = _sender(settings.broker_url) if dispatch else (None, None)
     bar: _ScanBar | None = None
     try:

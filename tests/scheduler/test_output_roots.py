@@ -6,10 +6,13 @@ submission registers nothing.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
+from PIL import Image as PILImage
 from scheduler_testing import count_rows, write_images
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -104,3 +107,38 @@ def test_submit_refuses_another_collections_source_or_output(
 
     assert count_rows(sessions) == {"collections": 1, "images": 1}
     _submit(sessions, "a", tmp_path / "a", tmp_path / "colour")  # a resubmission is fine
+
+
+@pytest.mark.s3
+def test_s3_submissions_overlap_on_whole_key_segments(
+    sessions: sessionmaker[Session], s3_endpoint_url: str, s3_bucket: str
+) -> None:
+    client = boto3.client("s3", endpoint_url=s3_endpoint_url, region_name="us-east-1")
+    png = io.BytesIO()
+    PILImage.new("L", (8, 8), 90).save(png, format="PNG")
+    for key in ("scans/p000.png", "scans/box1/p000.png", "scans2/p000.png"):
+        client.put_object(Bucket=s3_bucket, Key=key, Body=png.getvalue())
+    etag = client.head_object(Bucket=s3_bucket, Key="scans/p000.png")["ETag"]
+    root = f"s3://{s3_bucket}"
+
+    def submit_s3(name: str, source: str, output: str) -> Any:
+        storage = open_storage(source, endpoint_url=s3_endpoint_url, region="us-east-1")
+        return submit(
+            sessions,
+            name=name,
+            source=source,
+            output=output,
+            storage=storage,
+            send=None,
+            max_in_flight=10,
+        )
+
+    with pytest.raises(OverlappingOutput, match="contains the source"):
+        submit_s3("box1", f"{root}/scans/box1", f"{root}/scans")
+    submit_s3("scans", f"{root}/scans", f"{root}/colour")
+    submit_s3("scans2", f"{root}/scans2", f"{root}/colour2")  # scans2 is not inside scans
+    with pytest.raises(OverlappingOutput, match="of collection 'scans'"):
+        submit_s3("late", f"{root}/scans2", f"{root}/colour/late")
+
+    assert count_rows(sessions) == {"collections": 2, "images": 3}
+    assert client.head_object(Bucket=s3_bucket, Key="scans/p000.png")["ETag"] == etag

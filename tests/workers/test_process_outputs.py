@@ -240,3 +240,21 @@ def test_a_foreign_s3_object_at_the_planned_key_keeps_its_etag_and_the_image_fai
     assert raw.get_object(Bucket=s3_bucket, Key="colour/a.png")["Body"].read() == b"an original"
     assert read_image(sessions, 2).output_sha256 is not None
     assert sorted(os.listdir(source)) == ["a.png", "b.png"]
+
+
+def test_a_forced_shared_output_never_replaces_the_other_collections_copy(
+    sessions: sessionmaker[Session], tmp_path: Path, output: Path
+) -> None:
+    first_source, second_source = tmp_path / "box1", tmp_path / "box2"
+    write_gray_png(first_source / "p.png")
+    write_gray_png(second_source / "p.png", size=(30, 20))
+    first = add_collection(sessions, first_source, output, ["p.png"], name="box1")
+    second = add_collection(sessions, second_source, output, ["p.png"], name="box2")
+    assert _process(sessions, first["p.png"]).status is ProcessStatus.DONE
+    copy = sha256_of(output / "p.png")
+
+    outcome = _process(sessions, second["p.png"])
+
+    assert outcome.status is ProcessStatus.FAILED
+    assert NOT_OURS in (outcome.reason or "")
+    assert sha256_of(output / "p.png") == copy == read_image(sessions, first["p.png"]).output_sha256

@@ -56,6 +56,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from storage.streams import exact_chunks, read_up_to
 from storage.uri import S3, URI, parse_uri
 
 __all__ = ["S3Storage"]
@@ -325,7 +326,7 @@ class S3Storage:
         self, location: URI, stream: BinaryIO, extra: dict[str, str], condition: dict[str, str]
     ) -> None:
         with self._translated(location, "write"):
-            first = _read_up_to(stream, self.options.multipart_threshold)
+            first = read_up_to(stream, self.options.multipart_threshold)
             if len(first) < self.options.multipart_threshold:
                 self.client.put_object(
                     Bucket=location.bucket, Key=location.key, Body=first, **extra, **condition
@@ -349,7 +350,7 @@ class S3Storage:
         )["UploadId"]
         try:
             parts = []
-            for number, body in enumerate(_chunks(first, stream, chunk), start=1):
+            for number, body in enumerate(exact_chunks(first, stream, chunk), start=1):
                 response = client.upload_part(
                     Bucket=location.bucket,
                     Key=location.key,
@@ -492,40 +493,3 @@ def _info(uri: URI, relative: str, fields: dict[str, Any], size_field: str) -> O
     return ObjectInfo(
         uri, relative, int(fields[size_field]), etag, CHECKSUM_ETAG, modified.astimezone(UTC)
     )
-
-
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
-    """Read ``n`` bytes, or fewer only at the end of the stream (raw streams read short)."""
-    data = stream.read(n)
-    if len(data) in (0, n):
-        return data
-    pieces = [data]
-    missing = n - len(data)
-    while missing > 0:
-        more = stream.read(missing)
-        if not more:
-            break
-        pieces.append(more)
-        missing -= len(more)
-    return b"".join(pieces)
-
-
-def _chunks(first: bytes, stream: BinaryIO, size: int) -> Iterator[bytes]:
-    """Yield ``first`` followed by the rest of ``stream`` in pieces of exactly ``size`` bytes.
-
-    Only the last piece may be shorter, as S3 requires of multipart parts.
-    """
-    view = memoryview(first)
-    offset = 0
-    while len(first) - offset >= size:
-        yield bytes(view[offset : offset + size])
-        offset += size
-    tail = bytes(view[offset:])
-    while True:
-        piece = tail + _read_up_to(stream, size - len(tail))
-        tail = b""
-        if not piece:
-            return
-        yield piece
-        if len(piece) < size:
-            return

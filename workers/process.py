@@ -25,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import mimetypes
-import os
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
@@ -40,38 +38,31 @@ from catalog import (
     ImageStatus,
     Provenance,
     claim_image,
-    collection_roots,
     get_collection,
     get_image,
-    image_sources_among,
     mark_done,
     mark_failed,
     record_oom_retry,
-    record_output_intent,
     release_claim,
     transaction,
 )
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.pipeline import size_ladder
-from storage.errors import OutputExists
 from storage.imaging import decode_image
-from storage.uri import contains, parse_uri
 from workers.errors import (
     RETRYABLE,
     CheckpointMismatch,
-    ForeignOutput,
-    OutputIsSource,
     describe_failure,
     is_named_failure,
 )
-from workers.render import UNTRAINED_CHECKPOINT, Rendered, render
+from workers.outputs import OutputPlan, check_output, plan_output, write_output
+from workers.render import UNTRAINED_CHECKPOINT, render
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ddcolor.pipeline import Colorizer
-    from storage.base import Storage
     from storage.imaging import DecodedImage
     from workers.readahead import ReadAhead, StorageFor
 
@@ -149,9 +140,7 @@ class _Job:
     upsample: str | None
     output_format: str | None
     checkpoint_sha256: str | None
-    output_root: str
-    #: Catalog sources found at the planned output location (never written over).
-    sources_at_output: tuple[str, ...]
+    output: OutputPlan
 
 
 @dataclass
@@ -270,21 +259,8 @@ def _job(db: Session, claim: Claim) -> _Job:
         upsample=collection.upsample,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
-        output_root=collection.output,
-        sources_at_output=_sources_at(db, claim.output_uri),
+        output=plan_output(db, claim, collection.output),
     )
-
-
-def _sources_at(db: Session, output_uri: str) -> tuple[str, ...]:
-    """Return the catalog's originals at an output location (by URI or resolved path)."""
-    output = parse_uri(output_uri)
-    holders = [
-        roots.id for roots in collection_roots(db) if contains(parse_uri(roots.source), output)
-    ]
-    candidates = {output_uri}
-    if output.is_local:
-        candidates.add(os.path.realpath(output.key))
-    return tuple(image_sources_among(db, holders, candidates))
 
 
 def _run(
@@ -299,7 +275,7 @@ def _run(
 ) -> Outcome:
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
-    _check_output(claim.source_uri, claim.output_uri, job)
+    check_output(job.output)
     _check_weights(job.checkpoint_sha256, colorizer, untrained)
     began = time.perf_counter()
     prefetched = None
@@ -346,13 +322,18 @@ def _run(
 
     attempt.phase = "write"
     began_write = time.perf_counter()
-    output_sha256 = hashlib.sha256(rendered.data).hexdigest()
-    with transaction(sessions) as db:
-        ours = record_output_intent(db, claim.image_id, attempt.attempt_id, output_sha256)
-    if ours is None:
+    output_sha256 = write_output(
+        sessions,
+        storage_for(claim.output_uri),
+        image_id=claim.image_id,
+        attempt_id=attempt.attempt_id,
+        uri=claim.output_uri,
+        data=rendered.data,
+        extension=rendered.extension,
+    )
+    if output_sha256 is None:
         log.warning("the try was taken over meanwhile; nothing written")
         return _outcome(job, attempt, ProcessStatus.DROPPED)
-    _write_output(storage_for(claim.output_uri), claim.output_uri, rendered, ours)
     write_seconds = time.perf_counter() - began_write
 
     attempt.phase = "record"
@@ -393,47 +374,6 @@ def _run(
         claim.output_uri,
     )
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
-
-
-def _check_output(source_uri: str, output_uri: str, job: _Job) -> None:
-    """Refuse an output that is an original, or lies outside the collection's output."""
-    source, output = parse_uri(source_uri), parse_uri(output_uri)
-    same = source == output
-    if not same and source.is_local and output.is_local:
-        same = os.path.realpath(source.key) == os.path.realpath(output.key)
-    if same:
-        raise OutputIsSource(
-            f"the output {output} is the original itself; the scan is never overwritten. "
-            "Submit the collection again with an output location outside its source"
-        )
-    if job.sources_at_output:
-        raise OutputIsSource(
-            f"the output {output} is the original {job.sources_at_output[0]} of a "
-            "collection; originals are never overwritten. Submit the collection again "
-            "with an output location that holds no originals"
-        )
-    root = parse_uri(job.output_root)
-    if not contains(root, output) or output == root:
-        raise OutputIsSource(
-            f"the output {output} lies outside the collection's output {root} (through a "
-            "link, or a catalog row changed by hand); nothing was written"
-        )
-
-
-def _write_output(storage: Storage, uri: str, rendered: Rendered, ours: frozenset[str]) -> None:
-    """Write the output where nothing is, or over a file written for this image only."""
-    content_type = mimetypes.guess_type(f"output{rendered.extension}")[0]
-    try:
-        storage.write(
-            uri, rendered.data, content_type=content_type, overwrite=False, replaceable=ours
-        )
-    except OutputExists as exc:
-        found = f" (sha256 {exc.sha256[:12]}...)" if exc.sha256 else ""
-        raise ForeignOutput(
-            f"the output {uri} already exists{found} and is not a file panchro wrote for "
-            "this image; left untouched. Move it away (or choose another output location) "
-            "and retry the image"
-        ) from exc
 
 
 def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:

@@ -40,6 +40,7 @@ from catalog.models import (
     Image,
     ImageStatus,
 )
+from catalog.outputs import image_sources_among, record_output_intent, recorded_outputs
 from catalog.queries import (
     CollectionRef,
     count_in_flight,
@@ -52,7 +53,7 @@ from catalog.queries import (
 )
 from catalog.registration import RegisterCounts, ScannedImage, register_images
 from catalog.status import CollectionProgress, FailureReason, StatusReport, collection_status
-from catalog.submission import create_or_get_collection
+from catalog.submission import CollectionRoots, collection_roots, create_or_get_collection
 from catalog.transitions import (
     MAX_LOST_ATTEMPTS,
     RETRYABLE_STATUSES,
@@ -91,6 +92,7 @@ __all__ = [
     "CollectionNotFound",
     "CollectionProgress",
     "CollectionRef",
+    "CollectionRoots",
     "CollectionStatus",
     "ConflictingCollection",
     "DatabaseUnavailable",
@@ -107,6 +109,7 @@ __all__ = [
     "StatusReport",
     "cancel_collection",
     "claim_image",
+    "collection_roots",
     "held_attempt",
     "collection_status",
     "complete_collection",
@@ -116,6 +119,7 @@ __all__ = [
     "database_errors",
     "get_collection",
     "get_image",
+    "image_sources_among",
     "list_attempts",
     "list_collections",
     "list_images",
@@ -126,6 +130,8 @@ __all__ = [
     "mark_skipped",
     "queue_pending",
     "record_oom_retry",
+    "record_output_intent",
+    "recorded_outputs",
     "register_images",
     "release_claim",
     "release_lost",

@@ -312,6 +312,9 @@ class Attempt(Base):
     #: None while the try is running.
     outcome: Mapped[AttemptOutcome | None] = mapped_column(OUTCOME)
     error: Mapped[str | None] = mapped_column(Text)
+    #: SHA-256 of the output this try wrote, recorded just before it wrote it: a later try
+    #: of the image recognises a file left by this one (a worker killed after the write).
+    output_sha256: Mapped[str | None] = mapped_column(String(64))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Table, select
 from sqlalchemy.orm import Session
@@ -23,6 +23,40 @@ logger = logging.getLogger(__name__)
 
 #: Shape of ``not_before``: a local wall-clock time "HH:MM", 24-hour.
 NOT_BEFORE_PATTERN = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
+
+
+class CollectionRoots(NamedTuple):
+    """Where one collection reads and writes (normalised locations, as stored)."""
+
+    id: int
+    name: str
+    source: str
+    output: str
+
+
+@database_errors()
+def collection_roots(db: Session) -> list[CollectionRoots]:
+    """Return the source and output location of every collection, by id.
+
+    Submitting a collection compares its locations with these, so that no output
+    location overlaps a source or another collection's output; a worker checks that the
+    output it writes is nobody's original.
+
+    Args:
+        db: The caller's session.
+
+    Returns:
+        One entry per collection, in id order.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    rows = db.execute(
+        select(Collection.id, Collection.name, Collection.source, Collection.output).order_by(
+            Collection.id
+        )
+    ).all()
+    return [CollectionRoots(*row) for row in rows]
 
 
 def _check_not_before(not_before: str | None) -> None:

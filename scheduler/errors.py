@@ -4,6 +4,7 @@
 
     SchedulerError                base class of everything below
     ├── InvalidDestination        the output location is the source or lies inside it
+    │   └── OverlappingOutput     the output overlaps a source or another collection's output
     ├── OutputCollision           two sources would be written to one output
     └── BrokerUnavailable         sending tasks failed; the images went back to pending
 
@@ -24,6 +25,15 @@ class InvalidDestination(SchedulerError):
 
     Outputs written there would be found by the next scan of the source and colorized
     again, and the originals could be overwritten.
+    """
+
+
+class OverlappingOutput(InvalidDestination):
+    """The output location contains or lies in a source or another collection's output.
+
+    Copies would be written among originals, or two collections would write over each
+    other's copies. ``--force`` accepts it; the workers still replace no file that is not
+    their own output of the same image.
     """
 
 

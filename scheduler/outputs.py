@@ -24,7 +24,11 @@ pairs with :class:`~scheduler.errors.OutputCollision`, naming both sources; whet
 local destination is case-insensitive is probed by :func:`is_case_insensitive`.
 
 A destination equal to the source or inside it is refused by :func:`check_destination`:
-the next scan would find the outputs and colorize them again.
+the next scan would find the outputs and colorize them again. A destination that contains
+the source, contains or lies inside any other collection's source or output, or a source
+inside another collection's output, is refused by :func:`check_output_root` unless
+``--force`` is given; whatever the submission, the workers replace no file that is not an
+output they recorded for the same image.
 """
 
 from __future__ import annotations
@@ -36,12 +40,12 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TypeAlias
 
-from catalog import ScannedImage
-from scheduler.errors import InvalidDestination, OutputCollision
+from catalog import CollectionRoots, ScannedImage
+from scheduler.errors import InvalidDestination, OutputCollision, OverlappingOutput
 from storage.codecs.formats import normalize_format
 from storage.imaging import output_extension, output_format
 from storage.scan import IMAGE_EXTENSIONS, ScannedObject
-from storage.uri import URI, join, parse_uri
+from storage.uri import URI, contains, join, overlaps, parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +61,9 @@ def check_destination(source: Location, output: Location) -> None:
 
     Local paths are compared after resolving symbolic links, so a link into the source
     tree is caught; S3 locations are compared by bucket and whole key segments
-    (``s3://b/scans-out`` is not inside ``s3://b/scans``). A source inside the output
-    is allowed: its outputs land beside it, never in the scanned tree.
+    (``s3://b/scans-out`` is not inside ``s3://b/scans``). This is refused even with
+    ``--force``: the next scan would colorize the outputs again. A source inside the
+    output is refused by :func:`check_output_root` instead.
 
     Args:
         source: The collection's source location.
@@ -69,17 +74,7 @@ def check_destination(source: Location, output: Location) -> None:
         InvalidURI: If either location cannot be parsed.
     """
     src, dst = parse_uri(source), parse_uri(output)
-    if src.scheme != dst.scheme:
-        return
-    if src.is_local:
-        src_key = os.path.realpath(src.key)
-        dst_key = os.path.realpath(dst.key)
-        inside = dst_key == src_key or dst_key.startswith(src_key.rstrip(os.sep) + os.sep)
-    else:
-        inside = src.bucket == dst.bucket and (
-            not src.key or dst.key == src.key or dst.key.startswith(src.key + "/")
-        )
-    if inside:
+    if contains(src, dst):
         where = "is the source" if str(src) == str(dst) else "lies inside the source"
         raise InvalidDestination(
             f"the output {dst} {where} {src}: the next scan would find the colorized "
@@ -87,13 +82,113 @@ def check_destination(source: Location, output: Location) -> None:
         )
 
 
-def output_relative(relative: str, source_format: str, requested: str | None = None) -> str:
+def check_output_root(
+    source: Location,
+    output: Location,
+    known: Iterable[CollectionRoots],
+    *,
+    name: str,
+    force: bool = False,
+) -> None:
+    """Refuse an output location that shares files with any source or another output.
+
+    Every collection's source and output in the catalog counts, not only this one's: an
+    output that contains a source, or lies inside one, puts colorized copies among
+    originals (``--output hz/scans`` for ``hz/scans/box1`` writes ``box1/p000.png`` to
+    the original ``hz/scans/p000.png``), and two collections writing to overlapping
+    outputs would replace each other's files. Likewise a new source may not lie in, or
+    contain, another collection's output. Local paths are compared after resolving links,
+    S3 locations by bucket and whole key segments. The collection called ``name`` is
+    this one being submitted again, and its own output does not count against itself.
+
+    With ``force`` the overlap is accepted; the workers still replace no file that is
+    not an output they recorded for the same image.
+
+    Args:
+        source: The collection's source location.
+        output: The collection's output location.
+        known: The catalog's collections (``catalog.collection_roots()``).
+        name: The collection's name.
+        force: Accept overlaps (``--force``).
+
+    Raises:
+        OverlappingOutput: If the output overlaps a source or another collection's output,
+            or the source overlaps another collection's output, and ``force`` is false.
+        InvalidURI: If a location cannot be parsed.
+    """
+    if force:
+        return
+    src, dst = parse_uri(source), parse_uri(output)
+    if contains(dst, src) and src != dst:
+        raise OverlappingOutput(
+            f"the output {dst} contains the source {src}: copies would be written among "
+            f"originals{_FORCE_HINT}"
+        )
+    for other in known:
+        other_src, other_dst = parse_uri(other.source), parse_uri(other.output)
+        if other.name == name:
+            continue
+        if overlaps(dst, other_src):
+            raise OverlappingOutput(
+                f"the output {dst} {_relation(dst, other_src)} the source {other_src} of "
+                f"collection {other.name!r}: copies would be written among its "
+                f"originals{_FORCE_HINT}"
+            )
+        if overlaps(dst, other_dst):
+            raise OverlappingOutput(
+                f"the output {dst} {_relation(dst, other_dst)} the output {other_dst} of "
+                f"collection {other.name!r}: the two collections would write over each "
+                f"other's copies{_FORCE_HINT}"
+            )
+        if overlaps(src, other_dst):
+            raise OverlappingOutput(
+                f"the source {src} {_relation(src, other_dst)} the output {other_dst} of "
+                f"collection {other.name!r}: its copies would be written among these "
+                f"originals{_FORCE_HINT}"
+            )
+
+
+def check_locations(source: Location, output: Location, *, force: bool = False) -> None:
+    """Check a source and output pair on its own, before any catalog is opened or created.
+
+    ``check_destination`` and, without the catalog's other collections,
+    ``check_output_root``: a command can refuse ``--output`` that holds its source before
+    it creates anything there (``panchro run`` keeps its catalog under the output).
+
+    Args:
+        source: The collection's source location.
+        output: The collection's output location.
+        force: Accept an output that contains the source (``--force``).
+
+    Raises:
+        InvalidDestination: If the output is the source or lies inside it.
+        OverlappingOutput: If the output contains the source and ``force`` is false.
+        InvalidURI: If a location cannot be parsed.
+    """
+    check_destination(source, output)
+    check_output_root(source, output, (), name="", force=force)
+
+
+#: The end of every overlap refusal.
+_FORCE_HINT = (
+    "; choose a separate output location, or pass --force to accept it (panchro then "
+    "still writes over no file that it did not write for the same image)"
+)
+
+
+def _relation(first: URI, second: URI) -> str:
+    if contains(first, second) and contains(second, first):
+        return "is"
+    return "contains" if contains(first, second) else "lies inside"
+
+
+def output_relative(relative: str, source_format: str | None, requested: str | None = None) -> str:
     """Return the output's relative path for one source (see the module docstring).
 
     Args:
         relative: The source's ``/``-separated path below the collection's source.
         source_format: The source's image format as the scan found it (``"tiff"``,
-            ``"JPEG"``...).
+            ``"JPEG"``...), or None when unknown (then written as PNG).
         requested: An output format asked for by the collection, or None to keep each
             source's format family.
 

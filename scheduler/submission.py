@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog import (
     OUTPUT_FORMAT_OPTION,
     ScannedImage,
+    collection_roots,
     create_or_get_collection,
     get_collection,
     register_images,
@@ -39,7 +40,13 @@ from catalog import (
 from scheduler._queries import count_pending
 from scheduler.dispatching import Send, dispatch
 from scheduler.errors import BrokerUnavailable
-from scheduler.outputs import Location, check_destination, is_case_insensitive, plan_outputs
+from scheduler.outputs import (
+    Location,
+    check_destination,
+    check_output_root,
+    is_case_insensitive,
+    plan_outputs,
+)
 from scheduler.scanning import ScanProgress, scan_source
 from scheduler.windows import parse_not_before, window_opens_at
 from storage.base import Storage
@@ -198,6 +205,7 @@ def submit(
     chunk_rows: int = SUBMIT_CHUNK_ROWS,
     now: datetime | None = None,
     tz: tzinfo | None = None,
+    force: bool = False,
 ) -> SubmitSummary:
     """Create or find a collection, scan and register its source, and dispatch it.
 
@@ -218,12 +226,17 @@ def submit(
         chunk_rows: Scanned objects registered per transaction.
         now: The moment of the dispatch passes (aware), for start windows; None is now.
         tz: The local time zone of ``not_before``; None means this machine's.
+        force: Accept an output that overlaps a source or another collection's output
+            (see ``check_output_root``); the workers still replace only their own files.
 
     Returns:
         What was registered and dispatched.
 
     Raises:
         InvalidDestination: If the output is the source or lies inside it.
+        OverlappingOutput: If the output contains the source, or overlaps another
+            collection's source or output (or the source another's output), without
+            ``force``; nothing is registered.
         OutputCollision: If two sources would be written to one output.
         ConflictingCollection: If the name is taken by another source or output.
         DuplicateOutput: If the catalog refuses two sources with one output.
@@ -258,6 +271,9 @@ def submit(
     scanned = chain(first, found)
 
     with transaction(sessions) as db:
+        # In the transaction that creates the collection, so that what is compared is
+        # what the catalog holds when this one joins it.
+        check_output_root(src, dst, collection_roots(db), name=name, force=force)
         collection, created = create_or_get_collection(
             db,
             name,

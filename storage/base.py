@@ -9,8 +9,9 @@ values an S3 client is built from, so that every worker process can build its ow
 
 from __future__ import annotations
 
+import hashlib
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Final, Protocol, TypeAlias, runtime_checkable
@@ -34,6 +35,7 @@ __all__ = [
     "SkipListener",
     "Storage",
     "open_storage",
+    "sha256_of_chunks",
 ]
 
 #: Checksum kind of S3 objects: the ETag, without quotes.
@@ -224,17 +226,27 @@ class Storage(Protocol):
         *,
         content_type: str | None = None,
         overwrite: bool = True,
+        replaceable: Collection[str] = (),
     ) -> None:
         """Write an object atomically: readers see the old content or all the new content.
+
+        With ``overwrite=False`` the write never replaces what it was not told it may:
+        a new object is created only where none exists, in one step where the store
+        allows it (a hard link locally, ``If-None-Match: *`` on S3), and an existing
+        object is replaced only when the SHA-256 of its content is one of
+        ``replaceable`` and it did not change between that check and the replacement
+        (same file locally, ``If-Match`` on its ETag on S3).
 
         Args:
             uri: The object to write.
             data: The content, as bytes or a binary file object read to its end.
             content_type: A MIME type to record where the store keeps one.
-            overwrite: Whether to replace an existing object.
+            overwrite: Whether to replace an existing object unconditionally.
+            replaceable: With ``overwrite=False``, hex SHA-256 digests of contents that
+                may be replaced (a caller's own earlier writes).
 
         Raises:
-            OutputExists: If the object exists and ``overwrite`` is false.
+            OutputExists: If the object exists and may not be replaced; it is untouched.
             StorageError: If the write fails; nothing partial is left behind.
         """
         ...
@@ -267,6 +279,21 @@ class Storage(Protocol):
             StorageError: If it cannot be inspected.
         """
         ...
+
+
+def sha256_of_chunks(chunks: Iterable[bytes]) -> str:
+    """Return the hex SHA-256 of content read in pieces (an existing object being checked).
+
+    Args:
+        chunks: The content, in order.
+
+    Returns:
+        64 lower-case hex digits.
+    """
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()
 
 
 def open_storage(

@@ -6,7 +6,7 @@
     ├── InvalidURI                a location that is neither a local path nor s3://bucket/key
     ├── ObjectNotFound            the object or file does not exist
     ├── StorageUnavailable        the backend cannot be reached now (retry later)
-    ├── OutputExists              refusing to overwrite an existing object
+    ├── OutputExists              refusing to replace an existing object (left untouched)
     └── InvalidImage              the bytes are not an image this project can read
         └── UnsupportedImage      a readable image of a kind that is not supported
 """
@@ -31,7 +31,22 @@ class StorageUnavailable(StorageError):
 
 
 class OutputExists(StorageError):
-    """An output already exists where overwriting it was not allowed."""
+    """An object already exists where replacing it was not allowed; it was left untouched.
+
+    Attributes:
+        sha256: SHA-256 of the existing content when it was read to decide (a write with
+            ``replaceable`` digests), else None.
+    """
+
+    def __init__(self, message: str, *, sha256: str | None = None) -> None:
+        """Create the error.
+
+        Args:
+            message: What exists where, for a person.
+            sha256: SHA-256 of the existing content, if it was read.
+        """
+        super().__init__(message)
+        self.sha256 = sha256
 
 
 class InvalidImage(StorageError):

@@ -13,8 +13,12 @@ point outside the listed folder; that is the owner's choice.
 
 Writes are atomic: a hidden temporary file in the destination folder, written, flushed and
 fsynced, then renamed over the destination (``os.replace``) or, when overwriting is not allowed,
-hard-linked to it (which fails if the destination exists) and unlinked. The temporary name
-starts with a ``.`` so that a scan running at the same time passes over it.
+hard-linked to it (which fails if the destination exists) and unlinked. When the destination
+exists and the caller named contents it may replace, the existing file is read and hashed, and
+the temporary file is renamed over it only if the digest is one of them and the file is still
+the same one (device, inode, size and time unchanged); links, folders and devices are never
+replaced. The temporary file is removed whatever fails. Its name starts with a ``.`` so that a
+scan running at the same time passes over it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import logging
 import os
 import secrets
 import stat
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from datetime import UTC, datetime
 from typing import Final
 
@@ -40,6 +44,7 @@ from storage.base import (
     ObjectInfo,
     Prune,
     SkipListener,
+    sha256_of_chunks,
 )
 from storage.errors import (
     InvalidURI,
@@ -168,6 +173,7 @@ class LocalStorage:
         *,
         content_type: str | None = None,
         overwrite: bool = True,
+        replaceable: Collection[str] = (),
     ) -> None:
         """Write a file atomically, creating its folders.
 
@@ -177,10 +183,13 @@ class LocalStorage:
                 raised by the file object propagates unchanged, after the temporary file has
                 been removed.
             content_type: Ignored: files carry no MIME type.
-            overwrite: Whether to replace an existing file.
+            overwrite: Whether to replace an existing file unconditionally.
+            replaceable: With ``overwrite=False``, SHA-256 digests of contents that may be
+                replaced: an existing regular file (not a link) is read, and replaced only
+                if its digest is one of them and it is still the same file afterwards.
 
         Raises:
-            OutputExists: If the file exists and ``overwrite`` is false.
+            OutputExists: If the file exists and may not be replaced; it is left untouched.
             StorageError: If the file cannot be written (permissions, a parent that is a file,
                 a full disk); no temporary file is left behind.
             StorageUnavailable: If a network file system failed in a way that may pass.
@@ -193,12 +202,12 @@ class LocalStorage:
             os.makedirs(folder, exist_ok=True)
         except OSError as exc:
             raise _error(exc, folder, "create folder", writing=True) from exc
-        if not overwrite and os.path.lexists(path):
+        if not overwrite and not replaceable and os.path.lexists(path):
             raise OutputExists(f"{path} exists and overwriting is not allowed")
         temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
         try:
             _write_temporary(temporary, data)
-            _commit(temporary, path, overwrite)
+            _commit(temporary, path, overwrite, frozenset(replaceable))
         except BaseException:
             _remove_quietly(temporary)
             raise
@@ -391,27 +400,57 @@ def _write_temporary(temporary: str, data: Data) -> None:
         raise _error(exc, temporary, "write", writing=True) from exc
 
 
-def _commit(temporary: str, path: str, overwrite: bool) -> None:
+def _commit(temporary: str, path: str, overwrite: bool, replaceable: frozenset[str]) -> None:
     try:
         if overwrite:
             os.replace(temporary, path)
             return
-        try:
-            # link() fails if the destination exists: an atomic "create only if absent".
-            os.link(temporary, path)
-        except FileExistsError as exc:
-            raise OutputExists(f"{path} exists and overwriting is not allowed") from exc
-        except OSError as exc:
-            if exc.errno not in _NO_LINK_ERRNOS:
-                raise
-            # Without hard links the check and the rename cannot be one step.
-            if os.path.lexists(path):
-                raise OutputExists(f"{path} exists and overwriting is not allowed") from exc
-            os.rename(temporary, path)
+        if _create(temporary, path):
             return
-        os.unlink(temporary)
+        _replace_if_allowed(temporary, path, replaceable)
     except OSError as exc:
         raise _error(exc, path, "write", writing=True) from exc
+
+
+def _create(temporary: str, path: str) -> bool:
+    """Give the temporary file its final name if nothing has it; False if something has."""
+    try:
+        # link() fails if the destination exists: an atomic "create only if absent".
+        os.link(temporary, path)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in _NO_LINK_ERRNOS:
+            raise
+        # Without hard links the check and the rename cannot be one step.
+        if os.path.lexists(path):
+            return False
+        os.rename(temporary, path)
+        return True
+    os.unlink(temporary)
+    return True
+
+
+def _replace_if_allowed(temporary: str, path: str, replaceable: frozenset[str]) -> None:
+    """Rename over ``path`` only if its content is one the caller may replace."""
+    if not replaceable:
+        raise OutputExists(f"{path} exists and overwriting is not allowed")
+    before = os.lstat(path)
+    if not stat.S_ISREG(before.st_mode):
+        raise OutputExists(f"{path} exists and is not a regular file (a link, folder or device)")
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with open(fd, "rb") as file:
+        digest = sha256_of_chunks(iter(lambda: file.read(COPY_CHUNK_SIZE), b""))
+    if digest not in replaceable:
+        raise OutputExists(f"{path} exists with other content (sha256 {digest})", sha256=digest)
+    after = os.lstat(path)
+    if _identity(after) != _identity(before):
+        raise OutputExists(f"{path} changed while it was being checked", sha256=digest)
+    os.replace(temporary, path)
+
+
+def _identity(info: os.stat_result) -> tuple[int, int, int, int]:
+    return info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns
 
 
 def _remove_quietly(path: str) -> None:

@@ -195,6 +195,31 @@ def build_xmp(provenance: Provenance, *, base: bytes | None = None) -> bytes:
     return _packet(rdf)
 
 
+def last_edited_by_panchro(xmp: bytes | None) -> bool:
+    """Tell whether an XMP packet says that panchro made the last change to its file.
+
+    That is what :func:`build_xmp` writes: the last ``xmpMM:History`` event names panchro
+    as its software agent. A panchro output edited and saved by another program that
+    keeps the history (as Adobe's do) no longer qualifies.
+
+    Args:
+        xmp: A file's XMP packet, or None.
+
+    Returns:
+        True if the last history event's ``stEvt:softwareAgent`` starts with ``panchro``.
+    """
+    rdf = _parse_base(xmp) if xmp else None
+    if rdf is None:
+        return False
+    events = rdf.findall(f".//{_q('xmpMM', 'History')}/{_q('rdf', 'Seq')}/{_q('rdf', 'li')}")
+    if not events:
+        return False
+    name = _q("stEvt", "softwareAgent")
+    agent = events[-1].find(name)
+    text = agent.text if agent is not None else events[-1].get(name)
+    return (text or "").startswith("panchro")
+
+
 def carry_xmp(base: bytes | None) -> bytes | None:
     """Prepare an original's XMP packet for a copy made without a provenance record.
 

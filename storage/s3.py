@@ -15,7 +15,10 @@ key; a conditional write that finds the key taken to ``OutputExists``.
 Writes below ``multipart_threshold`` are one PUT. Larger ones are a multipart upload that only
 becomes visible when it is completed; any failure on the way aborts it, so a reader never sees a
 partial object. ``overwrite=False`` sends ``If-None-Match: *`` (honoured by AWS since 2024) after
-a HEAD check, which also covers services that ignore the header.
+a HEAD check, which also covers services that ignore the header; replacing an object whose
+content the caller may replace sends ``If-Match`` with the ETag read with that content (moto
+honours both on PutObject, and ``If-None-Match`` on CompleteMultipartUpload; it ignores
+``If-Match`` there, where only the check before the upload protects).
 
 Checksums: request and response checksums are computed only where S3 requires them, because
 several S3-compatible services reject the CRC headers newer botocore versions add by default.
@@ -27,7 +30,7 @@ import io
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
@@ -44,6 +47,7 @@ from storage.base import (
     Prune,
     S3Options,
     SkipListener,
+    sha256_of_chunks,
 )
 from storage.errors import (
     InvalidURI,
@@ -52,6 +56,7 @@ from storage.errors import (
     StorageError,
     StorageUnavailable,
 )
+from storage.streams import exact_chunks, read_up_to
 from storage.uri import S3, URI, parse_uri
 
 __all__ = ["S3Storage"]
@@ -60,6 +65,8 @@ logger = logging.getLogger(__name__)
 
 #: Connections kept per client; a scan reads object heads from several threads.
 MAX_POOL_CONNECTIONS: Final = 32
+#: Bytes read at a time from an existing object whose content is being checked.
+CHECK_CHUNK_SIZE: Final = 1024 * 1024
 #: Keys per list_objects_v2 page (S3's maximum).
 LIST_PAGE_SIZE: Final = 1000
 
@@ -244,8 +251,16 @@ class S3Storage:
         *,
         content_type: str | None = None,
         overwrite: bool = True,
+        replaceable: Collection[str] = (),
     ) -> None:
         """Write an object: one PUT below ``multipart_threshold``, else a multipart upload.
+
+        With ``overwrite=False`` the object is looked up first (HEAD). A missing one is
+        written with ``If-None-Match: *``; an existing one is replaced only if the
+        SHA-256 of its content (one GET) is one of ``replaceable``, and then with
+        ``If-Match`` on the ETag that was read, so that an object changed meanwhile is
+        not replaced. A precondition that fails is looked at again once (the store may
+        have kept a write whose answer was lost, and its retry then finds our object).
 
         Args:
             uri: The object to write.
@@ -253,25 +268,65 @@ class S3Storage:
                 raised by the file object propagates unchanged (a started multipart upload is
                 aborted first).
             content_type: The object's ``Content-Type``.
-            overwrite: Whether to replace an existing object.
+            overwrite: Whether to replace an existing object unconditionally.
+            replaceable: With ``overwrite=False``, SHA-256 digests of contents that may be
+                replaced.
 
         Raises:
-            OutputExists: If the key exists and ``overwrite`` is false.
+            OutputExists: If the key exists and may not be replaced; it is left untouched.
             StorageError: If the bucket is missing or access is denied.
             StorageUnavailable: If S3 cannot be reached; nothing has become visible.
         """
         location = _s3(uri)
         if not location.key:
             raise InvalidURI(f"cannot write to a whole bucket: {location}")
-        if not overwrite and self.exists(location):
-            raise OutputExists(f"{location} exists and overwriting is not allowed")
         stream: BinaryIO = (
             io.BytesIO(data) if isinstance(data, bytes | bytearray | memoryview) else data
         )
         extra: dict[str, str] = {"ContentType": content_type} if content_type else {}
-        condition: dict[str, str] = {} if overwrite else {"IfNoneMatch": "*"}
+        if overwrite:
+            self._put(location, stream, extra, {})
+            return
+        allowed = frozenset(replaceable)
+        start = stream.tell() if stream.seekable() else None
+        tries = 2 if start is not None else 1
+        for tried in range(1, tries + 1):
+            condition = self._write_condition(location, allowed)
+            try:
+                self._put(location, stream, extra, condition)
+                return
+            except OutputExists:
+                if tried == tries:
+                    raise
+            assert start is not None
+            stream.seek(start)
+
+    def _write_condition(self, location: URI, replaceable: frozenset[str]) -> dict[str, str]:
+        """Return the precondition of a write that may replace only ``replaceable`` contents."""
+        try:
+            self.stat(location)
+        except ObjectNotFound:
+            return {"IfNoneMatch": "*"}
+        if not replaceable:
+            raise OutputExists(f"{location} exists and overwriting is not allowed")
+        with self._translated(location, "read"):
+            response = self.client.get_object(Bucket=location.bucket, Key=location.key)
+            body = response["Body"]
+            try:
+                digest = sha256_of_chunks(body.iter_chunks(CHECK_CHUNK_SIZE))
+            finally:
+                body.close()
+        if digest not in replaceable:
+            raise OutputExists(
+                f"{location} exists with other content (sha256 {digest})", sha256=digest
+            )
+        return {"IfMatch": str(response["ETag"])}
+
+    def _put(
+        self, location: URI, stream: BinaryIO, extra: dict[str, str], condition: dict[str, str]
+    ) -> None:
         with self._translated(location, "write"):
-            first = _read_up_to(stream, self.options.multipart_threshold)
+            first = read_up_to(stream, self.options.multipart_threshold)
             if len(first) < self.options.multipart_threshold:
                 self.client.put_object(
                     Bucket=location.bucket, Key=location.key, Body=first, **extra, **condition
@@ -295,7 +350,7 @@ class S3Storage:
         )["UploadId"]
         try:
             parts = []
-            for number, body in enumerate(_chunks(first, stream, chunk), start=1):
+            for number, body in enumerate(exact_chunks(first, stream, chunk), start=1):
                 response = client.upload_part(
                     Bucket=location.bucket,
                     Key=location.key,
@@ -381,7 +436,7 @@ class S3Storage:
             if code in _NOT_FOUND_CODES:
                 return ObjectNotFound(f"{location} does not exist")
             if code in _TAKEN_CODES:  # only conditional writes send a precondition
-                return OutputExists(f"{location} exists and overwriting is not allowed")
+                return OutputExists(f"{location} was created or changed while it was written")
             if code == "NoSuchBucket":
                 return StorageError(
                     f"cannot {action} {location}: bucket {location.bucket!r} does not exist "
@@ -438,40 +493,3 @@ def _info(uri: URI, relative: str, fields: dict[str, Any], size_field: str) -> O
     return ObjectInfo(
         uri, relative, int(fields[size_field]), etag, CHECKSUM_ETAG, modified.astimezone(UTC)
     )
-
-
-def _read_up_to(stream: BinaryIO, n: int) -> bytes:
-    """Read ``n`` bytes, or fewer only at the end of the stream (raw streams read short)."""
-    data = stream.read(n)
-    if len(data) in (0, n):
-        return data
-    pieces = [data]
-    missing = n - len(data)
-    while missing > 0:
-        more = stream.read(missing)
-        if not more:
-            break
-        pieces.append(more)
-        missing -= len(more)
-    return b"".join(pieces)
-
-
-def _chunks(first: bytes, stream: BinaryIO, size: int) -> Iterator[bytes]:
-    """Yield ``first`` followed by the rest of ``stream`` in pieces of exactly ``size`` bytes.
-
-    Only the last piece may be shorter, as S3 requires of multipart parts.
-    """
-    view = memoryview(first)
-    offset = 0
-    while len(first) - offset >= size:
-        yield bytes(view[offset : offset + size])
-        offset += size
-    tail = bytes(view[offset:])
-    while True:
-        piece = tail + _read_up_to(stream, size - len(tail))
-        tail = b""
-        if not piece:
-            return
-        yield piece
-        if len(piece) < size:
-            return

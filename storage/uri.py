@@ -26,7 +26,7 @@ from urllib.parse import unquote
 
 from storage.errors import InvalidURI
 
-__all__ = ["LOCAL", "S3", "URI", "check_relative", "join", "parse_uri"]
+__all__ = ["LOCAL", "S3", "URI", "check_relative", "contains", "join", "overlaps", "parse_uri"]
 
 #: Scheme of objects in an S3 bucket (or an S3-compatible service).
 S3: Final = "s3"
@@ -176,6 +176,44 @@ def join(base: URI, relative: str) -> URI:
     else:
         key = f"{base.key}/{relative}"
     return URI(base.scheme, base.bucket, key)
+
+
+def contains(outer: URI, inner: URI) -> bool:
+    """Tell whether ``inner`` is ``outer`` or lies below it.
+
+    Local paths are compared after resolving symbolic links (the parts that exist), so a
+    link into a folder counts as inside it. S3 locations are compared by bucket and whole
+    key segments: ``s3://b/scans`` contains ``s3://b/scans/p1.tif`` but not
+    ``s3://b/scans2``. Locations of different schemes never contain each other.
+
+    Args:
+        outer: A folder or S3 prefix.
+        inner: Any location.
+
+    Returns:
+        True if ``inner`` equals ``outer`` or lies below it.
+    """
+    if outer.scheme != inner.scheme:
+        return False
+    if outer.scheme == LOCAL:
+        top, path = os.path.realpath(outer.key), os.path.realpath(inner.key)
+        return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+    if outer.bucket != inner.bucket:
+        return False
+    return not outer.key or inner.key == outer.key or inner.key.startswith(outer.key + "/")
+
+
+def overlaps(first: URI, second: URI) -> bool:
+    """Tell whether two locations are one, or one lies below the other (see :func:`contains`).
+
+    Args:
+        first: A folder or S3 prefix.
+        second: Another one.
+
+    Returns:
+        True if either contains the other.
+    """
+    return contains(first, second) or contains(second, first)
 
 
 def check_relative(relative: str) -> str:

@@ -6,7 +6,10 @@
     ├── WorkerSetupError          the worker cannot run at all (weights, device, settings):
     │                             stop the worker, leave the images queued
     ├── DeviceError               the devices asked for cannot be used or discovered
-    ├── OutputIsSource            the output location is the original itself: never written
+    ├── OutputIsSource            the output location is an original, or outside the
+    │                             collection's output: never written
+    ├── ForeignOutput             a file that panchro did not write for the image is where
+    │                             its output goes: left untouched
     ├── CheckpointMismatch        the collection was submitted for other weights
     └── ImageFailed               raised by the colorize task after the catalog recorded
                                   the image as failed, so that Flower shows the failure
@@ -29,6 +32,7 @@ __all__ = [
     "RETRYABLE",
     "CheckpointMismatch",
     "DeviceError",
+    "ForeignOutput",
     "ImageFailed",
     "OutputIsSource",
     "WorkerError",
@@ -63,7 +67,11 @@ class DeviceError(WorkerError):
 
 
 class OutputIsSource(WorkerError):
-    """The output location of an image is its original; writing it would destroy the scan."""
+    """The output location of an image is an original, or not inside its collection's output."""
+
+
+class ForeignOutput(WorkerError):
+    """A file is at the image's output location and is not an output panchro wrote for it."""
 
 
 class CheckpointMismatch(WorkerError):

@@ -9,7 +9,8 @@ no transaction stays open while reading, running the model or writing::
     colorize   at the collection's input size; the out-of-memory ladder runs inside ddcolor
     record     one ``oom_retry`` attempt per input size that ran out of memory
     encode     the original's format family with provenance metadata (``workers.render``)
-    write      atomically, and never over the original
+    write      atomically, only at the planned location, never over a file that is not
+               an output recorded for this image (its SHA-256 is recorded just before)
     record     done with full provenance, or failed with a reason a person can act on
 
 This is the one place where broad exceptions are caught. A failure that may pass
@@ -24,8 +25,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
-import mimetypes
-import os
 import time
 from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
@@ -51,14 +50,13 @@ from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.pipeline import size_ladder
 from storage.imaging import decode_image
-from storage.uri import parse_uri
 from workers.errors import (
     RETRYABLE,
     CheckpointMismatch,
-    OutputIsSource,
     describe_failure,
     is_named_failure,
 )
+from workers.outputs import OutputPlan, check_output, plan_output, write_output
 from workers.render import UNTRAINED_CHECKPOINT, render
 
 if TYPE_CHECKING:
@@ -142,6 +140,7 @@ class _Job:
     upsample: str | None
     output_format: str | None
     checkpoint_sha256: str | None
+    output: OutputPlan
 
 
 @dataclass
@@ -260,6 +259,7 @@ def _job(db: Session, claim: Claim) -> _Job:
         upsample=collection.upsample,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
+        output=plan_output(db, claim, collection.output),
     )
 
 
@@ -275,7 +275,7 @@ def _run(
 ) -> Outcome:
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
-    _check_output(claim.source_uri, claim.output_uri)
+    check_output(job.output)
     _check_weights(job.checkpoint_sha256, colorizer, untrained)
     began = time.perf_counter()
     prefetched = None
@@ -322,16 +322,24 @@ def _run(
 
     attempt.phase = "write"
     began_write = time.perf_counter()
-    content_type = mimetypes.guess_type(f"output{rendered.extension}")[0]
-    storage_for(claim.output_uri).write(
-        claim.output_uri, rendered.data, content_type=content_type, overwrite=True
+    output_sha256 = write_output(
+        sessions,
+        storage_for(claim.output_uri),
+        image_id=claim.image_id,
+        attempt_id=attempt.attempt_id,
+        uri=claim.output_uri,
+        data=rendered.data,
+        extension=rendered.extension,
     )
+    if output_sha256 is None:
+        log.warning("the try was taken over meanwhile; nothing written")
+        return _outcome(job, attempt, ProcessStatus.DROPPED)
     write_seconds = time.perf_counter() - began_write
 
     attempt.phase = "record"
     info = describe_device(colorizer.device)
     provenance = Provenance(
-        output_sha256=hashlib.sha256(rendered.data).hexdigest(),
+        output_sha256=output_sha256,
         output_size=len(rendered.data),
         input_size=result.size,
         precision=result.precision,
@@ -366,19 +374,6 @@ def _run(
         claim.output_uri,
     )
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
-
-
-def _check_output(source_uri: str, output_uri: str) -> None:
-    """Refuse an output that is the original itself (directly or through a link)."""
-    source, output = parse_uri(source_uri), parse_uri(output_uri)
-    same = source == output
-    if not same and source.is_local and output.is_local:
-        same = os.path.realpath(source.key) == os.path.realpath(output.key)
-    if same:
-        raise OutputIsSource(
-            f"the output {output} is the original itself; the scan is never overwritten. "
-            "Submit the collection again with an output location outside its source"
-        )
 
 
 def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:

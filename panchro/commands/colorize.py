@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,8 +31,9 @@ class FileOutcome:
     Attributes:
         source: The original.
         output: The colorized copy, or None when none was written.
-        status: ``done``, ``skipped`` (output exists) or ``failed``.
-        detail: The reason for ``failed``/``skipped``, or a summary for ``done``.
+        status: ``done``, ``skipped`` (panchro's copy exists), ``refused`` (a file panchro
+            did not write is where the copy goes; left untouched) or ``failed``.
+        detail: The reason for ``failed``/``refused``/``skipped``, or a summary for ``done``.
     """
 
     source: Path
@@ -47,8 +51,13 @@ def colorize_file(
     size: int | None,
     output_format: str | None,
     untrained: bool,
+    replaceable: Collection[str] = (),
 ) -> FileOutcome:
     """Colorize one file and write the copy atomically; bad input is reported, not raised.
+
+    The copy is written only where no file is, or over a file whose SHA-256 is one of
+    ``replaceable`` (and that did not change since it was checked); any other file there
+    is left untouched and the outcome is ``refused``.
 
     Args:
         colorizer: The loaded model.
@@ -58,6 +67,7 @@ def colorize_file(
         size: Input size in pixels, or None for the colorizer's default.
         output_format: Output format, or None for the original's family.
         untrained: Whether the weights are random (marked in the metadata).
+        replaceable: SHA-256 digests of existing outputs that may be replaced.
 
     Returns:
         The outcome.
@@ -66,7 +76,7 @@ def colorize_file(
         DDColorError: For failures of the model that no other file would escape
             (out of memory at the smallest size).
     """
-    from storage.errors import InvalidImage, StorageError
+    from storage.errors import InvalidImage, OutputExists, StorageError
     from workers.render import render
 
     if output.resolve() == source.resolve():
@@ -80,7 +90,9 @@ def colorize_file(
             output_format=output_format,
             untrained=untrained,
         )
-        storage.write(str(output), rendered.data, overwrite=True)
+        storage.write(str(output), rendered.data, overwrite=False, replaceable=replaceable)
+    except OutputExists:
+        return FileOutcome(source, None, "refused", _foreign(output))
     except (InvalidImage, ValueError, OSError, StorageError) as exc:
         return FileOutcome(source, None, "failed", str(exc))
     result = rendered.result
@@ -89,6 +101,42 @@ def colorize_file(
         f"{result.seconds:.1f} s"
     )
     return FileOutcome(source, output, "done", detail)
+
+
+def _foreign(output: Path) -> str:
+    return (
+        f"the output {output} already exists and is not a file panchro wrote; left "
+        "untouched (move it away, or choose another output folder)"
+    )
+
+
+def panchro_copy(path: Path) -> str | None:
+    """Return the SHA-256 of an existing file if panchro made it, else None.
+
+    A file counts as panchro's when it is a regular file (not a link) that decodes as an
+    image whose XMP history ends with panchro's colorization (see
+    ``storage.metadata.last_edited_by_panchro``).
+
+    Args:
+        path: An existing output path.
+
+    Returns:
+        The hex digest of its content, or None when it is not panchro's (or unreadable).
+    """
+    from storage.errors import StorageError
+    from storage.imaging import decode_image
+    from storage.metadata import last_edited_by_panchro
+
+    if path.is_symlink() or not path.is_file():
+        return None
+    try:
+        data = path.read_bytes()
+        decoded = decode_image(data, name=str(path))
+    except (OSError, StorageError, ValueError):
+        return None
+    if not last_edited_by_panchro(decoded.metadata.xmp):
+        return None
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -103,9 +151,12 @@ class Job:
 def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) -> list[Job]:
     """Pair every image of INPUT with its output path.
 
-    A folder is scanned recursively by content; each copy mirrors its relative path, with
-    the extension of the format it will be written in. For a single file, OUTPUT may be a
-    folder, or a file whose extension chooses the format.
+    A folder is scanned recursively by content; each copy mirrors its relative path and is
+    named by the rule of ``scheduler.outputs`` that ``panchro run`` and ``panchro submit``
+    use: the name is kept when the copy is in the format its extension names, else the
+    output extension is appended (``a.tif`` and ``a.tiff`` stay apart, ``a.bmp`` becomes
+    ``a.bmp.png``), so two inputs never share an output. For a single file, OUTPUT may be
+    a folder, or a file whose extension chooses the format.
 
     Args:
         input_path: An image file or a folder.
@@ -118,17 +169,15 @@ def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) ->
     Raises:
         click.UsageError: If the output folder lies inside the input folder.
     """
-    from storage.imaging import output_extension
+    from scheduler.outputs import output_relative
     from storage.local import LocalStorage
     from storage.scan import scan
 
     if input_path.is_file():
         if output_path.is_dir():
-            stem = output_path / input_path.name
             with fail_on(f"reading {input_path}"):
-                head_format = _sniff(input_path)
-                extension = output_extension(head_format, output_format)
-            return [Job(input_path, stem.with_suffix(extension), output_format)]
+                relative = output_relative(input_path.name, _sniff(input_path), output_format)
+            return [Job(input_path, output_path / relative, output_format)]
         chosen = output_format or output_path.suffix.lstrip(".") or None
         return [Job(input_path, output_path, chosen)]
     root = input_path.resolve()
@@ -138,9 +187,8 @@ def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) ->
     jobs = []
     with fail_on(f"scanning {input_path}"):
         for found in scan(LocalStorage(), str(root)):
-            extension = output_extension(found.format, output_format)
-            output = (output_path / found.relative).with_suffix(extension)
-            jobs.append(Job(Path(found.uri.path), output, output_format))
+            relative = output_relative(found.relative, found.format, output_format)
+            jobs.append(Job(Path(found.uri.path), output_path / relative, output_format))
     return jobs
 
 
@@ -183,8 +231,8 @@ def _load(
 @click.option(
     "--overwrite",
     is_flag=True,
-    help="Colorize again when the output already exists (default: skip it, so that an "
-    "interrupted folder run resumes).",
+    help="Colorize again when panchro's copy already exists (default: skip it, so that an "
+    "interrupted folder run resumes). A file panchro did not write is never replaced.",
 )
 @click.pass_context
 def colorize(
@@ -208,6 +256,8 @@ def colorize(
     copies mirror its sub-folders under OUTPUT. Originals are only ever read; each copy is
     written under a temporary name and renamed, so none is ever half-written. Files that
     cannot be colorized are listed at the end, and the exit status is 1 if there were any.
+    An existing file where a copy goes is never replaced unless panchro wrote it (its
+    XMP history ends with panchro's colorization); it is listed as refused.
 
     \b
     Examples:
@@ -243,7 +293,7 @@ def colorize(
         untrained=untrained,
     )
     _summarise(outcomes, output_path)
-    if any(outcome.status == "failed" for outcome in outcomes):
+    if any(outcome.status in ("failed", "refused") for outcome in outcomes):
         ctx.exit(1)
 
 
@@ -263,41 +313,69 @@ def _run(
     with tqdm(total=len(jobs), unit="img", disable=len(jobs) < 2, leave=False) as bar:
         for job in jobs:
             bar.set_postfix_str(job.source.name)
-            if job.output.resolve() == job.source.resolve():
-                outcomes.append(
-                    FileOutcome(job.source, None, "failed", "refusing to write over the original")
+            outcomes.append(
+                _colorize_job(
+                    colorizer,
+                    job,
+                    storage=storage,
+                    size=size,
+                    overwrite=overwrite,
+                    untrained=untrained,
                 )
-            elif job.output.exists() and not overwrite:
-                outcomes.append(FileOutcome(job.source, job.output, "skipped", "output exists"))
-            else:
-                with fail_on(f"colorizing {job.source}"):
-                    outcomes.append(
-                        colorize_file(
-                            colorizer,
-                            job.source,
-                            job.output,
-                            storage=storage,
-                            size=size,
-                            output_format=job.output_format,
-                            untrained=untrained,
-                        )
-                    )
+            )
             bar.update(1)
     logger.info("colorized %d files in %.1f s", len(jobs), time.monotonic() - started)
     return outcomes
 
 
+def _colorize_job(
+    colorizer: Colorizer,
+    job: Job,
+    *,
+    storage: LocalStorage,
+    size: int | None,
+    overwrite: bool,
+    untrained: bool,
+) -> FileOutcome:
+    """Colorize one job unless its output exists: skip panchro's copy, refuse anything else."""
+    if job.output.resolve() == job.source.resolve():
+        return FileOutcome(job.source, None, "failed", "refusing to write over the original")
+    replaceable: tuple[str, ...] = ()
+    if os.path.lexists(job.output):
+        ours = panchro_copy(job.output)
+        if ours is None:
+            return FileOutcome(job.source, None, "refused", _foreign(job.output))
+        if not overwrite:
+            return FileOutcome(job.source, job.output, "skipped", "colorized before")
+        replaceable = (ours,)
+    with fail_on(f"colorizing {job.source}"):
+        return colorize_file(
+            colorizer,
+            job.source,
+            job.output,
+            storage=storage,
+            size=size,
+            output_format=job.output_format,
+            untrained=untrained,
+            replaceable=replaceable,
+        )
+
+
 def _summarise(outcomes: list[FileOutcome], output_path: Path) -> None:
     done = [o for o in outcomes if o.status == "done"]
     skipped = [o for o in outcomes if o.status == "skipped"]
+    refused = [o for o in outcomes if o.status == "refused"]
     failed = [o for o in outcomes if o.status == "failed"]
     for outcome in done:
         click.echo(f"done     {outcome.source} -> {outcome.output} ({outcome.detail})")
+    for outcome in refused:
+        click.secho(f"REFUSED  {outcome.source}: {outcome.detail}", fg="red", err=True)
     for outcome in failed:
         click.secho(f"FAILED   {outcome.source}: {outcome.detail}", fg="red", err=True)
     click.echo(
-        f"{len(done)} colorized, {len(skipped)} skipped (output exists; --overwrite redoes "
-        f"them), {len(failed)} failed; outputs in {output_path}"
+        f"{len(done)} colorized, {len(skipped)} skipped (colorized before; --overwrite redoes "
+        f"them), {len(refused)} refused (a file panchro did not write is in the way), "
+        f"{len(failed)} failed; outputs in {output_path}"
     )
 
 

@@ -192,6 +192,12 @@ def _process(
     help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Accept an output that contains SOURCE or overlaps another collection of the run's "
+    "catalog; even then no file is replaced that panchro did not write for the same image.",
+)
+@click.option(
     "--prefetch",
     type=click.IntRange(0, 16),
     default=2,
@@ -213,6 +219,7 @@ def run(
     size: int | None,
     output_format: str | None,
     collection: str | None,
+    force: bool,
     prefetch: int,
 ) -> None:
     """Colorize every image under SOURCE into --output, on this machine, with no servers.
@@ -233,7 +240,7 @@ def run(
     from catalog import make_sessionmaker
     from migrations.runner import upgrade
     from panchro.cli import load_settings
-    from scheduler import CollectionSettings, submit
+    from scheduler import CollectionSettings, check_locations, submit
     from storage.base import open_storage
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
@@ -247,6 +254,8 @@ def run(
         size=chosen_size,
         upsample=upsample,
     )
+    with fail_on("checking the output"):
+        check_locations(source, output, force=force)  # before the catalog is made there
     with fail_on("preparing the catalog"):
         upgrade(database_url)
     sessions = make_sessionmaker(database_url)
@@ -285,6 +294,7 @@ def run(
                 untrained=untrained,
                 output_format=output_format,
             ),
+            force=force,
         )
     _recover(sessions, summary.collection_id)
     remaining = _count_pending(sessions, summary.collection_id)

@@ -193,7 +193,8 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     required=True,
     metavar="DEST",
     help="Folder or s3://bucket/prefix for the colorized copies; the source tree is mirrored "
-    "there. Must not be SOURCE or lie inside it.",
+    "there. Must not be SOURCE or lie inside it, nor (without --force) contain it or overlap "
+    "another collection's source or output.",
 )
 @size_options
 @click.option(
@@ -218,6 +219,12 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     help="Collections with a higher priority are sent to the workers first.",
 )
 @click.option(
+    "--force",
+    is_flag=True,
+    help="Accept an output that contains SOURCE, or overlaps another collection's source or "
+    "output; even then no file is replaced that panchro did not write for the same image.",
+)
+@click.option(
     "--dispatch/--no-dispatch",
     default=True,
     show_default=True,
@@ -235,6 +242,7 @@ def submit_command(
     weights: Path | None,
     not_before: str | None,
     priority: int,
+    force: bool,
     dispatch: bool,
 ) -> None:
     """Register the images of SOURCE (a folder or s3://bucket/prefix) as collection NAME.
@@ -257,7 +265,7 @@ def submit_command(
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
     """
     from panchro.cli import load_settings
-    from scheduler import CollectionSettings, check_destination
+    from scheduler import CollectionSettings, check_locations
     from scheduler import submit as submit_collection
     from storage.base import open_storage
 
@@ -281,7 +289,7 @@ def submit_command(
             addressing_style=settings.s3_addressing_style,
         )
     with fail_on("checking the output"):
-        check_destination(source, output)
+        check_locations(source, output, force=force)
     app, send = _sender(settings.broker_url) if dispatch else (None, None)
     bar: _ScanBar | None = None
     try:
@@ -298,6 +306,7 @@ def submit_command(
                     max_in_flight=settings.max_in_flight,
                     settings=collection_settings,
                     on_progress=bar.update,
+                    force=force,
                 )
         bar.close()
     except KeyboardInterrupt:

@@ -35,6 +35,22 @@ def empty_postgres_catalog(postgres_catalog: str) -> str:
     return postgres_catalog
 
 
+@pytest.fixture
+def local_model_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """No configured weights or catalog, fp32 on the CPU with one torch thread."""
+    import torch
+
+    monkeypatch.delenv("PANCHRO_WEIGHTS", raising=False)
+    monkeypatch.delenv("PANCHRO_DATABASE_URL", raising=False)
+    monkeypatch.setenv("PANCHRO_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setenv("PANCHRO_DEVICE", "cpu")
+    monkeypatch.setenv("PANCHRO_PRECISION", "fp32")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # The fixtures below serve the tests of ``panchro submit`` and ``panchro scheduler``; a
 # module that needs another catalog (test_jobs.py) defines its own ``catalog_url``.
 

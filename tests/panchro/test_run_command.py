@@ -30,17 +30,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SIZE = "256"
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.delenv("PANCHRO_WEIGHTS", raising=False)
-    monkeypatch.delenv("PANCHRO_DATABASE_URL", raising=False)
-    monkeypatch.setenv("PANCHRO_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setenv("PANCHRO_DEVICE", "cpu")
-    monkeypatch.setenv("PANCHRO_PRECISION", "fp32")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("local_model_env")
 
 
 def run(*args: str) -> Result:

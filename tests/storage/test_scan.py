@@ -29,13 +29,12 @@ from storage.scan import (
     SKIP_HIDDEN,
     SKIP_NOT_AN_IMAGE,
     SKIP_SYSTEM,
-    SKIP_UNDECODABLE_NAME,
     SKIP_UNKNOWN_EXTENSION,
     SKIP_UNSAFE_NAME,
     ScanReport,
     scan,
 )
-from storage.uri import URI
+from storage.uri import URI, parse_uri
 
 
 def _image(kind: str) -> bytes:
@@ -180,16 +179,24 @@ def test_scan_with_a_symlink_loop_finishes_and_reports_it(tmp_path: Path) -> Non
     assert seen == [("a/loop/", SKIP_SYMLINK_LOOP)]
 
 
-def test_scan_skips_file_names_that_are_not_utf8(tmp_path: Path) -> None:
-    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"), "wb") as file:
+def test_scan_finds_file_names_that_are_not_utf8_with_a_uri_that_reads_them_back(
+    tmp_path: Path,
+) -> None:
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg")
+    with open(raw, "wb") as file:
         file.write(JPEG)
     _files(tmp_path, {"café.jpg": JPEG})
     report = ScanReport()
 
-    found = [item.relative for item in scan(LocalStorage(), str(tmp_path), report=report)]
+    found = list(scan(LocalStorage(), str(tmp_path), report=report))
 
-    assert found == ["café.jpg"]
-    assert report.skipped == {SKIP_UNDECODABLE_NAME: 1}
+    assert [item.relative for item in found] == ["café.jpg", "caf\udce9.jpg"]
+    assert report.skipped == {}
+    text = str(found[1].uri)
+    assert text.startswith("file://") and text.endswith("/caf%E9.jpg")
+    text.encode("utf-8")  # storable anywhere
+    assert LocalStorage().read(text) == JPEG
+    assert os.fsencode(parse_uri(text).key) == raw
 
 
 def test_scan_by_extension_trusts_known_extensions_and_sniffs_the_rest(tmp_path: Path) -> None:

@@ -36,6 +36,7 @@ from scheduler import (
 )
 from storage.base import open_storage
 from storage.errors import ObjectNotFound
+from storage.uri import parse_uri
 from workers.app import create_app
 
 #: Images of the standard test source, relative to it.
@@ -343,3 +344,39 @@ def test_submit_refuses_an_s3_output_inside_the_s3_source(
     with pytest.raises(InvalidDestination):
         _submit(sessions, source, f"s3://{s3_bucket}/scans/colour", None, storage=storage)
     assert count_rows(sessions) == {"collections": 0, "images": 0}
+
+
+def test_submit_records_skipped_files_and_non_utf8_names_and_is_idempotent(
+    sessions: sessionmaker[Session], source: Path, tmp_path: Path
+) -> None:
+    odd = os.path.join(os.fsencode(source), b"caf\xe9.png")
+    with open(odd, "wb") as file:
+        file.write(MAGIC["png"])
+    (source / "empty.jpg").write_bytes(b"")
+    output = tmp_path / "colour"
+    first = _submit(sessions, source, output, None)
+    rows = image_rows(sessions)
+
+    again = _submit(sessions, source, output, None)
+
+    assert (first.new, again.new, again.changed) == (6, 0, 0)
+    assert image_rows(sessions) == rows
+    status = statuses(sessions)
+    assert (status.pop("empty.jpg"), status.pop("readme.txt")) == ("skipped", "skipped")
+    assert status.pop("caf\\xe9.png") == "pending"  # stored as valid text
+    assert set(status.values()) == {"pending"}
+    with sessions.begin() as db:
+        image = db.scalars(select(Image).where(Image.relative_path == "caf\\xe9.png")).one()
+        # The URIs give back the exact bytes of the names.
+        assert os.fsencode(parse_uri(image.source_uri).key) == odd
+        assert os.fsencode(parse_uri(image.output_uri).key).endswith(b"/colour/caf\xe9.png")
+    assert again.skipped_files == (
+        ("empty.jpg", "empty file (0 bytes)"),
+        ("readme.txt", ANY),
+    )
+
+    write_images(source, ["empty.jpg"])  # fixed: now an image
+    fixed = _submit(sessions, source, output, None)
+
+    assert (fixed.new, fixed.changed, fixed.skipped_total) == (0, 1, 1)
+    assert statuses(sessions)["empty.jpg"] == "pending"

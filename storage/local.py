@@ -8,8 +8,9 @@ Symbolic links: a link to a file is listed under the link's own path. A link to 
 followed, because archives do assemble collections from linked folders; every folder entered is
 identified by ``(st_dev, st_ino)``, and a folder that is one of its own ancestors (a link loop,
 or a bind mount of a parent) is not entered again and is reported as ``symlink-loop``, while a
-folder reached a second time through another link is reported as ``already-listed``. Links may
-point outside the listed folder; that is the owner's choice.
+folder reached a second time through another link is reported as ``already-listed``. The
+listing follows links that point outside the listed folder; a scan of a collection
+(``storage.scan``) does not, and records them.
 
 Writes are atomic: a hidden temporary file in the destination folder, written, flushed and
 fsynced, then renamed over the destination (``os.replace``) or, when overwriting is not allowed,

@@ -224,6 +224,8 @@ def run(
     `panchro --database-url sqlite:///DEST/.panchro/catalog.sqlite3 status`). Press
     Ctrl-C to stop: the same command resumes where it stopped, and finished images are
     never redone. Failed images are listed at the end; `panchro retry` re-queues them.
+    Files that are not images (empty, text, a PDF, a link out of SOURCE...) are recorded
+    as skipped and named at the end with the reason; hidden and system files are counted.
 
     \b
     Examples:

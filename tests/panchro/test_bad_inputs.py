@@ -28,6 +28,9 @@ from sqlalchemy import create_engine, text
 from panchro.cli import cli
 from storage.uri import parse_uri
 
+#: Pillow warns when it reads the corpus's corrupt EXIF (in the run and here); it is expected.
+pytestmark = pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")
+
 #: Smallest model input size: each image takes about a second on one CPU thread.
 SIZE = "256"
 
@@ -149,7 +152,6 @@ def test_every_file_has_exactly_one_row_or_is_deliberately_ignored(corpus_run: C
         assert all(word in summary for word in kind.words), kind.kind
 
 
-@pytest.mark.filterwarnings("ignore:Corrupt EXIF data:UserWarning")  # Pillow, reading it here
 @pytest.mark.parametrize("kind", _by_outcome(DONE), ids=lambda kind: kind.kind)
 def test_each_good_kind_is_colorized_at_its_own_size(corpus_run: CorpusRun, kind: Kind) -> None:
     (row,) = corpus_run.rows[os.path.normpath(kind.path)]

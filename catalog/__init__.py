@@ -51,7 +51,13 @@ from catalog.queries import (
     list_collections,
     list_images,
 )
-from catalog.registration import RegisterCounts, ScannedImage, register_images
+from catalog.registration import (
+    SKIPPED_LISTED,
+    RegisterCounts,
+    ScannedImage,
+    register_images,
+    skipped_images,
+)
 from catalog.status import CollectionProgress, FailureReason, StatusReport, collection_status
 from catalog.submission import CollectionRoots, collection_roots, create_or_get_collection
 from catalog.transitions import (
@@ -83,6 +89,7 @@ __all__ = [
     "MAX_LOST_ATTEMPTS",
     "OPEN_STATUSES",
     "RETRYABLE_STATUSES",
+    "SKIPPED_LISTED",
     "Attempt",
     "AttemptOutcome",
     "Base",
@@ -137,6 +144,7 @@ __all__ = [
     "release_lost",
     "resume_collection",
     "retry_failed",
+    "skipped_images",
     "retry_images",
     "sqlite_url_for",
     "transaction",

@@ -6,6 +6,16 @@ and sources whose checksum changed since the last scan are processed again. A sc
 thousands, as one ``INSERT ... ON CONFLICT DO UPDATE ... WHERE <checksum differs>`` per
 batch. On PostgreSQL each batch travels as one array per column (``unnest``), which keeps
 the statement text short; SQLite gets multi-row VALUES lists.
+
+Files a scan passed over (empty, not an image, a link out of the source...) are registered
+the same way, as rows of status ``skipped`` whose ``last_error`` says why, so that every file
+of a source has its row. Registering them again changes nothing; a skipped file that became
+a valid image (its checksum changed, or it was unreadable and now is not) is ``pending`` at
+the next registration, and an image whose file became unusable is ``skipped``.
+
+Text columns hold valid UTF-8 only: a relative path with bytes that are not UTF-8 (kept by
+Python as surrogates) is stored with those bytes written as ``\\xNN``. Its URIs are exact
+(``storage.uri`` writes them percent-encoded), so the file is still read and written by them.
 """
 
 from __future__ import annotations
@@ -27,7 +37,7 @@ from catalog.models import Collection, CollectionStatus, Image, ImageStatus, utc
 
 logger = logging.getLogger(__name__)
 
-#: Rows per statement when registering images. On SQLite, 7 parameters per row keeps a
+#: Rows per statement when registering images. On SQLite, 9 parameters per row keeps a
 #: statement far below its limit of 32,766 parameters.
 REGISTER_CHUNK_ROWS = 2_000
 #: Columns that a scan fills, in the order the statements list them.
@@ -38,6 +48,8 @@ SCANNED_COLUMNS = (
     "source_size",
     "source_checksum",
     "source_checksum_kind",
+    "status",
+    "last_error",
 )
 
 
@@ -52,6 +64,8 @@ class ScannedImage:
         size: Size of the original in bytes.
         checksum: Change detector: S3 ETag, or "mtime+size" for local files.
         checksum_kind: What ``checksum`` is ("etag", "mtime-size", "sha256").
+        skipped: Why the scan passed this file over, in words; None for an image to
+            colorize. A row with a reason is registered as ``skipped``.
     """
 
     source_uri: str
@@ -60,6 +74,12 @@ class ScannedImage:
     size: int | None = None
     checksum: str | None = None
     checksum_kind: str | None = None
+    skipped: str | None = None
+
+    @property
+    def status(self) -> ImageStatus:
+        """The status the row is registered with: ``skipped`` or ``pending``."""
+        return ImageStatus.PENDING if self.skipped is None else ImageStatus.SKIPPED
 
 
 @dataclass(frozen=True)
@@ -103,14 +123,34 @@ def _distinct_rows(collection_id: int, rows: Iterable[ScannedImage]) -> list[Sca
     return list(by_source.values())
 
 
+def storable_text(text: str) -> str:
+    """Return ``text`` as valid UTF-8 text: bytes kept as surrogates become ``\\xNN``.
+
+    Args:
+        text: A file name or path, possibly holding bytes that are not UTF-8.
+
+    Returns:
+        ``text`` itself when it is valid, else a readable escape of it.
+    """
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return text
+
+
 def _values(row: ScannedImage) -> tuple[Any, ...]:
     return (
-        row.source_uri,
-        row.relative_path,
-        row.output_uri,
+        storable_text(row.source_uri),
+        storable_text(row.relative_path),
+        storable_text(row.output_uri),
         row.size,
         row.checksum,
         row.checksum_kind,
+        row.status.value,
+        None if row.skipped is None else storable_text(row.skipped),
     )
 
 
@@ -132,10 +172,13 @@ def _on_conflict(insert: postgresql.Insert | sqlite.Insert, table: Table) -> Any
             "duration_s",
         )
     }
+    del reset["last_error"]
+    skipped = ImageStatus.SKIPPED
     return insert.on_conflict_do_update(
         index_elements=[table.c.collection_id, table.c.source_uri],
         set_={
-            "status": ImageStatus.PENDING,
+            "status": excluded.status,
+            "last_error": excluded.last_error,
             # A source whose format changed is written under a new output name.
             "relative_path": excluded.relative_path,
             "output_uri": excluded.output_uri,
@@ -146,10 +189,27 @@ def _on_conflict(insert: postgresql.Insert | sqlite.Insert, table: Table) -> Any
             **reset,
         },
         # A running image keeps its claim, or its worker would lose the work it is
-        # doing; the next scan sees the changed checksum again.
+        # doing; the next scan sees the changed checksum again. Otherwise a row changes
+        # when its file did, or when the scan's verdict did: a file skipped by the scan
+        # (no attempts) that is now an image, or a known file now skipped, or skipped
+        # for another reason.
         where=(
-            table.c.source_checksum.is_distinct_from(excluded.source_checksum)
-            & (table.c.status != ImageStatus.RUNNING)
+            (table.c.status != ImageStatus.RUNNING)
+            & (
+                table.c.source_checksum.is_distinct_from(excluded.source_checksum)
+                | (
+                    (excluded.status == skipped)
+                    & (
+                        (table.c.status != ImageStatus.SKIPPED)
+                        | table.c.last_error.is_distinct_from(excluded.last_error)
+                    )
+                )
+                | (
+                    (excluded.status != skipped)
+                    & (table.c.status == ImageStatus.SKIPPED)
+                    & (table.c.attempts == 0)
+                )
+            )
         ),
     ).returning(table.c.id)
 
@@ -159,7 +219,16 @@ def _upsert_postgresql(
 ) -> int:
     # One array parameter per column: the statement text stays the same short string
     # whatever the batch size, so neither SQLAlchemy nor psycopg re-parses it per row.
-    types: tuple[type[Text] | type[BigInteger], ...] = (Text, Text, Text, BigInteger, Text, Text)
+    types: tuple[type[Text] | type[BigInteger], ...] = (
+        Text,
+        Text,
+        Text,
+        BigInteger,
+        Text,
+        Text,
+        Text,
+        Text,
+    )
     arrays = [
         bindparam(name, type_=postgresql.ARRAY(item_type))
         for name, item_type in zip(SCANNED_COLUMNS, types, strict=True)
@@ -168,12 +237,11 @@ def _upsert_postgresql(
     source = select(
         literal(collection_id),
         *(scanned.c[name] for name in SCANNED_COLUMNS),
-        literal(ImageStatus.PENDING.value),
         literal(0),
         literal(0),
     )
     insert = postgresql.insert(table).from_select(
-        ["collection_id", *SCANNED_COLUMNS, "status", "attempts", "lost_attempts"], source
+        ["collection_id", *SCANNED_COLUMNS, "attempts", "lost_attempts"], source
     )
     statement = _on_conflict(insert, table)
     written = 0
@@ -192,7 +260,6 @@ def _upsert_sqlite(
         {
             "collection_id": collection_id,
             **dict(zip(SCANNED_COLUMNS, _values(row), strict=True)),
-            "status": ImageStatus.PENDING,
             "attempts": 0,
             "lost_attempts": 0,
         }
@@ -206,6 +273,36 @@ def _upsert_sqlite(
 def _count_images(db: Session, collection_id: int) -> int:
     query = select(func.count()).select_from(Image).where(Image.collection_id == collection_id)
     return int(db.scalar(query) or 0)
+
+
+#: Skipped files named in a summary; beyond it, the summary says how to list them all.
+SKIPPED_LISTED = 10
+
+
+@database_errors()
+def skipped_images(
+    db: Session, collection_id: int, *, limit: int = SKIPPED_LISTED
+) -> tuple[int, tuple[tuple[str, str], ...]]:
+    """Count a collection's skipped images and name the first ones, for a summary.
+
+    Args:
+        db: The caller's session.
+        collection_id: The collection.
+        limit: Most images named.
+
+    Returns:
+        How many are skipped, and the first ``limit`` of them as (relative path, reason)
+        in path order.
+    """
+    skipped = (Image.collection_id == collection_id) & (Image.status == ImageStatus.SKIPPED)
+    total = int(db.scalar(select(func.count()).select_from(Image).where(skipped)) or 0)
+    rows = db.execute(
+        select(Image.relative_path, Image.last_error)
+        .where(skipped)
+        .order_by(Image.relative_path)
+        .limit(limit)
+    ).all()
+    return total, tuple((path, reason or "skipped") for path, reason in rows)
 
 
 @database_errors()

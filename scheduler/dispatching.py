@@ -10,6 +10,10 @@ one's pending images, oldest first, in batches::
     on failure:   unqueue the images whose messages were not sent and the batch queued
                   meanwhile  (commit), then raise
 
+A pass first marks ``done`` every active collection none of whose images is pending,
+queued or running (all done, failed or skipped); registering new work or a retry makes it
+active again.
+
 Back-pressure is counted in the catalog: at most ``max_in_flight`` images are ``queued``
 (sent but not yet claimed by a worker) at any time, over all collections. Workers claim
 images (``queued -> running``), which frees room for the next pass.
@@ -37,6 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import (
     CollectionStatus,
+    complete_collection,
     count_in_flight,
     list_collections,
     queue_pending,
@@ -197,6 +202,9 @@ def dispatch(
             _Active(c.id, c.name, window_opens_at(c.not_before, c.updated_at, tz=tz))
             for c in list_collections(db, statuses=[CollectionStatus.ACTIVE])
         ]
+        # A collection with nothing pending, queued or running is done (one indexed
+        # NOT EXISTS each); new work from a scan or a retry makes it active again.
+        active = [c for c in active if not complete_collection(db, c.id)]
         in_flight = count_in_flight(db)
     done: list[CollectionDispatch] = []
     total = 0

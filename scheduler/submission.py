@@ -7,9 +7,11 @@ also how a grown or corrected source is brought up to date.
 The scan is streamed: scanned objects are turned into catalog rows and registered in
 chunks of ``chunk_rows``, each chunk in its own short transaction, so a source of
 millions of objects never sits in memory and the catalog stays available to the workers
-and the dispatcher meanwhile. If a submission fails half-way (a store error, two sources
-with one output), the chunks registered so far stay registered; fix the cause and submit
-again.
+and the dispatcher meanwhile. Files the scan passes over are registered too, as ``skipped``
+rows with the reason (see ``storage.scan``), so that every file of the source is accounted
+for; only hidden and system files are left out, and counted. If a submission fails
+half-way (a store error, two sources with one output), the chunks registered so far stay
+registered; fix the cause and submit again.
 
 After each chunk one dispatch pass runs (when a sender is given), so the workers start on
 the first images while the scan of a large source goes on. Each pass tops the broker up
@@ -35,6 +37,7 @@ from catalog import (
     create_or_get_collection,
     get_collection,
     register_images,
+    skipped_images,
     transaction,
 )
 from scheduler._queries import count_pending
@@ -50,8 +53,10 @@ from scheduler.outputs import (
 from scheduler.scanning import ScanProgress, scan_source
 from scheduler.windows import parse_not_before, window_opens_at
 from storage.base import Storage
+from storage.errors import InvalidURI
 from storage.imaging import output_extension
-from storage.uri import parse_uri
+from storage.scan import IGNORED_REASONS, ScanReport, SkippedEntry
+from storage.uri import URI, join, parse_uri
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +157,10 @@ class SubmitSummary:
         in_flight: Images of all collections queued in the broker after the last pass.
         dispatch_error: Why dispatching failed, if it did (the broker was unreachable);
             registration is complete all the same, and no further pass was tried.
+        skipped_total: Files of the collection recorded as ``skipped`` in the catalog
+            (by this scan or an earlier one), each with its reason.
+        skipped_files: The first :data:`catalog.SKIPPED_LISTED` of them, as (relative path,
+            reason), in path order.
     """
 
     collection_id: int
@@ -171,6 +180,13 @@ class SubmitSummary:
     pending: int
     in_flight: int
     dispatch_error: str | None = None
+    skipped_total: int = 0
+    skipped_files: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def ignored(self) -> dict[str, int]:
+        """Entries not recorded because they are not part of the collection, per reason."""
+        return {reason: n for reason, n in self.skipped.items() if reason in IGNORED_REASONS}
 
     @property
     def registered(self) -> int:
@@ -309,6 +325,7 @@ def submit(
     # A dispatch pass after every chunk lets the workers start while a long scan goes on;
     # with the room in the broker filled, a pass costs a few small queries.
     passes = _Passes(sessions, send, collection_id, max_in_flight=max_in_flight, now=now, tz=tz)
+    skips = _Skips(sessions, collection_id, report, source=src, output=dst)
     new = changed = unchanged = 0
     for chunk in _chunks(rows, chunk_rows):
         with transaction(sessions) as db:
@@ -317,8 +334,10 @@ def submit(
         changed += counts.changed
         unchanged += counts.unchanged
         tracker.registered(counts.total)
+        skips.register()
         passes.run()
         tracker.dispatched(passes.sent)
+    skips.register()
     if passes.runs == 0:
         passes.run()
     logger.info(
@@ -334,6 +353,7 @@ def submit(
 
     with transaction(sessions) as db:
         pending = count_pending(db, collection_id)
+        skipped_total, skipped_files = skipped_images(db, collection_id)
         collection = get_collection(db, collection_id)
         opens_at = window_opens_at(collection.not_before, collection.updated_at, tz=tz)
     if opens_at is not None and (now or datetime.now(UTC)) >= opens_at:
@@ -356,7 +376,59 @@ def submit(
         pending=pending,
         in_flight=passes.in_flight,
         dispatch_error=passes.error,
+        skipped_total=skipped_total,
+        skipped_files=skipped_files,
     )
+
+
+class _Skips:
+    """Registers the files a scan passed over as ``skipped`` images, as they come."""
+
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        collection_id: int,
+        report: ScanReport,
+        *,
+        source: URI,
+        output: URI,
+    ) -> None:
+        self._sessions = sessions
+        self._collection_id = collection_id
+        self._report = report
+        self._source = source
+        self._output = output
+
+    def register(self) -> None:
+        """Register what the scan has passed over since the last call."""
+        entries = self._report.take_recorded()
+        if not entries:
+            return
+        rows = [self._row(entry) for entry in entries]
+        with transaction(self._sessions) as db:
+            register_images(db, self._collection_id, rows)
+
+    def _row(self, entry: SkippedEntry) -> ScannedImage:
+        source = entry.uri or _below(self._source, entry.relative)
+        return ScannedImage(
+            source_uri=str(source),
+            relative_path=entry.relative,
+            # Where it would be written if it were an image of the kind its name says;
+            # nothing is ever written there for a skipped file.
+            output_uri=str(_below(self._output, entry.relative)),
+            size=entry.size,
+            checksum=entry.checksum,
+            checksum_kind=entry.checksum_kind,
+            skipped=entry.message,
+        )
+
+
+def _below(base: URI, relative: str) -> URI:
+    """``relative`` below ``base``, also for a key that ``join`` refuses (``a//b``)."""
+    try:
+        return join(base, relative)
+    except InvalidURI:
+        return URI(base.scheme, base.bucket, f"{base.key.rstrip('/')}/{relative}")
 
 
 class _Passes:

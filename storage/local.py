@@ -8,8 +8,9 @@ Symbolic links: a link to a file is listed under the link's own path. A link to 
 followed, because archives do assemble collections from linked folders; every folder entered is
 identified by ``(st_dev, st_ino)``, and a folder that is one of its own ancestors (a link loop,
 or a bind mount of a parent) is not entered again and is reported as ``symlink-loop``, while a
-folder reached a second time through another link is reported as ``already-listed``. Links may
-point outside the listed folder; that is the owner's choice.
+folder reached a second time through another link is reported as ``already-listed``. The
+listing follows links that point outside the listed folder; a scan of a collection
+(``storage.scan``) does not, and records them.
 
 Writes are atomic: a hidden temporary file in the destination folder, written, flushed and
 fsynced, then renamed over the destination (``os.replace``) or, when overwriting is not allowed,
@@ -61,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 #: Bytes copied at a time from a file object into a new file.
 COPY_CHUNK_SIZE: Final = 1024 * 1024
+#: Bytes of an output's name kept in its temporary name (the rest is "." + 17 characters),
+#: so that a name near the 255-byte limit of most file systems still gets a temporary file.
+_TEMPORARY_NAME_BYTES: Final = 200
 
 #: errno values of network file systems that may recover; reported as StorageUnavailable.
 _TRANSIENT_ERRNOS: Final = frozenset(
@@ -204,7 +208,7 @@ class LocalStorage:
             raise _error(exc, folder, "create folder", writing=True) from exc
         if not overwrite and not replaceable and os.path.lexists(path):
             raise OutputExists(f"{path} exists and overwriting is not allowed")
-        temporary = os.path.join(folder, f".{name}.{secrets.token_hex(6)}.tmp")
+        temporary = os.path.join(folder, _temporary_name(name))
         try:
             _write_temporary(temporary, data)
             _commit(temporary, path, overwrite, frozenset(replaceable))
@@ -380,6 +384,14 @@ def _read_head(path: str, n: int) -> bytes:
         return head
     finally:
         os.close(fd)
+
+
+def _temporary_name(name: str) -> str:
+    """A hidden, unique name beside ``name`` that fits the 255-byte limit of file names."""
+    # The name's bytes, cut so that "." + name + ".<12 hex>.tmp" stays within 255 bytes;
+    # a multi-byte character cut in two comes back as the same bytes (surrogateescape).
+    head = os.fsdecode(os.fsencode(name)[:_TEMPORARY_NAME_BYTES])
+    return f".{head}.{secrets.token_hex(6)}.tmp"
 
 
 def _write_temporary(temporary: str, data: Data) -> None:

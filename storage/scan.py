@@ -13,12 +13,27 @@ small thread pool, ahead of the consumer but in listing order.
 
 What a scan passes over is counted per reason in a :class:`ScanReport` (the reasons of
 :mod:`storage.base`, plus ``hidden``, ``system``, ``empty``, ``not-an-image``,
-``unknown-extension``, ``unsafe-name`` and ``undecodable-name``). A folder pruned by a local walk
+``unknown-extension``, ``unsafe-name`` and ``link-outside``). A folder pruned by a local walk
 (``.git``, ``@eaDir``) counts once, however many files it holds.
+
+Every file accounted for: a skip whose reason is not in :data:`IGNORED_REASONS` is also kept
+as a :class:`SkippedEntry` with a sentence a person understands (:data:`SKIP_MESSAGES`, plus
+what the content looks like: "a PDF document"), which the scheduler records in the catalog
+as a ``skipped`` image. Only what is not part of a collection is ignored, and counted: hidden
+and system files, S3 folder markers, a folder already listed through another link, a file
+removed while it was scanned.
+
+Symbolic links (local scans): a link whose target lies inside the scanned folder is
+followed. A link that leads outside it (``../other``, ``/mnt/elsewhere``) is not followed: it
+is reported as ``link-outside`` and recorded, because a collection is what its folder holds
+and a link must not silently pull in, or expose, another tree. Submit the target folder
+itself, or copy the files in, to colorize them. File names that are not valid UTF-8 are
+scanned like any other (their URIs are written percent-encoded, see :mod:`storage.uri`).
 """
 
 from __future__ import annotations
 
+import codecs
 import logging
 import os
 from collections import Counter, deque
@@ -28,22 +43,45 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from storage.base import SKIP_UNREADABLE, SKIP_VANISHED, ObjectInfo, Storage
-from storage.codecs.formats import BMP, JPEG, JPEG2000, PNG, SNIFF_BYTES, TIFF, WEBP, sniff_format
+from storage.base import (
+    SKIP_ALREADY_LISTED,
+    SKIP_BROKEN_LINK,
+    SKIP_FOLDER_MARKER,
+    SKIP_NOT_A_FILE,
+    SKIP_SYMLINK_LOOP,
+    SKIP_UNREADABLE,
+    SKIP_VANISHED,
+    ObjectInfo,
+    Storage,
+)
+from storage.codecs.formats import (
+    BMP,
+    JPEG,
+    JPEG2000,
+    PNG,
+    SNIFF_BYTES,
+    TIFF,
+    WEBP,
+    describe_unknown,
+    sniff_format,
+)
 from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 from storage.uri import URI, parse_uri
 
 __all__ = [
+    "IGNORED_REASONS",
     "IMAGE_EXTENSIONS",
     "SKIP_EMPTY",
     "SKIP_HIDDEN",
+    "SKIP_LINK_OUTSIDE",
+    "SKIP_MESSAGES",
     "SKIP_NOT_AN_IMAGE",
     "SKIP_SYSTEM",
-    "SKIP_UNDECODABLE_NAME",
     "SKIP_UNKNOWN_EXTENSION",
     "SKIP_UNSAFE_NAME",
     "ScanReport",
     "ScannedObject",
+    "SkippedEntry",
     "Sniffer",
     "scan",
 ]
@@ -106,11 +144,57 @@ SKIP_NOT_AN_IMAGE: Final = "not-an-image"
 SKIP_UNKNOWN_EXTENSION: Final = "unknown-extension"
 #: Skip reason: a key with empty, ``.`` or ``..`` segments, which cannot be mirrored safely.
 SKIP_UNSAFE_NAME: Final = "unsafe-name"
-#: Skip reason: a local file name that is not valid UTF-8, which the catalog cannot store.
-SKIP_UNDECODABLE_NAME: Final = "undecodable-name"
+#: Skip reason: a symbolic link whose target lies outside the scanned folder (not followed).
+SKIP_LINK_OUTSIDE: Final = "link-outside"
+
+#: Skip reasons of entries that are not part of a collection: counted, never recorded.
+IGNORED_REASONS: Final = frozenset(
+    {SKIP_HIDDEN, SKIP_SYSTEM, SKIP_FOLDER_MARKER, SKIP_ALREADY_LISTED, SKIP_VANISHED}
+)
+
+#: What each recorded skip reason means, in words for the catalog and the summaries.
+SKIP_MESSAGES: Final[Mapping[str, str]] = {
+    SKIP_EMPTY: "empty file (0 bytes)",
+    SKIP_NOT_AN_IMAGE: "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000)",
+    SKIP_UNKNOWN_EXTENSION: "not an image by its name (no image extension); not read",
+    SKIP_UNSAFE_NAME: "name with an empty, '.' or '..' segment: its output cannot mirror it",
+    SKIP_LINK_OUTSIDE: (
+        "symbolic link that leads outside the source folder: not followed "
+        "(submit its target itself, or copy the files in)"
+    ),
+    SKIP_SYMLINK_LOOP: "symbolic link loop: the link leads back to itself or a parent folder",
+    SKIP_BROKEN_LINK: "symbolic link to something that does not exist",
+    SKIP_UNREADABLE: "cannot be opened or read (permissions or an I/O error)",
+    SKIP_NOT_A_FILE: "not a regular file (a FIFO, socket or device)",
+}
 
 #: Recognises a format from an object's first bytes; None when it is not an image.
 Sniffer = Callable[[bytes], str | None]
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """One entry a scan passed over that belongs to the collection and must be recorded.
+
+    Attributes:
+        relative: Its ``/``-separated key below the scanned prefix (no trailing ``/``, also
+            for a folder: a link to a folder outside, a loop, an unreadable folder).
+        reason: The skip reason (``empty``, ``not-an-image``...).
+        message: Why, in words a person understands.
+        size: Size in bytes, when it was known.
+        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``, when known.
+        checksum_kind: ``"etag"`` or ``"mtime-size"``, when known.
+        uri: Where it is, when the listing said so (else it is ``relative`` below the
+            scanned prefix).
+    """
+
+    relative: str
+    reason: str
+    message: str
+    uri: URI | None = None
+    size: int | None = None
+    checksum: str | None = None
+    checksum_kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +234,8 @@ class ScanReport:
         skipped: Entries passed over, per reason.
         examples: Up to :data:`EXAMPLES_PER_REASON` relative paths per reason.
         on_skip: Optionally also told ``(relative path, reason)`` of every skip, as it happens.
+        recorded: Skipped entries to record in the catalog (reasons not in
+            :data:`IGNORED_REASONS`) not yet taken by :meth:`take_recorded`.
     """
 
     found: int = 0
@@ -157,23 +243,60 @@ class ScanReport:
     skipped: Counter[str] = field(default_factory=Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)
     on_skip: Callable[[str, str], None] | None = None
+    recorded: list[SkippedEntry] = field(default_factory=list)
+
+    @property
+    def total_ignored(self) -> int:
+        """Entries passed over and not recorded (hidden, system...), all reasons together."""
+        return sum(count for reason, count in self.skipped.items() if reason in IGNORED_REASONS)
+
+    def take_recorded(self) -> list[SkippedEntry]:
+        """Return the skipped entries to record so far, and forget them.
+
+        Returns:
+            The entries, in the order they were passed over.
+        """
+        taken, self.recorded = self.recorded, []
+        return taken
 
     @property
     def total_skipped(self) -> int:
         """Entries passed over, all reasons together."""
         return sum(self.skipped.values())
 
-    def skip(self, relative: str, reason: str) -> None:
-        """Count one entry passed over.
+    def skip(
+        self,
+        relative: str,
+        reason: str,
+        *,
+        info: ObjectInfo | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Count one entry passed over, and keep it for the catalog unless it is ignored.
 
         Args:
             relative: Its relative path (a folder's ends with ``/``).
             reason: Why it was passed over.
+            info: What the listing knew of it (size, checksum), if anything.
+            detail: What the content looks like ("a PDF document"), added to the message.
         """
         self.skipped[reason] += 1
         examples = self.examples.setdefault(reason, [])
         if len(examples) < EXAMPLES_PER_REASON:
             examples.append(relative)
+        if reason not in IGNORED_REASONS:
+            message = SKIP_MESSAGES.get(reason, reason)
+            self.recorded.append(
+                SkippedEntry(
+                    relative=relative.rstrip("/"),
+                    reason=reason,
+                    message=f"{message}: {detail}" if detail else message,
+                    uri=info.uri if info is not None else None,
+                    size=info.size if info is not None else None,
+                    checksum=info.checksum if info is not None else None,
+                    checksum_kind=info.checksum_kind if info is not None else None,
+                )
+            )
         if self.on_skip is not None:
             self.on_skip(relative, reason)
 
@@ -222,7 +345,11 @@ def scan(
         raise ValueError(f"workers must be at least 1, not {workers}")
     if sniffer is None:
         sniffer = sniff_format
-    listing = storage.list(location, on_skip=report.skip, prune=_prune_reason)
+    outside = _outside_links(location)
+    prune = _prune_reason if outside is None else outside.prune
+    listing = storage.list(location, on_skip=report.skip, prune=prune)
+    if outside is not None:
+        listing = outside.files(listing, report)
     candidates = _candidates(listing, report, trust_extension=by_extension or not sniff)
     if not sniff:
         found = _by_extension_only(candidates, report)
@@ -240,6 +367,49 @@ def _prune_reason(relative: str) -> str | None:
     return None
 
 
+class _OutsideLinks:
+    """Keeps a local scan inside its folder: links that lead out of it are not followed."""
+
+    def __init__(self, root: str, real_root: str) -> None:
+        self._base = root.rstrip(os.sep) + os.sep
+        self._inside = real_root.rstrip(os.sep) + os.sep
+
+    def _leads_outside(self, relative: str) -> bool:
+        target = os.path.realpath(self._base + relative)
+        return not (target + os.sep).startswith(self._inside)
+
+    def prune(self, relative: str) -> str | None:
+        """The walk's prune: hidden and system folders, and links to folders outside."""
+        reason = _prune_reason(relative)
+        if reason is None and self._leads_outside(relative):
+            logger.warning("not following %s%s/: it leads outside the source", self._base, relative)
+            return SKIP_LINK_OUTSIDE
+        return reason
+
+    def files(self, listing: Iterable[ObjectInfo], report: ScanReport) -> Iterator[ObjectInfo]:
+        """Pass the listed files on, except links to files outside (reported)."""
+        for info in listing:
+            # The folders walked are all inside, so only a file that is a link can lead out.
+            if os.path.islink(self._base + info.relative) and self._leads_outside(info.relative):
+                report.skip(info.relative, SKIP_LINK_OUTSIDE, detail=_link_target(info))
+                continue
+            yield info
+
+
+def _outside_links(location: URI) -> _OutsideLinks | None:
+    """The link policy of a local folder scan; None for S3 or a single file."""
+    if not location.is_local or not os.path.isdir(location.key):
+        return None
+    return _OutsideLinks(location.key, os.path.realpath(location.key))
+
+
+def _link_target(info: ObjectInfo) -> str | None:
+    try:
+        return f"it points to {os.readlink(info.uri.key)}"
+    except OSError:
+        return None
+
+
 def _name_reason(relative: str) -> str | None:
     """Why a listed key is not a candidate (checking every segment), or None."""
     for segment in relative.split("/"):
@@ -249,11 +419,6 @@ def _name_reason(relative: str) -> str | None:
             return SKIP_HIDDEN
         if segment.lower() in SYSTEM_NAMES:
             return SKIP_SYSTEM
-    if not relative.isascii():
-        try:
-            relative.encode("utf-8")
-        except UnicodeEncodeError:
-            return SKIP_UNDECODABLE_NAME
     return None
 
 
@@ -272,7 +437,7 @@ def _candidates(
         if reason is None and info.size == 0:
             reason = SKIP_EMPTY
         if reason is not None:
-            report.skip(info.relative, reason)
+            report.skip(info.relative, reason, info=info)
             continue
         yield info, _extension_format(info.relative) if trust_extension else None
 
@@ -282,7 +447,7 @@ def _by_extension_only(
 ) -> Iterator[ScannedObject]:
     for info, image_format in candidates:
         if image_format is None:
-            report.skip(info.relative, SKIP_UNKNOWN_EXTENSION)
+            report.skip(info.relative, SKIP_UNKNOWN_EXTENSION, info=info)
         else:
             yield _scanned(info, image_format, sniffed=False)
 
@@ -359,13 +524,28 @@ def _recognise(
     info: ObjectInfo, head: bytes | str, sniffer: Sniffer, report: ScanReport
 ) -> ScannedObject | None:
     if isinstance(head, str):
-        report.skip(info.relative, head)
+        report.skip(info.relative, head, info=info)
         return None
     image_format = sniffer(head)
     if image_format is None:
-        report.skip(info.relative, SKIP_NOT_AN_IMAGE)
+        report.skip(info.relative, SKIP_NOT_AN_IMAGE, info=info, detail=_looks_like(head))
         return None
     return _scanned(info, image_format, sniffed=True)
+
+
+def _looks_like(head: bytes) -> str:
+    """What a file that is not a supported image seems to be: "it is a PDF document"."""
+    kind, _ = describe_unknown(head)
+    if not kind.startswith("not a recognised"):
+        return f"it is {kind}"
+    try:
+        # Incremental: a character cut in two by the end of the head is not an error.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+    except UnicodeDecodeError:
+        return kind
+    if all(char.isprintable() or char.isspace() for char in text):
+        return "it is text"
+    return kind
 
 
 def _scanned(info: ObjectInfo, image_format: str, *, sniffed: bool) -> ScannedObject:

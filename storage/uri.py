@@ -8,7 +8,10 @@ A location is parsed once into a frozen :class:`URI` and passed around as that v
 - Local paths, absolute or relative, with an optional ``file://`` scheme (whose path is
   percent-decoded, as RFC 8089 asks). A local path is made absolute and normalised at parse
   time, against the current directory, because the catalog stores it and a worker may run
-  elsewhere; symbolic links are left as they are.
+  elsewhere; symbolic links are left as they are. A local path whose name is not valid
+  UTF-8 (Python keeps such bytes as lone surrogates) is written by ``str()`` as a
+  percent-encoded ``file://`` URI, which any database accepts and which parses back to the
+  same bytes.
 
 Relative keys (what :meth:`URI.relative_to` returns and :func:`join` accepts) always use ``/``
 and never contain ``.`` or ``..`` segments, empty segments or a leading ``/``: the output of an
@@ -22,7 +25,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
 
 from storage.errors import InvalidURI
 
@@ -60,6 +63,11 @@ class URI:
     def __str__(self) -> str:
         if self.scheme == S3:
             return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
+        if not _is_utf8(self.key):
+            # A file name that is not valid UTF-8 (bytes kept by Python as surrogates): a
+            # percent-encoded file:// URI is valid text everywhere (PostgreSQL, JSON, a
+            # terminal) and parse_uri() turns it back into exactly the same bytes.
+            return "file://" + quote(os.fsencode(self.key), safe="/")
         return self.key
 
     @property
@@ -152,7 +160,8 @@ def parse_uri(location: str | os.PathLike[str] | URI) -> URI:
             raise InvalidURI(f"file:// URIs with a host are not supported: {text!r}")
         if not slash:
             raise InvalidURI(f"file:// URI without a path: {text!r}")
-        return _local("/" + unquote(path))
+        # surrogateescape: bytes that are not UTF-8 come back as the same bytes on disk.
+        return _local("/" + unquote(path, errors="surrogateescape"))
     raise InvalidURI(f"unsupported scheme {scheme!r} in {text!r}: use s3:// or a local path")
 
 
@@ -239,6 +248,16 @@ def check_relative(relative: str) -> str:
         if segment in ("", ".", ".."):
             raise InvalidURI(f"relative key has an empty, '.' or '..' segment: {relative!r}")
     return relative
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _local(text: str) -> URI:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from panchro.settings import Settings
+    from scheduler import SubmitSummary
     from workers.process import Outcome
     from workers.runtime import WorkerRuntime
 
@@ -230,6 +231,8 @@ def run(
     `panchro --database-url sqlite:///DEST/.panchro/catalog.sqlite3 status`). Press
     Ctrl-C to stop: the same command resumes where it stopped, and finished images are
     never redone. Failed images are listed at the end; `panchro retry` re-queues them.
+    Files that are not images (empty, text, a PDF, a link out of SOURCE...) are recorded
+    as skipped and named at the end with the reason; hidden and system files are counted.
 
     \b
     Examples:
@@ -300,8 +303,9 @@ def run(
     remaining = _count_pending(sessions, summary.collection_id)
     click.echo(
         f"{summary.registered} images in {source} ({summary.new} new, {summary.changed} "
-        f"changed, {summary.total_skipped} other files skipped); {remaining} to colorize "
-        f"with {colorizer!r}",
+        f"changed; {summary.skipped_total} other files skipped, "
+        f"{sum(summary.ignored.values())} hidden or system files ignored); {remaining} to "
+        f"colorize with {colorizer!r}",
         err=True,
     )
     try:
@@ -318,7 +322,7 @@ def run(
         ctx.exit(130)
     finally:
         runtime.close()
-    _summarise(sessions, summary.collection_id, tally, output, database_url)
+    _summarise(sessions, summary, tally, output, database_url)
     if tally.failed:
         ctx.exit(1)
 
@@ -339,23 +343,34 @@ def _count_pending(sessions: sessionmaker[Session], collection_id: int) -> int:
 
 def _summarise(
     sessions: sessionmaker[Session],
-    collection_id: int,
+    summary: SubmitSummary,
     tally: RunTally,
     output: str,
     database_url: str,
 ) -> None:
-    from catalog import collection_status, get_collection, transaction
+    from catalog import collection_status, complete_collection, skipped_images, transaction
+    from panchro.commands._skipped import skipped_lines
 
+    name = summary.name
     with transaction(sessions) as db:
-        name = get_collection(db, collection_id).name
+        # Everything done, failed or skipped: the collection is done.
+        complete_collection(db, summary.collection_id)
         progress = collection_status(db, name).collections[0]
+        skipped_total, skipped_files = skipped_images(db, summary.collection_id)
     counts = ", ".join(f"{count} {status}" for status, count in sorted(progress.counts.items()))
     click.echo(f"this run: {tally.done} colorized, {tally.failed} failed")
-    click.echo(f"collection {name}: {counts}; outputs in {output}")
+    click.echo(f"collection {name} {progress.status}: {counts}; outputs in {output}")
     for reason, count in tally.reasons.most_common(SUMMARY_REASONS):
         click.secho(f"  failed x{count}: {reason}", fg="red")
     if tally.failed:
         click.echo(f"list them: panchro --database-url {database_url} list {name} --status failed")
+    for line in skipped_lines(
+        skipped_total,
+        skipped_files,
+        summary.ignored,
+        list_command=f"panchro --database-url {database_url} list {name} --status skipped",
+    ):
+        click.echo(line)
 
 
 def register(group: click.Group) -> None:

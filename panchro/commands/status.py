@@ -127,6 +127,12 @@ def render_collection(progress: CollectionProgress, window_s: float) -> str:
         lines.append(f"  window    nothing is sent before {progress.not_before} local time")
     if progress.untrained:
         lines.append("  WARNING   random weights: a demonstration, the colours are meaningless")
+    skipped = progress.counts.get("skipped", 0)
+    if skipped:
+        lines.append(
+            f"  skipped   {skipped} not colorized (empty, not an image...): "
+            f"panchro list {progress.name} --status skipped"
+        )
     if progress.top_failures:
         lines.append("  failures")
         width = len(str(progress.top_failures[0].count))

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from panchro.cli_support import fail_on
+from panchro.commands._skipped import skipped_lines
 from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
 from panchro.options import size_from, size_options
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Example paths shown per skip reason in the summary.
-SKIP_EXAMPLES = 3
 #: Progress bar of the scan; the total is unknown until the listing ends.
 BAR_FORMAT = "{desc}: {n_fmt} images [{elapsed}, {rate_fmt}{postfix}]"
 
@@ -113,13 +112,15 @@ def render_summary(summary: SubmitSummary, *, model: str | None, dispatching: bo
         f"  images    {summary.registered} found ({format_bytes(summary.found_bytes)}): "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged",
     ]
-    if summary.skipped:
-        reasons = []
-        for reason, count in sorted(summary.skipped.items(), key=lambda item: -item[1]):
-            examples = summary.skipped_examples.get(reason, [])[:SKIP_EXAMPLES]
-            shown = f" ({', '.join(examples)}{', ...' if count > len(examples) else ''})"
-            reasons.append(f"{count} {reason}{shown if examples else ''}")
-        lines.append(f"  skipped   {summary.total_skipped}: " + "; ".join(reasons))
+    lines.extend(
+        "  " + line
+        for line in skipped_lines(
+            summary.skipped_total,
+            summary.skipped_files,
+            summary.ignored,
+            list_command=f"panchro list {summary.name} --status skipped",
+        )
+    )
     lines.append(
         f"  model     {model or 'the weights the workers are configured with (no --weights given)'}"
     )
@@ -247,10 +248,12 @@ def submit_command(
 ) -> None:
     """Register the images of SOURCE (a folder or s3://bucket/prefix) as collection NAME.
 
-    The source is scanned (hidden and system files and non-images are skipped), every
-    image is recorded in the catalog as pending, and one dispatch pass sends the first
-    tasks to the broker; `panchro scheduler` sends the rest as workers free up. Running
-    it again is safe: unchanged images are left alone.
+    The source is scanned and every file is recorded in the catalog: images as pending,
+    other files (empty, not an image, a link out of SOURCE...) as skipped with the reason,
+    which the summary names; hidden and system files are only counted. One dispatch pass
+    sends the first tasks to the broker; `panchro scheduler` sends the rest as workers free
+    up. Running it again is safe: unchanged files are left alone, and a skipped file that
+    was fixed (replaced by a valid image) is colorized.
 
     On SQLite the catalog schema is created on first use; a PostgreSQL catalog must be
     created with `panchro db upgrade` first.

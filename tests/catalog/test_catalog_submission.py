@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from catalog_rows import read_collection, read_image, scanned
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CollectionNotFound, ConflictingCollection, DuplicateOutput
@@ -308,3 +308,66 @@ def test_register_handles_a_scan_of_a_hundred_thousand_objects(
     assert first == RegisterCounts(new=100_000, changed=0, unchanged=0)
     assert again == RegisterCounts(new=0, changed=1, unchanged=99_999)
     assert _count(sessions) == 100_000
+
+
+# --------------------------------------------------------------------------- skipped files
+
+
+def _file(skipped: str | None, checksum: str = "c1", *, name: str = "a.jpg") -> ScannedImage:
+    return ScannedImage(
+        source_uri=f"s3://in/{name}",
+        relative_path=name,
+        output_uri=f"s3://out/{name}",
+        size=10,
+        checksum=checksum,
+        checksum_kind="etag",
+        skipped=skipped,
+    )
+
+
+def _register(sessions: sessionmaker[Session], collection_id: int, row: ScannedImage) -> None:
+    with sessions.begin() as db:
+        register_images(db, collection_id, [row])
+
+
+def _state(sessions: sessionmaker[Session]) -> tuple[str, str | None]:
+    with sessions.begin() as db:
+        image = db.scalars(select(Image)).one()
+        return image.status.value, image.last_error
+
+
+def test_a_skipped_file_is_registered_once_with_its_reason_and_follows_its_file(
+    sessions: sessionmaker[Session], collection_id: int
+) -> None:
+    _register(sessions, collection_id, _file("empty file (0 bytes)"))
+    _register(sessions, collection_id, _file("empty file (0 bytes)"))
+    assert _state(sessions) == ("skipped", "empty file (0 bytes)")
+    _register(sessions, collection_id, _file("cannot be opened or read"))
+    assert _state(sessions) == ("skipped", "cannot be opened or read")
+
+    # The same bytes are an image now (a scan rule changed, a link was made readable).
+    _register(sessions, collection_id, _file(None))
+    assert _state(sessions) == ("pending", None)
+    _register(sessions, collection_id, _file(None))
+    assert _state(sessions) == ("pending", None)
+
+    # An image whose file is no image any more: skipped, even with an unchanged checksum.
+    _register(sessions, collection_id, _file("not an image: it is text"))
+    assert _state(sessions) == ("skipped", "not an image: it is text")
+    assert _count(sessions) == 1
+
+
+def test_a_file_the_worker_skipped_is_not_sent_back_by_an_unchanged_scan(
+    sessions: sessionmaker[Session], collection_id: int
+) -> None:
+    _register(sessions, collection_id, _file(None))
+    with sessions.begin() as db:
+        db.execute(
+            update(Image).values(
+                status=ImageStatus.SKIPPED, last_error="already colour", attempts=1
+            )
+        )
+    _register(sessions, collection_id, _file(None))
+    assert _state(sessions) == ("skipped", "already colour")
+    _register(sessions, collection_id, _file(None, "c2"))
+    assert _state(sessions) == ("pending", None)

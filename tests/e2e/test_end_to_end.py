@@ -104,6 +104,7 @@ class PipelineRun:
     multipart_uploads: list[Any]
     collection: Collection
     images: dict[str, Image]
+    skipped_rows: dict[str, Image]
     attempts: dict[str, list[Attempt]]
     nodes: set[str]
     stop_code: int
@@ -152,19 +153,22 @@ def _bucket_contents(client: Any, bucket: str) -> dict[str, tuple[str, bytes]]:
 
 def _catalog_rows(
     database_url: str,
-) -> tuple[Collection, dict[str, Image], dict[str, list[Attempt]]]:
+) -> tuple[Collection, dict[str, Image], dict[str, Image], dict[str, list[Attempt]]]:
     engine = make_engine(database_url)
     try:
         with Session(engine) as db:
             collection = db.scalars(select(Collection).where(Collection.name == COLLECTION)).one()
-            rows = db.scalars(select(Image).where(Image.collection_id == collection.id)).all()
+            every = db.scalars(select(Image).where(Image.collection_id == collection.id)).all()
+            # Files the scan passed over have rows too, and never reach a worker.
+            skipped = {i.relative_path: i for i in every if i.status is ImageStatus.SKIPPED}
+            rows = [image for image in every if image.status is not ImageStatus.SKIPPED]
             images = {image.relative_path: image for image in rows}
             by_id = {image.id: image.relative_path for image in rows}
             attempts: dict[str, list[Attempt]] = {path: [] for path in images}
             query = select(Attempt).where(Attempt.image_id.in_(by_id)).order_by(Attempt.number)
             for attempt in db.scalars(query):
                 attempts[by_id[attempt.image_id]].append(attempt)
-        return collection, images, attempts
+        return collection, images, skipped, attempts
     finally:
         engine.dispose()
 
@@ -239,7 +243,7 @@ def pipeline(
         except AssertionError:
             all_gone = False
         status = run_command(panchro("status", COLLECTION, "--json"), env, work)
-        collection, images, attempts = _catalog_rows(database_url)
+        collection, images, skipped_rows, attempts = _catalog_rows(database_url)
         yield PipelineRun(
             bucket=e2e_bucket,
             samples=samples,
@@ -253,6 +257,7 @@ def pipeline(
             ),
             collection=collection,
             images=images,
+            skipped_rows=skipped_rows,
             attempts=attempts,
             nodes=nodes,
             stop_code=stop_code,
@@ -283,7 +288,14 @@ def test_submit_registers_every_image_and_sends_one_task_each(pipeline: Pipeline
 def test_submit_skips_empty_files_non_images_and_hidden_files(pipeline: PipelineRun) -> None:
     for sample in pipeline.skipped:
         assert sample.relative not in pipeline.images
-        assert f"1 {sample.skip_reason} ({sample.relative})" in pipeline.submit_output
+        if sample.skip_reason == "hidden":
+            assert sample.relative not in pipeline.skipped_rows
+            assert "ignored   1 not part of the collection: 1 hidden" in pipeline.submit_output
+        else:
+            row = pipeline.skipped_rows[sample.relative]
+            assert row.last_error and f"    {sample.relative}: {row.last_error}" in (
+                pipeline.submit_output
+            )
 
 
 def test_collection_records_the_model_checkpoint_and_input_size(pipeline: PipelineRun) -> None:

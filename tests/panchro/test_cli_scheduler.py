@@ -70,4 +70,6 @@ def test_scheduler_keeps_sending_pending_images_until_stopped(
             proc.wait(timeout=60)
 
     assert broker.llen(COLORIZE_QUEUE) == len(IMAGES), log.read_text()
-    assert set(images(url).values()) == {ImageStatus.QUEUED}
+    statuses = images(url)
+    assert statuses.pop("notes.txt") is ImageStatus.SKIPPED
+    assert set(statuses.values()) == {ImageStatus.QUEUED}

@@ -39,12 +39,15 @@ def test_submit_registers_every_image_and_sends_one_task_each(
 
     assert result.exit_code == 0, result.output
     assert "4 found" in result.stdout and "4 new, 0 changed, 0 unchanged" in result.stdout
-    assert "1 hidden (.DS_Store)" in result.stdout
-    assert "1 not-an-image (notes.txt)" in result.stdout
+    assert "ignored   1 not part of the collection: 1 hidden" in result.stdout
+    assert "skipped   1 file, not colorized:\n    notes.txt: not an image" in result.stdout
     assert "4 sent to the workers" in result.stdout
     assert "scanning" in result.stderr
     assert broker.llen(COLORIZE_QUEUE) == 4
-    assert images(catalog_url) == {relative: ImageStatus.QUEUED for relative in IMAGES}
+    assert images(catalog_url) == {
+        **{relative: ImageStatus.QUEUED for relative in IMAGES},
+        "notes.txt": ImageStatus.SKIPPED,
+    }
     stored = collection(catalog_url, "1920s")
     assert (stored.preset, stored.input_size, stored.priority) == ("landscape", 1024, 3)
     assert (stored.source, stored.output) == (str(scans), str(output))
@@ -72,7 +75,7 @@ def test_submit_without_dispatch_leaves_the_images_pending(
     assert result.exit_code == 0, result.output
     assert "`panchro scheduler` sends the 4 pending" in result.stdout
     assert broker.llen(COLORIZE_QUEUE) == 0
-    assert set(images(catalog_url).values()) == {ImageStatus.PENDING}
+    assert set(images(catalog_url).values()) == {ImageStatus.PENDING, ImageStatus.SKIPPED}
 
 
 def test_submit_with_a_start_window_holds_every_image(

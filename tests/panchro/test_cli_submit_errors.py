@@ -112,4 +112,6 @@ def test_submit_with_an_unreachable_broker_registers_and_then_fails(
 
     assert_one_line_error(result, 1, "dispatching failed", "panchro scheduler")
     assert "4 new" in result.stdout
-    assert set(images(url).values()) == {ImageStatus.PENDING}
+    statuses = images(url)
+    assert statuses.pop("notes.txt") is ImageStatus.SKIPPED
+    assert set(statuses.values()) == {ImageStatus.PENDING}

@@ -198,6 +198,8 @@ def test_status_of_one_collection_lists_its_failure_reasons(catalog_url: str) ->
     assert "5 done, 2 failed, 1 skipped, 1 running, 2 queued, 3 pending" in result.stdout
     assert "finished  8 of 14" in result.stdout
     assert f"2  {FAILURE}" in result.stdout
+    assert "skipped   1 not colorized" in result.stdout
+    assert "panchro list 1920s --status skipped" in result.stdout
 
 
 def test_status_of_an_unknown_collection_is_a_one_line_error(catalog_url: str) -> None:

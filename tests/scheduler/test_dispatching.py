@@ -25,12 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import (
     Collection,
+    CollectionStatus,
+    Image,
+    ImageStatus,
     ScannedImage,
     claim_image,
     count_in_flight,
     create_or_get_collection,
+    get_collection,
     make_sessionmaker,
     register_images,
+    retry_failed,
 )
 from scheduler import BrokerUnavailable, TaskRequest, celery_sender, dispatch
 from workers.app import COLORIZE_QUEUE, create_app
@@ -316,3 +321,33 @@ def test_two_dispatchers_at_once_never_send_one_image_twice_nor_exceed_the_limit
         assert status_counts(check) == {"queued": 450, "pending": 150}
     finally:
         check.kw["bind"].dispose()
+
+
+def test_dispatch_marks_a_finished_collection_done_and_a_retry_reopens_it(
+    sessions: sessionmaker[Session], celery_app: Any, redis_url: str
+) -> None:
+    ids = _collection(sessions, "1920s", 3)
+    _collection(sessions, "1930s", 1)
+    send = celery_sender(celery_app)
+    dispatch(sessions, send, max_in_flight=100)
+    for image_id, status in zip(
+        ids, (ImageStatus.DONE, ImageStatus.FAILED, ImageStatus.SKIPPED), strict=True
+    ):
+        with sessions.begin() as db:
+            db.execute(update(Image).where(Image.id == image_id).values(status=status))
+
+    report = dispatch(sessions, send, max_in_flight=100)
+
+    assert report.sent == 0
+    with sessions.begin() as db:
+        # 1930s still has an image queued: not done.
+        assert get_collection(db, "1930s").status is CollectionStatus.ACTIVE
+        assert get_collection(db, "1920s").status is CollectionStatus.DONE
+        assert retry_failed(db, "1920s") == 1
+        assert get_collection(db, "1920s").status is CollectionStatus.ACTIVE
+    assert dispatch(sessions, send, max_in_flight=100).sent_for(_collection_id(sessions)) == 1
+
+
+def _collection_id(sessions: sessionmaker[Session], name: str = "1920s") -> int:
+    with sessions.begin() as db:
+        return get_collection(db, name).id

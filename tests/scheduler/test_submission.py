@@ -8,6 +8,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from unittest.mock import ANY
 
 import boto3
 import pytest
@@ -35,6 +36,7 @@ from scheduler import (
 )
 from storage.base import open_storage
 from storage.errors import ObjectNotFound
+from storage.uri import parse_uri
 from workers.app import create_app
 
 #: Images of the standard test source, relative to it.
@@ -83,10 +85,20 @@ def test_submit_registers_a_local_folder_and_dispatches_it(
     assert summary.dispatch_error is None
     assert summary.source == str(source) and summary.output == str(output)
     ids = ids_by_path(sessions, "1920s")
+    skipped = ids.pop("readme.txt")
     assert sorted(ids) == sorted(NAMES)
     assert sorted(m.image_id for m in queued_messages(redis_url)) == sorted(ids.values())
     with sessions.begin() as db:
         outputs = {image.relative_path: image.output_uri for image in db.scalars(select(Image))}
+        text = db.get_one(Image, skipped)
+        assert text.status is ImageStatus.SKIPPED and text.source_uri == str(source / "readme.txt")
+        assert (
+            text.last_error
+            == "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000): it is text"
+        )
+    assert summary.skipped_total == 1
+    assert summary.skipped_files == (("readme.txt", text.last_error),)
+    assert summary.ignored == {"hidden": 1}
     assert outputs["album/p001.tif"] == str(output / "album" / "p001.tif")
     assert outputs["d.bmp"] == str(output / "d.bmp.png")
 
@@ -104,7 +116,7 @@ def test_submit_twice_changes_nothing(
     assert not again.created
     assert (again.new, again.changed, again.unchanged) == (0, 0, 5)
     assert (again.dispatched, again.pending) == (0, 0)
-    assert count_rows(sessions) == counts == {"collections": 1, "images": 5}
+    assert count_rows(sessions) == counts == {"collections": 1, "images": 6}
     assert image_rows(sessions) == rows
     assert queued_messages(redis_url) == messages
 
@@ -128,6 +140,7 @@ def test_submit_requeues_a_changed_file_and_only_that_one(
     assert again.dispatched == 1
     status = statuses(sessions)
     assert status.pop("c.jpg") == "queued"
+    assert status.pop("readme.txt") == "skipped"  # its row was set done by hand above
     assert set(status.values()) == {"done"}
     assert queue_length(redis_url) == before + 1
     assert queued_messages(redis_url)[-1].image_id == ids_by_path(sessions, "1920s")["c.jpg"]
@@ -171,7 +184,9 @@ def test_submit_without_a_sender_only_registers(
     summary = _submit(sessions, source, tmp_path / "colour", None)
 
     assert (summary.new, summary.dispatched, summary.pending) == (5, 0, 5)
-    assert set(statuses(sessions).values()) == {"pending"}
+    status = statuses(sessions)
+    assert status.pop("readme.txt") == "skipped"
+    assert set(status.values()) == {"pending"}
     assert queue_length(redis_url) == 0
 
 
@@ -192,7 +207,9 @@ def test_submit_keeps_its_registration_when_the_broker_is_unreachable(
     assert summary.dispatch_error is not None
     assert "went back to pending" in summary.dispatch_error
     assert (summary.new, summary.dispatched, summary.pending) == (5, 0, 5)
-    assert set(statuses(sessions).values()) == {"pending"}
+    status = statuses(sessions)
+    assert status.pop("readme.txt") == "skipped"
+    assert set(status.values()) == {"pending"}
 
 
 def test_submit_holds_a_collection_whose_window_has_not_opened(
@@ -306,7 +323,10 @@ def test_submit_of_an_s3_source_registers_and_dispatches_every_object(
         f"s3://{s3_bucket}/scans/box 1/p1.tif": f"s3://{s3_bucket}/colour/box 1/p1.tif",
         f"s3://{s3_bucket}/scans/box 1/p2.jpeg": f"s3://{s3_bucket}/colour/box 1/p2.jpeg",
         f"s3://{s3_bucket}/scans/p3.png": f"s3://{s3_bucket}/colour/p3.png",
+        # Recorded as skipped, with the place it would have been written to.
+        f"s3://{s3_bucket}/scans/notes.txt": f"s3://{s3_bucket}/colour/notes.txt",
     }
+    assert summary.skipped_files == (("notes.txt", ANY),)
     assert Counter(m.task for m in queued_messages(redis_url)) == {"panchro.colorize": 3}
 
     again = _submit(
@@ -324,3 +344,39 @@ def test_submit_refuses_an_s3_output_inside_the_s3_source(
     with pytest.raises(InvalidDestination):
         _submit(sessions, source, f"s3://{s3_bucket}/scans/colour", None, storage=storage)
     assert count_rows(sessions) == {"collections": 0, "images": 0}
+
+
+def test_submit_records_skipped_files_and_non_utf8_names_and_is_idempotent(
+    sessions: sessionmaker[Session], source: Path, tmp_path: Path
+) -> None:
+    odd = os.path.join(os.fsencode(source), b"caf\xe9.png")
+    with open(odd, "wb") as file:
+        file.write(MAGIC["png"])
+    (source / "empty.jpg").write_bytes(b"")
+    output = tmp_path / "colour"
+    first = _submit(sessions, source, output, None)
+    rows = image_rows(sessions)
+
+    again = _submit(sessions, source, output, None)
+
+    assert (first.new, again.new, again.changed) == (6, 0, 0)
+    assert image_rows(sessions) == rows
+    status = statuses(sessions)
+    assert (status.pop("empty.jpg"), status.pop("readme.txt")) == ("skipped", "skipped")
+    assert status.pop("caf\\xe9.png") == "pending"  # stored as valid text
+    assert set(status.values()) == {"pending"}
+    with sessions.begin() as db:
+        image = db.scalars(select(Image).where(Image.relative_path == "caf\\xe9.png")).one()
+        # The URIs give back the exact bytes of the names.
+        assert os.fsencode(parse_uri(image.source_uri).key) == odd
+        assert os.fsencode(parse_uri(image.output_uri).key).endswith(b"/colour/caf\xe9.png")
+    assert again.skipped_files == (
+        ("empty.jpg", "empty file (0 bytes)"),
+        ("readme.txt", ANY),
+    )
+
+    write_images(source, ["empty.jpg"])  # fixed: now an image
+    fixed = _submit(sessions, source, output, None)
+
+    assert (fixed.new, fixed.changed, fixed.skipped_total) == (0, 1, 1)
+    assert statuses(sessions)["empty.jpg"] == "pending"

@@ -211,6 +211,16 @@ def test_write_creates_folders_and_the_file_with_normal_permissions(tmp_path: Pa
     assert os.listdir(target.parent) == ["p.jpg"]
 
 
+@pytest.mark.parametrize("name", ["l" * 251 + ".png", "é" * 125 + ".png"])
+def test_write_of_a_name_near_the_length_limit_works_and_leaves_no_temporary_file(
+    tmp_path: Path, name: str
+) -> None:
+    LocalStorage().write(str(tmp_path / name), b"data")
+
+    assert [path.name for path in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_bytes() == b"data"
+
+
 def test_write_replaces_an_existing_file_by_default(tmp_path: Path) -> None:
     target = _touch(tmp_path / "p.jpg", b"old")
 

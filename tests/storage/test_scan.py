@@ -27,15 +27,16 @@ from storage.s3 import S3Storage
 from storage.scan import (
     SKIP_EMPTY,
     SKIP_HIDDEN,
+    SKIP_LINK_OUTSIDE,
+    SKIP_MESSAGES,
     SKIP_NOT_AN_IMAGE,
     SKIP_SYSTEM,
-    SKIP_UNDECODABLE_NAME,
     SKIP_UNKNOWN_EXTENSION,
     SKIP_UNSAFE_NAME,
     ScanReport,
     scan,
 )
-from storage.uri import URI
+from storage.uri import URI, parse_uri
 
 
 def _image(kind: str) -> bytes:
@@ -180,16 +181,24 @@ def test_scan_with_a_symlink_loop_finishes_and_reports_it(tmp_path: Path) -> Non
     assert seen == [("a/loop/", SKIP_SYMLINK_LOOP)]
 
 
-def test_scan_skips_file_names_that_are_not_utf8(tmp_path: Path) -> None:
-    with open(os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg"), "wb") as file:
+def test_scan_finds_file_names_that_are_not_utf8_with_a_uri_that_reads_them_back(
+    tmp_path: Path,
+) -> None:
+    raw = os.path.join(os.fsencode(tmp_path), b"caf\xe9.jpg")
+    with open(raw, "wb") as file:
         file.write(JPEG)
     _files(tmp_path, {"café.jpg": JPEG})
     report = ScanReport()
 
-    found = [item.relative for item in scan(LocalStorage(), str(tmp_path), report=report)]
+    found = list(scan(LocalStorage(), str(tmp_path), report=report))
 
-    assert found == ["café.jpg"]
-    assert report.skipped == {SKIP_UNDECODABLE_NAME: 1}
+    assert [item.relative for item in found] == ["café.jpg", "caf\udce9.jpg"]
+    assert report.skipped == {}
+    text = str(found[1].uri)
+    assert text.startswith("file://") and text.endswith("/caf%E9.jpg")
+    text.encode("utf-8")  # storable anywhere
+    assert LocalStorage().read(text) == JPEG
+    assert os.fsencode(parse_uri(text).key) == raw
 
 
 def test_scan_by_extension_trusts_known_extensions_and_sniffs_the_rest(tmp_path: Path) -> None:
@@ -313,3 +322,52 @@ def test_s3_scan_by_content_keeps_listing_order_across_threads(
     assert [item.relative for item in found] == expected
     assert all(item.sniffed for item in found)
     assert report.skipped == {SKIP_NOT_AN_IMAGE: len(objects) - len(expected)}
+
+
+def test_scan_does_not_follow_links_out_of_its_folder_and_records_them(tmp_path: Path) -> None:
+    root, outside = tmp_path / "scans", tmp_path / "elsewhere"
+    _files(root, {"a.jpg": JPEG, "sub/b.png": PNG})
+    _files(outside, {"theirs.jpg": JPEG, "folder/deep.jpg": JPEG})
+    (root / "out.jpg").symlink_to(outside / "theirs.jpg")
+    (root / "out-folder").symlink_to(outside / "folder")
+    (root / "in.jpg").symlink_to(root / "a.jpg")
+    (root / "in-folder").symlink_to(root / "sub")
+    report = ScanReport()
+
+    found = [item.relative for item in scan(LocalStorage(), str(root), report=report)]
+
+    # Links inside are followed; a folder reached twice is listed once, under its first path.
+    assert found == ["a.jpg", "in-folder/b.png", "in.jpg"]
+    assert report.skipped == {SKIP_LINK_OUTSIDE: 2, "already-listed": 1}
+    recorded = {entry.relative: entry for entry in report.take_recorded()}
+    assert sorted(recorded) == ["out-folder", "out.jpg"]
+    assert "outside the source folder" in recorded["out.jpg"].message
+    assert str(outside / "theirs.jpg") in recorded["out.jpg"].message
+    assert report.take_recorded() == []
+
+
+def test_scan_keeps_what_it_skips_for_the_catalog_except_hidden_and_system_files(
+    tmp_path: Path,
+) -> None:
+    _files(
+        tmp_path,
+        {
+            "a.jpg": JPEG,
+            "empty.jpg": b"",
+            "doc.jpg": b"%PDF-1.7\n",
+            "notes.png": TEXT,
+            ".DS_Store": b"x",
+            "Thumbs.db": b"x",
+        },
+    )
+    report = ScanReport()
+
+    list(scan(LocalStorage(), str(tmp_path), report=report))
+
+    messages = {entry.relative: entry.message for entry in report.take_recorded()}
+    assert messages == {
+        "doc.jpg": f"{SKIP_MESSAGES[SKIP_NOT_AN_IMAGE]}: it is a PDF document",
+        "empty.jpg": "empty file (0 bytes)",
+        "notes.png": f"{SKIP_MESSAGES[SKIP_NOT_AN_IMAGE]}: it is text",
+    }
+    assert report.total_ignored == 2

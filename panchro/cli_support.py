@@ -38,7 +38,19 @@ def fail_on(doing: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        raise click.ClickException(" ".join(f"{doing}: {exc}".split())) from exc
+        raise click.ClickException(one_line(f"{doing}: {exc}")) from exc
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` on one line: every run of whitespace (newlines too) made one space.
+
+    Args:
+        text: A message, perhaps a driver's multi-line one.
+
+    Returns:
+        The message on one line.
+    """
+    return " ".join(text.split())
 
 
 def redact(url: str) -> str:

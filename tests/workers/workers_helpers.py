@@ -129,17 +129,19 @@ class ObservedStorage(LocalStorage):
 
     Args:
         on_read: Called with the location and the thread's name before each read.
-        unavailable: Reads of locations for which this returns True raise
-            ``StorageUnavailable``.
+        unavailable: Reads of locations for which this returns True raise ``error``.
+        error: What a failed read raises; by default ``StorageUnavailable``.
     """
 
     def __init__(
         self,
         on_read: Callable[[str, str], None] | None = None,
         unavailable: Callable[[str], bool] | None = None,
+        error: Exception | None = None,
     ) -> None:
         self.on_read = on_read
         self.unavailable = unavailable
+        self.error = error
         self.reads: list[tuple[str, str]] = []
 
     def read(self, uri: Any) -> bytes:
@@ -149,7 +151,7 @@ class ObservedStorage(LocalStorage):
         if self.on_read is not None:
             self.on_read(where, thread)
         if self.unavailable is not None and self.unavailable(where):
-            raise StorageUnavailable(f"injected: the store of {where} is unreachable")
+            raise self.error or StorageUnavailable(f"injected: the store of {where} is unreachable")
         return super().read(uri)
 
 

@@ -23,7 +23,7 @@ purpose and is not restarted: a remote ``shutdown`` command (from Flower, for ex
 Neither is one that exits with ``EX_CONFIG`` (78): it stopped because it cannot work
 (unloadable or other weights, storage credentials refused; its log's CRITICAL line says
 why), handing its message back, and restarting it would only meet the same fault. The
-launcher says so; once no worker is left it exits with status 1.
+launcher says so; once no worker is left it exits with ``EX_CONFIG`` too.
 
 The Redis transport returns the message of a worker that died without acknowledging it
 only when a worker sweeps for expired messages, by default every 100 s
@@ -455,10 +455,14 @@ def exit_status(outcomes: Sequence[ChildOutcome]) -> int:
         outcomes: What :meth:`Supervisor.run` returned.
 
     Returns:
-        1 if any worker was given up after a crash loop or stopped because it cannot
-        work, 0 otherwise.
+        ``EX_CONFIG`` (78) if any worker stopped because it cannot work (a service
+        manager should not restart the launcher into the same fault: systemd's
+        ``RestartPreventExitStatus=78``), else 1 if any worker was given up after a
+        crash loop, else 0.
     """
-    return 1 if any(outcome.gave_up or outcome.cannot_work for outcome in outcomes) else 0
+    if any(outcome.cannot_work for outcome in outcomes):
+        return EX_CONFIG
+    return 1 if any(outcome.gave_up for outcome in outcomes) else 0
 
 
 def _describe_exit(code: int | None) -> str:

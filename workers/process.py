@@ -241,7 +241,7 @@ def process_image(
     try:
         outcome = _run(job, attempt, sessions, storage_for, colorizer, untrained, read_ahead, log)
     except WORKER_FAULTS as exc:
-        log.error("this worker cannot work (%s); handing the image back", exc)
+        log.warning("this worker cannot work (%s); handing the image back", exc)
         _hand_back(sessions, job, attempt, f"handed back: {exc}", release_to, log)
         raise
     except RETRYABLE as exc:

@@ -213,9 +213,9 @@ def workers_command(
     A second signal: cold shutdown, running images go back to the queue.
     Before starting any worker, checks the checkpoint, the catalog, the broker and
     the stores of the active collections; exits with one line (status 1) if one
-    cannot be used. Exits when every worker has stopped; status 1 if one was given
-    up after failing again and again, or stopped because it cannot work (missing or
-    refused storage credentials, other weights than a collection's).
+    cannot be used. Exits when every worker has stopped: status 78 if one stopped
+    because it cannot work (storage credentials missing or refused, other weights
+    than a collection's), 1 if one was given up after failing again and again.
     """
     from panchro.cli import load_settings
     from panchro.preflight import preflight

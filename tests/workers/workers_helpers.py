@@ -9,6 +9,7 @@ the end-to-end test: ``python workers_helpers.py <broker url> <database url> <no
 from __future__ import annotations
 
 import hashlib
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -178,6 +179,13 @@ def write_corrupt_png(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"garbage" * 20)
     return path
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (free when asked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def sha256_of(path: Path) -> str:

@@ -33,7 +33,9 @@ def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
         return Settings(**values)
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(part) for part in err['loc'])}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(part) for part in err['loc'])}: "
+            f"{err['msg'].removeprefix('Value error, ')}"
+            for err in exc.errors()
         )
         raise click.ClickException(f"invalid configuration: {problems}") from exc
 

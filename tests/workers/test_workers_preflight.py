@@ -17,7 +17,7 @@ from workers_helpers import closed_port, write_gray_png
 
 from catalog import make_sessionmaker
 from migrations import upgrade
-from storage import open_storage
+from storage import Storage, open_storage
 
 #: Seconds the command may take to refuse; a guard against hanging, not a measurement.
 REFUSE_S = 120.0
@@ -44,6 +44,26 @@ def _refused(result: subprocess.CompletedProcess[str], *needles: str) -> str:
     for needle in needles:
         assert needle in lines[0], lines[0]
     return lines[0]
+
+
+def _register(
+    database_url: str, name: str, source: str | Path, output: str | Path, store: Storage
+) -> None:
+    """Register a collection (active, nothing sent), as `panchro submit` would."""
+    from scheduler import CollectionSettings, submit
+
+    sessions = make_sessionmaker(database_url)
+    submit(
+        sessions,
+        name=name,
+        source=source,
+        output=output,
+        storage=store,
+        send=None,
+        max_in_flight=1,
+        settings=CollectionSettings(input_size=256),
+    )
+    sessions.kw["bind"].dispose()
 
 
 @pytest.fixture
@@ -103,24 +123,11 @@ def test_unreachable_broker_stops_panchro_workers(tmp_path: Path, migrated: str)
 def test_read_only_output_folder_stops_panchro_workers(
     tmp_path: Path, migrated: str, redis_url: str
 ) -> None:
-    from scheduler import CollectionSettings, submit
-
     source = tmp_path / "scans"
     write_gray_png(source / "a.png")
     output = tmp_path / "blocked" / "colour"
     output.parent.write_text("a file where the output folder's parent should be")
-    sessions = make_sessionmaker(migrated)
-    submit(
-        sessions,
-        name="local",
-        source=source,
-        output=output,
-        storage=open_storage(source),
-        send=None,
-        max_in_flight=1,
-        settings=CollectionSettings(input_size=256),
-    )
-    sessions.kw["bind"].dispose()
+    _register(migrated, "local", source, output, open_storage(source))
 
     result = _workers(
         tmp_path,
@@ -135,22 +142,9 @@ def test_read_only_output_folder_stops_panchro_workers(
 def test_missing_s3_credentials_stop_panchro_workers(
     tmp_path: Path, migrated: str, redis_url: str, s3_endpoint_url: str, s3_bucket: str
 ) -> None:
-    from scheduler import CollectionSettings, submit
-
     store = open_storage(f"s3://{s3_bucket}", endpoint_url=s3_endpoint_url)
     store.write(f"s3://{s3_bucket}/scans/a.png", write_gray_png(tmp_path / "a.png").read_bytes())
-    sessions = make_sessionmaker(migrated)
-    submit(
-        sessions,
-        name="archive",
-        source=f"s3://{s3_bucket}/scans",
-        output=f"s3://{s3_bucket}/colour",
-        storage=store,
-        send=None,
-        max_in_flight=1,
-        settings=CollectionSettings(input_size=256),
-    )
-    sessions.kw["bind"].dispose()
+    _register(migrated, "archive", f"s3://{s3_bucket}/scans", f"s3://{s3_bucket}/colour", store)
     nowhere = str(tmp_path / "no-aws-config")
     env = {
         "PANCHRO_DATABASE_URL": migrated,
@@ -165,3 +159,25 @@ def test_missing_s3_credentials_stop_panchro_workers(
     result = _workers(tmp_path, "--untrained", env=env)
 
     _refused(result, "collection 'archive'", "no usable AWS credentials", "AWS_ACCESS_KEY_ID")
+
+
+def test_storage_check_refuses_a_source_folder_missing_on_this_host(
+    tmp_path: Path, migrated: str
+) -> None:
+    import click
+
+    from panchro.preflight import check_catalog, check_storage
+    from panchro.settings import Settings
+
+    source = tmp_path / "mount" / "scans"
+    write_gray_png(source / "a.png")
+    _register(migrated, "mounted", source, tmp_path / "colour", open_storage(source))
+    locations = check_catalog(migrated)
+    check_storage(locations, Settings())  # all there: passes, and leaves nothing behind
+    assert not list(tmp_path.rglob(".panchro-write-check-*"))
+    assert not (tmp_path / "colour").exists()
+    (source / "a.png").unlink()
+    source.rmdir()
+
+    with pytest.raises(click.ClickException, match="does not exist on this host"):
+        check_storage(locations, Settings())

@@ -92,18 +92,27 @@ def check_catalog(database_url: str) -> list[_Location]:
         database_url: SQLAlchemy URL of the catalog.
 
     Returns:
-        The source and output of every active collection.
+        The source and output of every active collection with images left to colorize.
 
     Raises:
         click.ClickException: If the catalog cannot be reached or is not at the schema
             this panchro needs.
     """
-    from catalog import CollectionStatus, list_collections, transaction
+    from sqlalchemy import exists, select
+
+    from catalog import Collection, CollectionStatus, Image, ImageStatus, transaction
     from panchro.cli_support import fail_on
 
+    # Only collections with images still to colorize: an old finished one whose bucket
+    # is gone must not keep the workers from starting.
+    open_images = exists().where(
+        Image.collection_id == Collection.id,
+        Image.status.in_([ImageStatus.PENDING, ImageStatus.QUEUED, ImageStatus.RUNNING]),
+    )
+    query = select(Collection).where(Collection.status == CollectionStatus.ACTIVE, open_images)
     with open_catalog(database_url) as sessions, fail_on("reading the catalog"):
         with transaction(sessions) as db:
-            active = list_collections(db, statuses=[CollectionStatus.ACTIVE])
+            active = list(db.scalars(query.order_by(Collection.id)))
             return [
                 location
                 for collection in active

@@ -4,7 +4,8 @@ moto's server runs with IAM authentication on: the worker's keys may use one buc
 only. ``panchro workers`` starts (its checks pass), colorizes an image of that bucket,
 then meets a collection submitted later in a bucket its keys may not read. It must hand
 the image back, return the message and stop, never failing an image; a worker with
-other keys then colorizes every image of that collection from the same messages.
+other keys then colorizes every image of that collection from the same messages. A worker
+running other weights than a collection was submitted for does the same.
 """
 
 from __future__ import annotations
@@ -249,3 +250,56 @@ def test_worker_denied_a_bucket_mid_run_hands_the_image_back_and_stops(
         admin.stop()
         producer.close()
         sessions.kw["bind"].dispose()
+
+
+def test_worker_with_other_weights_hands_the_image_back_and_stops(
+    redis_url: str, tmp_path: Path
+) -> None:
+    import redis
+
+    from scheduler import CollectionSettings, celery_sender, submit
+
+    source, output = tmp_path / "scans", tmp_path / "colour"
+    for name in ("a.png", "b.png"):
+        write_gray_png(source / name)
+    database_url = make_url(f"sqlite:///{tmp_path / 'catalog.sqlite3'}").render_as_string()
+    upgrade(database_url)
+    sessions = make_sessionmaker(database_url)
+    producer = create_app(broker_url=redis_url)
+    submit(
+        sessions,
+        name="other-weights",
+        source=source,
+        output=output,
+        storage=open_storage(source),
+        send=celery_sender(producer),
+        max_in_flight=10,
+        settings=CollectionSettings(input_size=256, checkpoint_sha256="ab" * 32),
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PANCHRO_")}
+    env.update(
+        PANCHRO_DATABASE_URL=database_url,
+        PANCHRO_BROKER_URL=redis_url,
+        PANCHRO_DEVICE="cpu",
+        PANCHRO_PRECISION="fp32",
+    )
+    launcher = Launcher(env, tmp_path / "workers.log")
+    try:
+        _wait(
+            lambda: launcher.proc.poll() is not None, "the worker to stop", launcher, running=False
+        )
+    finally:
+        launcher.stop()
+        producer.close()
+
+    log = launcher.text()
+    assert launcher.proc.returncode == EX_CONFIG, log
+    assert "submitted for checkpoint sha256 abababababab" in log and "random weights" in log
+    assert _statuses(sessions, "other-weights") == dict.fromkeys(
+        ["a.png", "b.png"], ImageStatus.QUEUED
+    ), log
+    assert not output.exists()
+    queued = redis.Redis.from_url(redis_url)
+    assert queued.llen("colorize") == 2  # both messages are back in the queue
+    queued.close()
+    sessions.kw["bind"].dispose()

@@ -12,10 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from workers_helpers import closed_port, write_gray_png
 
-from catalog import make_sessionmaker
+from catalog import make_engine, make_sessionmaker
 from migrations import upgrade
 from storage import Storage, open_storage
 
@@ -181,3 +182,9 @@ def test_storage_check_refuses_a_source_folder_missing_on_this_host(
 
     with pytest.raises(click.ClickException, match="does not exist on this host"):
         check_storage(locations, Settings())
+
+    engine = make_engine(migrated)
+    with engine.begin() as conn:  # finished: its folders no longer matter
+        conn.execute(text("UPDATE images SET status = 'done'"))
+    engine.dispose()
+    assert check_catalog(migrated) == []

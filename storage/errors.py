@@ -8,7 +8,8 @@
     ├── StorageUnavailable        the backend cannot be reached now (retry later)
     ├── StorageMisconfigured      this process cannot use the store: no or invalid
     │   │                         credentials, a wrong endpoint, a bucket it cannot see
-    │   └── AccessDenied          the credentials are refused for the bucket or key
+    │   └── AccessDenied          the credentials are refused for the bucket or key, or
+    │                             a local output folder may not be written
     ├── OutputExists              refusing to overwrite an existing object
     └── InvalidImage              the bytes are not an image this project can read
         └── UnsupportedImage      a readable image of a kind that is not supported
@@ -43,7 +44,8 @@ class StorageMisconfigured(StorageError):
 
 
 class AccessDenied(StorageMisconfigured):
-    """The store refuses the credentials for a bucket or key (denied, unknown, expired)."""
+    """The store refuses this process: credentials denied, unknown or expired for a bucket
+    or key, or a local output folder it may not write (permissions, a read-only mount)."""
 
 
 class OutputExists(StorageError):

@@ -44,8 +44,11 @@ class StorageMisconfigured(StorageError):
 
 
 class AccessDenied(StorageMisconfigured):
-    """The store refuses this process: credentials denied, unknown or expired for a bucket
-    or key, or a local output folder it may not write (permissions, a read-only mount)."""
+    """The store refuses this process access to a bucket, a key or a local output folder.
+
+    S3 credentials denied, unknown or expired; a local output folder it may not write
+    (permissions, a read-only mount).
+    """
 
 
 class OutputExists(StorageError):

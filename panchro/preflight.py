@@ -35,6 +35,7 @@ from panchro.settings import Settings
 
 __all__ = [
     "BROKER_TIMEOUT_S",
+    "StoreLocation",
     "check_broker",
     "check_catalog",
     "check_storage",
@@ -49,8 +50,14 @@ BROKER_TIMEOUT_S: Final = 5.0
 
 
 @dataclass(frozen=True)
-class _Location:
-    """A source or output the workers will use, and the collection that names it."""
+class StoreLocation:
+    """A source or output the workers will use, and the collection that names it.
+
+    Attributes:
+        collection: The collection's name, for messages.
+        uri: The source or output location.
+        write: Whether workers write there (an output) or only read (a source).
+    """
 
     collection: str
     uri: str
@@ -85,7 +92,7 @@ def check_weights(weights: Path | None, *, untrained: bool) -> None:
         ) from exc
 
 
-def check_catalog(database_url: str) -> list[_Location]:
+def check_catalog(database_url: str) -> list[StoreLocation]:
     """Check that the catalog answers and is migrated; list the locations workers will use.
 
     Args:
@@ -117,8 +124,8 @@ def check_catalog(database_url: str) -> list[_Location]:
                 location
                 for collection in active
                 for location in (
-                    _Location(collection.name, collection.source, write=False),
-                    _Location(collection.name, collection.output, write=True),
+                    StoreLocation(collection.name, collection.source, write=False),
+                    StoreLocation(collection.name, collection.output, write=True),
                 )
             ]
 
@@ -151,7 +158,7 @@ def check_broker(broker_url: str, *, timeout: float = BROKER_TIMEOUT_S) -> None:
         ) from exc
 
 
-def check_storage(locations: Iterable[_Location], settings: Settings) -> None:
+def check_storage(locations: Iterable[StoreLocation], settings: Settings) -> None:
     """Check that this host may read every source and write every output.
 
     Args:

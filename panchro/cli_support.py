@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from sqlalchemy.engine import make_url
@@ -12,6 +14,7 @@ from catalog.errors import CatalogError
 from ddcolor.errors import DDColorError
 from scheduler.errors import SchedulerError
 from storage.errors import StorageError
+from workers.errors import WorkerSetupError
 
 #: Errors of the libraries that are a user's to fix, shown without a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (
@@ -19,7 +22,27 @@ USER_ERRORS: tuple[type[Exception], ...] = (
     DDColorError,
     SchedulerError,
     StorageError,
+    WorkerSetupError,
 )
+
+
+#: The start of a URI (``s3://``, ``ftp://``) once ``pathlib`` has folded its ``//``.
+_URI_START = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/")
+
+
+def local_path_only(_ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """Click callback: refuse a URI where only a local file or folder will do.
+
+    Raises:
+        click.BadParameter: For ``s3://...`` and other ``scheme://`` locations, which
+            would otherwise become a local file named ``s3:``.
+    """
+    if _URI_START.match(str(value)):
+        raise click.BadParameter(
+            f"{param.human_readable_name} must be a local file or folder, not a URI (for "
+            "s3:// use `panchro run SOURCE --output s3://bucket/prefix`)"
+        )
+    return value
 
 
 @contextmanager
@@ -38,7 +61,19 @@ def fail_on(doing: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        raise click.ClickException(" ".join(f"{doing}: {exc}".split())) from exc
+        raise click.ClickException(one_line(f"{doing}: {exc}")) from exc
+
+
+def one_line(text: str) -> str:
+    """Return ``text`` on one line: every run of whitespace (newlines too) made one space.
+
+    Args:
+        text: A message, perhaps a driver's multi-line one.
+
+    Returns:
+        The message on one line.
+    """
+    return " ".join(text.split())
 
 
 def redact(url: str) -> str:

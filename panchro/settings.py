@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any, Self
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -20,6 +21,10 @@ DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 #: Precision names accepted everywhere.
 PRECISIONS = ("auto", "fp16", "bf16", "fp32")
+#: Broker URL schemes: Redis (``rediss`` with TLS), and ``memory`` for one process.
+BROKER_SCHEMES = ("redis", "rediss", "memory")
+#: The catalog URLs panchro supports, as said in errors.
+DATABASE_FORMS = "postgresql+psycopg://USER@HOST/DB or sqlite:///PATH"
 
 
 class Settings(BaseSettings):
@@ -54,6 +59,37 @@ class Settings(BaseSettings):
         description="Seconds Redis waits for an acknowledgement before redelivering a message; "
         "default twice the time limit",
     )
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str) -> str:
+        return check_database_url(value)
+
+    @field_validator("broker_url")
+    @classmethod
+    def _check_broker_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme if "://" in value else ""
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"{_redacted(value)!r} is not a broker URL: use redis://HOST:6379/0 "
+                "(rediss:// with TLS)"
+            )
+        if scheme != "memory" and not urlsplit(value).hostname:
+            raise ValueError(f"{_redacted(value)!r} names no host: use redis://HOST:6379/0")
+        return value
+
+    @field_validator("s3_endpoint_url")
+    @classmethod
+    def _check_s3_endpoint_url(cls, value: str | None) -> str | None:
+        if not value:  # an empty variable (compose's ${VAR:-}) means unset
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not an S3 endpoint URL: use http(s)://HOST[:PORT] "
+                "(or leave it unset for AWS)"
+            )
+        return value
 
     @field_validator("precision")
     @classmethod
@@ -93,3 +129,51 @@ class Settings(BaseSettings):
             "time_limit": self.time_limit,
             "visibility_timeout": self.visibility_timeout,
         }
+
+
+def check_database_url(value: str) -> str:
+    """Check that a catalog URL is one panchro can use, without connecting.
+
+    Args:
+        value: A SQLAlchemy URL.
+
+    Returns:
+        ``value``, unchanged.
+
+    Raises:
+        ValueError: Saying what to write instead: ``postgres://`` (not a SQLAlchemy
+            scheme), other databases (MySQL...), a driver that is not installed, or
+            text that is no URL at all.
+    """
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError) as exc:
+        raise ValueError(f"{value!r} is not a database URL: use {DATABASE_FORMS}") from exc
+    backend = url.drivername.split("+", 1)[0]
+    shown = url.render_as_string(hide_password=True)
+    if backend == "postgres":
+        raise ValueError(
+            f"{shown!r}: SQLAlchemy does not know postgres://; write postgresql+psycopg://"
+        )
+    if backend not in ("postgresql", "sqlite"):
+        raise ValueError(f"{shown!r}: {backend} is not supported; use {DATABASE_FORMS}")
+    try:
+        url.get_dialect().import_dbapi()
+    except (NoSuchModuleError, ImportError) as exc:
+        raise ValueError(
+            f"{shown!r}: the driver of {url.drivername} cannot be loaded ({exc}); "
+            f"use {DATABASE_FORMS}"
+        ) from exc
+    return value
+
+
+def _redacted(url: str) -> str:
+    """A URL with its password, if any, masked, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from storage.base import ObjectInfo, S3Options, Storage, open_storage
 from storage.errors import (
+    AccessDenied,
     InvalidImage,
     InvalidURI,
     ObjectNotFound,
     OutputExists,
     StorageError,
+    StorageMisconfigured,
     StorageUnavailable,
     UnsupportedImage,
 )
@@ -32,6 +34,7 @@ from storage.uri import URI, join, parse_uri
 
 __all__ = [
     "URI",
+    "AccessDenied",
     "DecodedImage",
     "ImageMetadata",
     "InvalidImage",
@@ -46,6 +49,7 @@ __all__ = [
     "ScannedObject",
     "Storage",
     "StorageError",
+    "StorageMisconfigured",
     "StorageUnavailable",
     "UnsupportedImage",
     "decode_image",

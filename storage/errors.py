@@ -6,6 +6,10 @@
     ├── InvalidURI                a location that is neither a local path nor s3://bucket/key
     ├── ObjectNotFound            the object or file does not exist
     ├── StorageUnavailable        the backend cannot be reached now (retry later)
+    ├── StorageMisconfigured      this process cannot use the store: no or invalid
+    │   │                         credentials, a wrong endpoint, a bucket it cannot see
+    │   └── AccessDenied          the credentials are refused for the bucket or key, or
+    │                             a local output folder may not be written
     ├── OutputExists              refusing to replace an existing object (left untouched)
     └── InvalidImage              the bytes are not an image this project can read
         └── UnsupportedImage      a readable image of a kind that is not supported
@@ -28,6 +32,23 @@ class ObjectNotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now; the operation may succeed if retried."""
+
+
+class StorageMisconfigured(StorageError):
+    """This process cannot use the store as configured; no object is to blame.
+
+    Missing or invalid credentials, a wrong endpoint (TLS errors, a bucket that does not
+    exist there): the same request fails for every object until a person fixes the
+    configuration, so a worker that meets it hands its work back instead of failing it.
+    """
+
+
+class AccessDenied(StorageMisconfigured):
+    """The store refuses this process access to a bucket, a key or a local output folder.
+
+    S3 credentials denied, unknown or expired; a local output folder it may not write
+    (permissions, a read-only mount).
+    """
 
 
 class OutputExists(StorageError):

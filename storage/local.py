@@ -48,6 +48,7 @@ from storage.base import (
     sha256_of_chunks,
 )
 from storage.errors import (
+    AccessDenied,
     InvalidURI,
     ObjectNotFound,
     OutputExists,
@@ -497,6 +498,12 @@ def _error(exc: OSError, path: str, action: str, *, writing: bool = False) -> St
         return ObjectNotFound(f"{path} does not exist")
     if exc.errno in _FULL_ERRNOS:
         return StorageError(f"cannot {action} {path}: no space left on the device")
+    if writing and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        # Every output of this process meets the same refusal: its configuration's fault.
+        return AccessDenied(
+            f"cannot {action} {path}: permission denied ({detail}); let this worker write "
+            "to the output folder"
+        )
     if exc.errno in (errno.EACCES, errno.EPERM):
         return StorageError(f"cannot {action} {path}: permission denied")
     if exc.errno == errno.EISDIR:

@@ -9,8 +9,10 @@ across a fork. The storage object pickles to those plain values, never to a clie
 Requests use botocore's ``standard`` retry mode (backoff with jitter on throttling, 5xx and
 connection errors). What still fails is translated where it happens: a missing key to
 ``ObjectNotFound``; connection errors, timeouts, 5xx and throttling to ``StorageUnavailable``;
-a missing bucket, refused access or missing credentials to ``StorageError`` naming bucket and
-key; a conditional write that finds the key taken to ``OutputExists``.
+refused access and unknown or expired keys to ``AccessDenied``, and missing credentials, a
+missing bucket or a wrong endpoint (TLS errors, redirects to another region) to
+``StorageMisconfigured``: faults of this process's configuration, not of an object, each naming
+bucket and key; a conditional write that finds the key taken to ``OutputExists``.
 
 Writes below ``multipart_threshold`` are one PUT. Larger ones are a multipart upload that only
 becomes visible when it is completed; any failure on the way aborts it, so a reader never sees a
@@ -30,6 +32,7 @@ import io
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -50,10 +53,12 @@ from storage.base import (
     sha256_of_chunks,
 )
 from storage.errors import (
+    AccessDenied,
     InvalidURI,
     ObjectNotFound,
     OutputExists,
     StorageError,
+    StorageMisconfigured,
     StorageUnavailable,
 )
 from storage.streams import exact_chunks, read_up_to
@@ -77,6 +82,12 @@ _DENIED_CODES: Final = frozenset(
     "AccessDenied Forbidden 403 AllAccessDisabled AccountProblem InvalidAccessKeyId "
     "SignatureDoesNotMatch ExpiredToken InvalidToken".split()
 )
+#: Error codes of an endpoint or region that does not fit the bucket.
+_MISDIRECTED_CODES: Final = frozenset(
+    "PermanentRedirect AuthorizationHeaderMalformed IllegalLocationConstraintException".split()
+)
+#: Prefix of the key of the multipart upload that :meth:`S3Storage.check_writable` aborts.
+WRITE_CHECK_PREFIX: Final = ".panchro-write-check-"
 #: Error codes of a conditional write (If-None-Match) that found the key taken.
 _TAKEN_CODES: Final = frozenset("PreconditionFailed 412".split())
 #: Error codes that may pass (besides any 5xx or 429 status).
@@ -138,7 +149,13 @@ class S3Storage:
         # A session per storage: boto3's default session is not safe to share across threads.
         session = boto3.session.Session(region_name=options.region)
         logger.debug("creating S3 client for endpoint %s", options.endpoint_url or "AWS")
-        return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+        try:
+            return session.client("s3", endpoint_url=options.endpoint_url, config=config)
+        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
+            raise StorageMisconfigured(
+                f"cannot use the S3 endpoint {options.endpoint_url!r}: {exc}; set "
+                "PANCHRO_S3_ENDPOINT_URL to http(s)://host[:port]"
+            ) from exc
 
     def list(
         self,
@@ -418,6 +435,29 @@ class S3Storage:
             head = self.client.head_object(Bucket=location.bucket, Key=location.key)
         return _info(location, location.name, head, "ContentLength")
 
+    def check_writable(self, prefix: URI | str) -> None:
+        """Check that this process may write below a prefix, leaving nothing behind.
+
+        A multipart upload is started and aborted: no object ever becomes visible, and no
+        delete permission is needed (the workers have none).
+
+        Args:
+            prefix: An S3 prefix, or a whole bucket.
+
+        Raises:
+            AccessDenied: If the credentials may not write there.
+            StorageMisconfigured: If there are no credentials or the bucket does not exist.
+            StorageUnavailable: If S3 cannot be reached.
+        """
+        location = _s3(prefix)
+        head = location.key + "/" if location.key else ""
+        target = URI(S3, location.bucket, f"{head}{WRITE_CHECK_PREFIX}{uuid.uuid4().hex}")
+        with self._translated(target, "write"):
+            upload_id = self.client.create_multipart_upload(Bucket=target.bucket, Key=target.key)[
+                "UploadId"
+            ]
+        self._abort(target, upload_id)
+
     @contextmanager
     def _translated(self, location: URI, action: str) -> Iterator[None]:
         """Raise the botocore errors of the block as the StorageError that says what happened."""
@@ -438,12 +478,17 @@ class S3Storage:
             if code in _TAKEN_CODES:  # only conditional writes send a precondition
                 return OutputExists(f"{location} was created or changed while it was written")
             if code == "NoSuchBucket":
-                return StorageError(
+                return StorageMisconfigured(
                     f"cannot {action} {location}: bucket {location.bucket!r} does not exist "
-                    f"at {where}"
+                    f"at {where}; check PANCHRO_S3_ENDPOINT_URL"
+                )
+            if code in _MISDIRECTED_CODES:
+                return StorageMisconfigured(
+                    f"cannot {action} {location}: {where} answered {code} ({message}); check "
+                    "PANCHRO_S3_ENDPOINT_URL and PANCHRO_S3_REGION"
                 )
             if code in _DENIED_CODES:
-                return StorageError(
+                return AccessDenied(
                     f"cannot {action} {location}: access denied to bucket "
                     f"{location.bucket!r}, key {location.key!r} ({code}); check the "
                     "credentials and the bucket policy"
@@ -455,12 +500,14 @@ class S3Storage:
                 )
             return StorageError(f"cannot {action} {location}: {code}: {message}")
         if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
-            return StorageError(
+            return StorageMisconfigured(
                 f"cannot {action} {location}: no usable AWS credentials ({exc}); set "
                 "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role"
             )
         if isinstance(exc, boto.SSLError):
-            return StorageError(f"cannot {action} {location}: TLS error with {where}: {exc}")
+            return StorageMisconfigured(
+                f"cannot {action} {location}: TLS error with {where}: {exc}"
+            )
         if isinstance(
             exc,
             boto.ConnectionError

@@ -140,9 +140,7 @@ def postgres_database_factory(postgres_admin_url: str) -> Iterator[object]:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         created.append(name)
-        return make_url(postgres_admin_url).set(database=name).render_as_string(
-            hide_password=False
-        )
+        return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
 
     yield create
     with admin.connect() as conn:

@@ -4,32 +4,45 @@
 
     WorkerError                   base class of everything below
     ├── WorkerSetupError          the worker cannot run at all (weights, device, settings):
-    │                             stop the worker, leave the images queued
+    │   │                         stop the worker, leave the images queued
+    │   └── CheckpointMismatch    the collection was submitted for other weights
     ├── DeviceError               the devices asked for cannot be used or discovered
     ├── OutputIsSource            the output location is an original, or outside the
     │                             collection's output: never written
     ├── ForeignOutput             a file that panchro did not write for the image is where
     │                             its output goes: left untouched
-    ├── CheckpointMismatch        the collection was submitted for other weights
     └── ImageFailed               raised by the colorize task after the catalog recorded
                                   the image as failed, so that Flower shows the failure
 
 ``RETRYABLE`` names the failures that may pass on their own: the catalog database, the
 object store or the broker being unreachable for a while. ``workers.tasks`` retries them
-with backoff; everything else fails the image once, with a reason a person can act on.
+with backoff. ``WORKER_FAULTS`` names the failures that are the worker's, not the image's:
+its weights, its catalog schema, its storage credentials or endpoint. The image is handed
+back, its message returns to the broker and the worker stops, for a person to fix it.
+Everything else fails the image once, with a reason a person can act on.
 """
 
 from __future__ import annotations
 
+from typing import Final
+
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
-from catalog.errors import CatalogError, DatabaseUnavailable
+from catalog.errors import CatalogError, DatabaseUnavailable, SchemaMismatch
 from ddcolor.errors import DDColorError
-from storage.errors import InvalidImage, ObjectNotFound, StorageError, StorageUnavailable
+from storage.errors import (
+    InvalidImage,
+    ObjectNotFound,
+    StorageError,
+    StorageMisconfigured,
+    StorageUnavailable,
+)
 
 __all__ = [
+    "EX_CONFIG",
     "RETRYABLE",
+    "WORKER_FAULTS",
     "CheckpointMismatch",
     "DeviceError",
     "ForeignOutput",
@@ -74,12 +87,30 @@ class ForeignOutput(WorkerError):
     """A file is at the image's output location and is not an output panchro wrote for it."""
 
 
-class CheckpointMismatch(WorkerError):
-    """The collection was submitted for a checkpoint other than the one this worker runs."""
+class CheckpointMismatch(WorkerSetupError):
+    """The collection was submitted for a checkpoint other than the one this worker runs.
+
+    Another worker, started with that checkpoint, can colorize the image: this one hands
+    it back and stops.
+    """
 
 
 class ImageFailed(WorkerError):
     """The image was recorded as ``failed``; the message is the reason in the catalog."""
+
+
+#: Exit status of a worker that stopped because it cannot work (``sysexits.h``'s
+#: configuration error): its supervisor does not start it again into the same fault.
+EX_CONFIG: Final = 78
+
+#: Failures that are the worker's, not the image's: it cannot load its model, its catalog
+#: was never migrated, or its store refuses it (credentials, endpoint, a bucket it cannot
+#: see). The image goes back to the queue and the worker stops.
+WORKER_FAULTS: tuple[type[Exception], ...] = (
+    WorkerSetupError,
+    SchemaMismatch,
+    StorageMisconfigured,
+)
 
 
 def is_named_failure(exc: BaseException) -> bool:

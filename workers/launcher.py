@@ -19,9 +19,11 @@ A worker that exits with a non-zero code or is killed is started again after a d
 doubles with each consecutive failure. A run that lasted ``stable_after_s`` resets the
 count; after ``max_failures`` short runs in a row the launcher gives up on that worker,
 says so, and keeps the others running. A worker that exits with code 0 stopped on
-purpose and is not restarted: a remote ``shutdown`` command (from Flower, for example),
-or the warm shutdown a worker asks for itself when it cannot work at all (unloadable
-weights), which restarting would not cure.
+purpose and is not restarted: a remote ``shutdown`` command (from Flower, for example).
+Neither is one that exits with ``EX_CONFIG`` (78): it stopped because it cannot work
+(unloadable or other weights, storage credentials refused; its log's CRITICAL line says
+why), handing its message back, and restarting it would only meet the same fault. The
+launcher says so; once no worker is left it exits with ``EX_CONFIG`` too.
 
 When a worker exits, its whole process group is killed (a pool process that outlived
 its worker must not finish an image the restarted worker gets again) and the images it
@@ -50,6 +52,7 @@ from types import FrameType
 from typing import Any
 
 from workers.app import COLORIZE_QUEUE
+from workers.errors import EX_CONFIG
 
 logger = logging.getLogger(__name__)
 
@@ -190,12 +193,14 @@ class ChildOutcome:
             never started.
         starts: How many times it was started.
         gave_up: Whether the launcher stopped restarting it after a crash loop.
+        cannot_work: Whether it stopped because it cannot work (exit ``EX_CONFIG``).
     """
 
     name: str
     exit_code: int | None
     starts: int
     gave_up: bool
+    cannot_work: bool = False
 
 
 @dataclass
@@ -297,7 +302,13 @@ class Supervisor:
             self._reader.close()
             self._writer.close()
         return [
-            ChildOutcome(child.spec.name, child.exit_code, child.starts, child.gave_up)
+            ChildOutcome(
+                child.spec.name,
+                child.exit_code,
+                child.starts,
+                child.gave_up,
+                cannot_work=child.exit_code == EX_CONFIG,
+            )
             for child in self._children
         ]
 
@@ -334,6 +345,14 @@ class Supervisor:
         logger.info(
             "worker %s exited with %s after %.1f s", child.spec.name, _describe_exit(code), ran
         )
+        if code == EX_CONFIG:
+            logger.error(
+                "worker %s stopped because it cannot work (its CRITICAL line above says "
+                "why); it handed its image back and is not restarted: fix its configuration, "
+                "then start it again",
+                child.spec.name,
+            )
+            return
         if self._stops:
             return
         if code == 0:
@@ -514,8 +533,13 @@ def exit_status(outcomes: Sequence[ChildOutcome]) -> int:
         outcomes: What :meth:`Supervisor.run` returned.
 
     Returns:
-        1 if any worker was given up after a crash loop, 0 otherwise.
+        ``EX_CONFIG`` (78) if any worker stopped because it cannot work (a service
+        manager should not restart the launcher into the same fault: systemd's
+        ``RestartPreventExitStatus=78``), else 1 if any worker was given up after a
+        crash loop, else 0.
     """
+    if any(outcome.cannot_work for outcome in outcomes):
+        return EX_CONFIG
     return 1 if any(outcome.gave_up for outcome in outcomes) else 0
 
 

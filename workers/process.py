@@ -16,8 +16,12 @@ no transaction stays open while reading, running the model or writing::
 This is the one place where broad exceptions are caught. A failure that may pass
 (``workers.errors.RETRYABLE``) hands the image back (``running -> queued``, the attempt
 closed) and propagates, so that the Celery task retries and claims it again; on the last
-retry (``give_up``) the image fails instead. Any other error fails the image once, with
-``last_error`` and the attempt closed. An interrupt hands the image back and propagates.
+retry (``give_up``) the image fails instead. A failure that is the worker's
+(``workers.errors.WORKER_FAULTS``: other weights than the collection's, storage
+credentials refused or missing) hands the image back the same way and propagates, never
+retried and never failing the image: the task stops the worker. Any other error fails
+the image once, with ``last_error`` and the attempt closed. An interrupt hands the image
+back and propagates.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ from ddcolor.pipeline import size_ladder
 from storage.imaging import decode_image
 from workers.errors import (
     RETRYABLE,
+    WORKER_FAULTS,
     CheckpointMismatch,
     describe_failure,
     is_named_failure,
@@ -214,6 +219,10 @@ def process_image(
         StorageUnavailable: If a store cannot be reached (retry later); the image was
             handed back.
         SchemaMismatch: If the catalog database was never migrated.
+        WorkerSetupError: If this worker cannot colorize the image (other weights than
+            the collection's); the image was handed back.
+        StorageMisconfigured: If a store refuses this worker (credentials, endpoint, a
+            bucket it cannot see); the image was handed back.
         KeyboardInterrupt: If interrupted; the image was handed back.
     """
     began = time.perf_counter()
@@ -230,6 +239,10 @@ def process_image(
     attempt = _Try(job.claim.attempt_id)
     try:
         outcome = _run(job, attempt, sessions, storage_for, colorizer, untrained, read_ahead, log)
+    except WORKER_FAULTS as exc:
+        log.warning("this worker cannot work (%s); handing the image back", exc)
+        _hand_back(sessions, job, attempt, f"handed back: {exc}", release_to, log)
+        raise
     except RETRYABLE as exc:
         if give_up:
             reason = f"gave up after {retries} retries: {exc}"
@@ -391,8 +404,8 @@ def _check_weights(expected: str | None, colorizer: Colorizer, untrained: bool) 
         raise CheckpointMismatch(
             f"the collection was submitted for checkpoint sha256 {expected[:12]}, but this "
             f"worker runs {loaded[:12] if loaded != UNTRAINED_CHECKPOINT else 'random weights'}"
-            "; start the workers with that checkpoint (PANCHRO_WEIGHTS), or submit the "
-            "collection again with the workers' weights, then retry the failed images"
+            "; the image is left for a worker started with that checkpoint (PANCHRO_WEIGHTS)"
+            ", or submit the collection again with this worker's weights"
         )
 
 

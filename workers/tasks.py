@@ -9,14 +9,18 @@ a queue can: retries, and the life of its pool process.
   records the image as failed ("gave up after N retries: ...") instead of retrying.
 - Failed images: the catalog holds the reason; the task then raises ``ImageFailed`` (an
   expected error, logged without a traceback) so that Flower shows the task as failed.
+- A worker that cannot work (``WORKER_FAULTS``: unloadable or other weights than the
+  collection's, a catalog never migrated, storage credentials missing or refused) fails
+  no image: the image is handed back, the message goes back to the broker and the worker
+  shuts down warmly, with one CRITICAL line saying why. The worker's main process then
+  exits with ``EX_CONFIG`` (:attr:`PoolProcess.stop_reason` says why), which its
+  supervisor does not restart. A model that cannot be loaded when the pool process starts
+  stops the worker at once, before it takes a message.
 - Time limits: past the soft limit the task is interrupted and ``process_image()`` fails
   the image with "time limit: ..."; past the hard limit billiard kills the pool process,
   and the worker's main process, told by Celery's ``task_failure`` signal, records the
   image as failed ("time limit: ...") before the message is acknowledged, so it is not
   delivered again and the collection goes on.
-- A worker that cannot work at all (unloadable weights, a catalog never migrated) fails
-  no image: the message goes back to the broker and the worker shuts down warmly, for
-  its supervisor and a person to see.
 - Recycling: device memory is not always fully returned after out-of-memory errors.
   After ``recycle_after_oom`` ladder steps, the pool process exits with billiard's
   "recycle" status once it is idle, after its last result reached the pool's parent (and
@@ -33,7 +37,9 @@ the parent before the fork.
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import multiprocessing
 import os
 import signal
 import threading
@@ -46,9 +52,15 @@ from celery import Celery, Task
 from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 
-from catalog import DatabaseUnavailable, SchemaMismatch, held_attempt, mark_failed, transaction
+from catalog import DatabaseUnavailable, held_attempt, mark_failed, transaction
 from workers.app import create_app
-from workers.errors import RETRYABLE, ImageFailed, WorkerSetupError
+from workers.errors import (
+    EX_CONFIG,
+    RETRYABLE,
+    WORKER_FAULTS,
+    ImageFailed,
+    WorkerSetupError,
+)
 from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
 from workers.redelivery import install_redelivery
@@ -58,6 +70,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
+    "EX_CONFIG",
     "MAX_RETRIES",
     "RECYCLE_GRACE_S",
     "RETRYABLE",
@@ -82,6 +95,8 @@ RETRY_BACKOFF_MAX_S: Final = 600
 #: Seconds an idle process waits after its last task before exiting to be recycled: time
 #: for the task's result to reach the pool's parent, which then acknowledges the message.
 RECYCLE_GRACE_S: Final = 1.0
+#: Bytes of the reason a stopping pool process leaves for the worker's main process.
+_STOP_REASON_BYTES: Final = 2048
 
 
 class PoolProcess:
@@ -112,6 +127,8 @@ class PoolProcess:
         self._stop_parent = stop_parent
         self._recycle_grace = recycle_grace
         self._lock = threading.Lock()
+        # Made before the pool forks, so the main process reads what a pool process wrote.
+        self._stop_reason = multiprocessing.RawArray(ctypes.c_char, _STOP_REASON_BYTES)
         self._parent_pid: int | None = None
         self._busy = False
         self.out_of_memory_steps = 0
@@ -130,13 +147,21 @@ class PoolProcess:
         """Whether this process is a Celery pool process."""
         return self._parent_pid is not None
 
+    @property
+    def stop_reason(self) -> str | None:
+        """Why a pool process stopped the worker (readable in the main process), or None."""
+        reason = bytes(self._stop_reason.value).decode("utf-8", "replace")
+        return reason or None
+
     def stop_worker(self, reason: str) -> None:
         """Ask the Celery worker of this pool process for a warm shutdown.
 
         Args:
-            reason: Why, for the log.
+            reason: Why, for the log and :attr:`stop_reason`.
         """
         logger.critical("worker %s cannot work and stops: %s", self.node_name, reason)
+        encoded = reason.encode("utf-8")[: _STOP_REASON_BYTES - 1] or b"?"
+        self._stop_reason.value = encoded
         if not self.in_pool:
             return
         if self._stop_parent is not None:
@@ -216,7 +241,8 @@ def run_colorize(task: Task, image_id: int, *, runtime: WorkerRuntime, pool: Poo
 
     Raises:
         ImageFailed: If the image was recorded as failed.
-        Reject: If the worker cannot work at all; the message is requeued.
+        Reject: If the worker cannot work (``WORKER_FAULTS``); the message is requeued
+            and the worker stops.
         DatabaseUnavailable: If the catalog cannot be reached (retried).
         StorageUnavailable: If a store cannot be reached (retried).
     """
@@ -240,7 +266,7 @@ def run_colorize(task: Task, image_id: int, *, runtime: WorkerRuntime, pool: Poo
                 retries=retries,
                 give_up=task.max_retries is not None and retries >= task.max_retries,
             )
-        except (WorkerSetupError, SchemaMismatch) as exc:
+        except WORKER_FAULTS as exc:
             pool.stop_worker(str(exc))
             raise Reject(str(exc), requeue=True) from exc
         steps = outcome.out_of_memory_steps
@@ -375,8 +401,9 @@ class _ProcessHooks:
         try:
             self.runtime.warm_up()
         except WorkerSetupError as exc:
-            # The first task meets the same error and stops the worker cleanly.
-            logger.critical("worker %s: %s", name, exc)
+            # Stop before taking a message; one that arrives meanwhile meets the same
+            # error and goes back to the broker.
+            self.pool.stop_worker(str(exc))
 
     def on_process_shutdown(self, **_: Any) -> None:
         self.runtime.close()
@@ -387,6 +414,7 @@ def build_worker_app(
     *,
     broker_url: str,
     runtime: WorkerRuntime | None = None,
+    pool: PoolProcess | None = None,
     **options: Any,
 ) -> Celery:
     """Build a colorize worker's app: the project's app with the task registered.
@@ -399,6 +427,9 @@ def build_worker_app(
         config: The worker's configuration (plain values; nothing is loaded here).
         broker_url: The Redis broker.
         runtime: The per-process cache; None builds one from ``config``.
+        pool: The process-life policy, whose :attr:`PoolProcess.stop_reason` tells after
+            ``worker_main`` whether the worker stopped because it cannot work; None
+            builds one from ``config``.
         **options: Further ``create_app()`` settings.
 
     Returns:
@@ -406,5 +437,5 @@ def build_worker_app(
     """
     app = create_app(broker_url=broker_url, **options)
     install_redelivery(app)
-    register_tasks(app, runtime or WorkerRuntime(config))
+    register_tasks(app, runtime or WorkerRuntime(config), pool=pool)
     return app

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from panchro.cli_support import fail_on
+from panchro.cli_support import fail_on, local_path_only
 from panchro.options import chosen_weights, model_options, size_from, size_options
 
 if TYPE_CHECKING:
@@ -218,8 +218,15 @@ def _load(
 
 
 @click.command("colorize")
-@click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
-@click.argument("output_path", metavar="OUTPUT", type=click.Path(path_type=Path))
+@click.argument(
+    "input_path",
+    metavar="INPUT",
+    type=click.Path(exists=True, path_type=Path),
+    callback=local_path_only,
+)
+@click.argument(
+    "output_path", metavar="OUTPUT", type=click.Path(path_type=Path), callback=local_path_only
+)
 @model_options
 @size_options
 @click.option(

@@ -233,6 +233,7 @@ def run(
     never redone. Failed images are listed at the end; `panchro retry` re-queues them.
     Files that are not images (empty, text, a PDF, a link out of SOURCE...) are recorded
     as skipped and named at the end with the reason; hidden and system files are counted.
+    One run at a time per output: a second one is refused, naming the first.
 
     \b
     Examples:
@@ -240,14 +241,22 @@ def run(
       panchro run s3://archive/scans/1920s --output colour/ --preset landscape
       panchro run examples --output colorized --untrained     # demo, random weights
     """
+    from sqlalchemy.engine import make_url
+
     from catalog import make_sessionmaker
     from migrations.runner import upgrade
     from panchro.cli import load_settings
+    from panchro.preflight import check_weights
+    from panchro.run_lock import hold_run_lock
     from scheduler import CollectionSettings, check_locations, submit
     from storage.base import open_storage
+    from storage.uri import parse_uri
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
     chosen_size = size_from(preset, size)
+    with fail_on("reading the locations"):
+        parse_uri(source)
+        output_uri = parse_uri(output)
     database_url = catalog_url_for(output)
     runtime = _runtime(
         settings,
@@ -259,6 +268,11 @@ def run(
     )
     with fail_on("checking the output"):
         check_locations(source, output, force=force)  # before the catalog is made there
+    weights_file = runtime.config.weights
+    check_weights(None if weights_file is None else Path(weights_file), untrained=untrained)
+    # Held until the command ends: a second run on this output is refused at once.
+    catalog_folder = Path(str(make_url(database_url).database)).parent
+    ctx.with_resource(hold_run_lock(catalog_folder, str(output_uri)))
     with fail_on("preparing the catalog"):
         upgrade(database_url)
     sessions = make_sessionmaker(database_url)

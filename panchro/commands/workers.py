@@ -220,10 +220,14 @@ def workers_command(
     Each worker sees only its own GPU and is named gpu<N>@<host> (cpu<N>@<host>).
     SIGTERM or Ctrl-C: warm shutdown, running images finish first.
     A second signal: cold shutdown, running images go back to the queue.
-    Exits when every worker has stopped; status 1 if one was given up after
-    failing again and again.
+    Before starting any worker, checks the checkpoint, the catalog, the broker and
+    the stores of the active collections; exits with one line (status 1) if one
+    cannot be used. Exits when every worker has stopped: status 78 if one stopped
+    because it cannot work (storage credentials missing or refused, other weights
+    than a collection's), 1 if one was given up after failing again and again.
     """
     from panchro.cli import load_settings
+    from panchro.preflight import preflight
     from workers.devices import plan_workers, probe_devices
     from workers.errors import DeviceError
     from workers.launcher import NodeReleaser, Supervisor, exit_status
@@ -242,6 +246,7 @@ def workers_command(
         time_limit=time_limit,
         visibility_timeout=visibility_timeout,
     )
+    preflight(settings, untrained=untrained)
     base_env = settings_environment(settings, os.environ)
     try:
         inventory = probe_devices(env=base_env)
@@ -298,17 +303,22 @@ def worker_child_command(
     cpu_threads: int | None,
     untrained: bool,
 ) -> None:
-    """Run one Celery worker on the device this process sees (started by `panchro workers`)."""
+    """Run one Celery worker on the device this process sees (started by `panchro workers`).
+
+    Exits with ``EX_CONFIG`` (78) when the worker stopped because it cannot work.
+    """
     from panchro.cli import load_settings
     from workers.launcher import node_log_format, worker_argv
-    from workers.tasks import build_worker_app
+    from workers.tasks import EX_CONFIG, PoolProcess, build_worker_app
 
     settings = load_settings(ctx)
     config = worker_config(settings, node=node, untrained=untrained, cpu_threads=cpu_threads)
+    pool = PoolProcess(node_name=node, recycle_after_oom=config.recycle_after_oom)
     app = build_worker_app(
         config,
         broker_url=settings.broker_url,
         **settings.celery_limits(),
+        pool=pool,
         worker_log_format=node_log_format(node),
         worker_task_log_format=node_log_format(node, task=True),
     )
@@ -317,6 +327,8 @@ def worker_child_command(
             node, loglevel=loglevel.upper(), max_memory_per_child_kib=max_memory_per_child
         )
     )
+    if pool.stop_reason is not None:
+        ctx.exit(EX_CONFIG)
 
 
 def worker_config(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import stat
@@ -19,7 +20,7 @@ from storage.base import (
     Storage,
     open_storage,
 )
-from storage.errors import ObjectNotFound, OutputExists, StorageError
+from storage.errors import AccessDenied, ObjectNotFound, OutputExists, StorageError
 from storage.local import LocalStorage
 
 
@@ -320,7 +321,7 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_write_into_an_unwritable_folder_raises_permission_error(read_only_folder: Path) -> None:
-    with pytest.raises(StorageError, match="permission denied"):
+    with pytest.raises(AccessDenied, match="permission denied"):
         LocalStorage().write(str(read_only_folder / "p.jpg"), b"data")
 
     assert os.listdir(read_only_folder) == []
@@ -350,3 +351,14 @@ def test_stat_describes_one_file(tmp_path: Path) -> None:
 def test_stat_of_a_missing_file_raises_object_not_found(tmp_path: Path) -> None:
     with pytest.raises(ObjectNotFound):
         LocalStorage().stat(str(tmp_path / "missing.jpg"))
+
+
+@pytest.mark.parametrize("code", [errno.EACCES, errno.EPERM, errno.EROFS])
+def test_a_refused_write_is_access_denied_and_a_refused_read_is_not(code: int) -> None:
+    # Run as root the folder permissions above are not enforced: check the translation.
+    from storage.local import _error
+
+    refused = OSError(code, os.strerror(code))
+
+    assert isinstance(_error(refused, "/out/p.jpg", "write", writing=True), AccessDenied)
+    assert not isinstance(_error(refused, "/in/p.jpg", "read"), AccessDenied)

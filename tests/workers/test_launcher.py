@@ -14,6 +14,7 @@ import pytest
 from launcher_helpers import Workers, wait_until
 
 from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
+from workers.errors import EX_CONFIG
 from workers.launcher import (
     ChildOutcome,
     ChildSpec,
@@ -242,3 +243,26 @@ def test_a_program_that_cannot_start_counts_as_a_failure(
 
     assert outcomes == [ChildOutcome("gpu0@h", None, 0, True)]
     assert "cannot start worker gpu0@h" in caplog.text
+
+
+# ------------------------------------------------------------------ workers that cannot work
+
+
+def test_a_worker_that_cannot_work_is_not_restarted_and_the_launcher_says_so(
+    stand_ins: Workers, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="workers.launcher")
+    broken = stand_ins.spec("gpu0@h", f"exit:{EX_CONFIG}")
+    healthy = stand_ins.spec("gpu1@h", f"until:{stand_ins.record('gpu0@h')}:1")
+
+    outcomes = Supervisor([broken, healthy], policy=FAST).run()
+
+    assert outcomes == [
+        ChildOutcome("gpu0@h", EX_CONFIG, 1, False, cannot_work=True),
+        ChildOutcome("gpu1@h", 0, 1, False),
+    ]
+    assert stand_ins.events("gpu0@h") == ["start"]
+    assert "worker gpu0@h stopped because it cannot work" in caplog.text
+    assert "restarting worker gpu0@h" not in caplog.text
+    assert exit_status(outcomes) == EX_CONFIG
+    assert exit_status([ChildOutcome("gpu1@h", 3, 5, True), *outcomes]) == EX_CONFIG

@@ -39,7 +39,8 @@ from catalog import (
 )
 from ddcolor.checkpoints import sha256_file
 from ddcolor.pipeline import Colorizer, load_colorizer
-from storage import LocalStorage, StorageUnavailable
+from storage import AccessDenied, LocalStorage, StorageUnavailable
+from workers.errors import CheckpointMismatch
 from workers.process import Outcome, ProcessStatus, process_image
 from workers.readahead import ReadAhead, process_many
 from workers.render import UNTRAINED_CHECKPOINT
@@ -348,19 +349,44 @@ def test_output_that_is_the_original_is_refused_and_the_original_kept(
     assert original.read_bytes() == before
 
 
-def test_collection_submitted_for_other_weights_fails_with_a_reason(
+def test_collection_submitted_for_other_weights_is_handed_back_not_failed(
     sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
     write_gray_png(source / "a.png")
     ids = add_collection(sessions, source, output, ["a.png"], checkpoint_sha256="ab" * 32)
 
-    outcome = _process(sessions, ids["a.png"], stub_colorizer(), untrained=True)
+    with pytest.raises(CheckpointMismatch) as raised:
+        _process(sessions, ids["a.png"], stub_colorizer(), untrained=True)
 
-    assert outcome.status is ProcessStatus.FAILED
+    assert "abababababab" in str(raised.value) and "random weights" in str(raised.value)
     row = read_image(sessions, ids["a.png"])
-    assert row.last_error is not None and "abababababab" in row.last_error
-    assert "random weights" in row.last_error
+    assert row.status is ImageStatus.QUEUED and row.last_error is None
+    [attempt] = attempts_of(sessions, ids["a.png"])
+    assert attempt.outcome is AttemptOutcome.FAILED and attempt.finished_at is not None
+    assert "handed back" in (attempt.error or "")
     assert not (output / "a.png").exists()
+
+
+def test_store_refusing_the_credentials_hands_the_image_back_not_failed(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    denied = AccessDenied("cannot read a.png: access denied to bucket 'b' (InvalidAccessKeyId)")
+
+    with pytest.raises(AccessDenied):
+        _process(
+            sessions,
+            ids["a.png"],
+            stub_colorizer(),
+            storage_for=lambda uri: ObservedStorage(unavailable=lambda _: True, error=denied),
+        )
+
+    row = read_image(sessions, ids["a.png"])
+    assert row.status is ImageStatus.QUEUED and row.last_error is None
+    [attempt] = attempts_of(sessions, ids["a.png"])
+    assert attempt.outcome is AttemptOutcome.FAILED
+    assert "InvalidAccessKeyId" in (attempt.error or "")
 
 
 def test_process_many_reads_the_next_original_while_the_model_runs(

@@ -34,7 +34,7 @@ from workers_helpers import (
 
 from catalog import DatabaseUnavailable, ImageStatus, list_images, make_sessionmaker, transaction
 from migrations import upgrade
-from storage import InvalidImage, StorageUnavailable, open_storage
+from storage import AccessDenied, InvalidImage, StorageUnavailable, open_storage
 from workers.app import create_app
 from workers.errors import ImageFailed, WorkerSetupError
 from workers.names import COLORIZE
@@ -248,20 +248,26 @@ def test_task_reaching_a_process_due_for_recycling_leaves_its_image_unclaimed(
     assert attempts_of(sessions, ids["a.png"]) == []
 
 
-def test_unloadable_model_requeues_the_message_and_stops_the_worker(
-    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
-) -> None:
-    write_gray_png(source / "a.png")
-    ids = add_collection(sessions, source, output, ["a.png"])
+def _unloadable_model_task(app: Celery, catalog_url: str) -> tuple[Task, PoolProcess, list[bool]]:
+    """The task of a worker whose model cannot load; the list records each stop it asks."""
     stops: list[bool] = []
     pool = PoolProcess(node_name=NODE, stop_parent=lambda: stops.append(True))
-    pool.started_in_pool(parent_pid=os.getpid())
 
     def broken(_: WorkerConfig) -> Any:
         raise WorkerSetupError("cannot load the model: no such file weights.pth")
 
     config = WorkerConfig(database_url=catalog_url, weights="weights.pth", node_name=NODE)
     task = register_tasks(app, WorkerRuntime(config, colorizer_factory=broken), pool=pool)
+    return task, pool, stops
+
+
+def test_unloadable_model_requeues_the_message_and_stops_the_worker(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    task, pool, stops = _unloadable_model_task(app, catalog_url)
+    pool.started_in_pool(parent_pid=os.getpid())
 
     with pytest.raises(Reject) as rejected:
         _call(task, ids["a.png"], id="m-1")
@@ -398,3 +404,55 @@ def test_a_failed_warm_up_pass_is_logged_and_the_worker_still_starts(
     assert "warm-up pass failed" in caplog.text
     assert runtime.colorizer() is not None
     runtime.close()
+
+
+# --------------------------------------------------------------------------- cannot work
+
+
+def test_store_refusing_the_worker_requeues_the_message_and_stops_the_worker(
+    app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    write_gray_png(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"])
+    stops: list[bool] = []
+    pool = PoolProcess(node_name=NODE, stop_parent=lambda: stops.append(True))
+    pool.started_in_pool(parent_pid=os.getpid())
+    runtime = _runtime(catalog_url)
+    denied = AccessDenied("cannot read a.png: access denied to bucket 'b' (AccessDenied)")
+    refusing = ObservedStorage(unavailable=lambda _: True, error=denied)
+    runtime.storage_for = lambda uri: refusing  # type: ignore[method-assign]
+    task = register_tasks(app, runtime, pool=pool)
+
+    with pytest.raises(Reject) as rejected:
+        _call(task, ids["a.png"], id="m-1")
+
+    assert rejected.value.requeue is True
+    assert stops == [True]
+    assert pool.stop_reason is not None and "access denied" in pool.stop_reason
+    image = read_image(sessions, ids["a.png"])
+    assert (image.status, image.last_error) == (ImageStatus.QUEUED, None)
+
+
+def test_a_model_that_cannot_load_at_process_start_stops_the_worker_at_once(
+    app: Celery, catalog_url: str
+) -> None:
+    task, pool, stops = _unloadable_model_task(app, catalog_url)
+
+    task.process_hooks.on_process_init()
+
+    assert stops == [True]
+    assert pool.stop_reason == "cannot load the model: no such file weights.pth"
+
+
+def test_the_stop_reason_of_a_pool_process_reaches_the_worker_process() -> None:
+    import multiprocessing
+
+    pool = PoolProcess(node_name=NODE)
+    child = multiprocessing.get_context("fork").Process(
+        target=pool.stop_worker, args=("no usable AWS credentials",)
+    )
+    child.start()
+    child.join(WAIT_S)
+
+    assert child.exitcode == 0
+    assert pool.stop_reason == "no usable AWS credentials"

@@ -14,6 +14,7 @@ import pytest
 from launcher_helpers import WAIT_S
 from launcher_helpers import wait_until as _wait
 
+from migrations import upgrade
 from panchro.settings import Settings
 from workers.app import create_app
 
@@ -104,11 +105,9 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
 ) -> None:
     node = f"cpu0@{socket.gethostname()}"
     log = tmp_path / "workers.log"
-    env = {
-        **os.environ,
-        "PANCHRO_BROKER_URL": redis_url,
-        "PANCHRO_DATABASE_URL": f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
-    }
+    catalog = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    upgrade(catalog)  # the start-up checks refuse a catalog without the schema
+    env = {**os.environ, "PANCHRO_BROKER_URL": redis_url, "PANCHRO_DATABASE_URL": catalog}
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [

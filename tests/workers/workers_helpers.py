@@ -9,6 +9,7 @@ the end-to-end test: ``python workers_helpers.py <broker url> <database url> <no
 from __future__ import annotations
 
 import hashlib
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -129,17 +130,19 @@ class ObservedStorage(LocalStorage):
 
     Args:
         on_read: Called with the location and the thread's name before each read.
-        unavailable: Reads of locations for which this returns True raise
-            ``StorageUnavailable``.
+        unavailable: Reads of locations for which this returns True raise ``error``.
+        error: What a failed read raises; by default ``StorageUnavailable``.
     """
 
     def __init__(
         self,
         on_read: Callable[[str, str], None] | None = None,
         unavailable: Callable[[str], bool] | None = None,
+        error: Exception | None = None,
     ) -> None:
         self.on_read = on_read
         self.unavailable = unavailable
+        self.error = error
         self.reads: list[tuple[str, str]] = []
 
     def read(self, uri: Any) -> bytes:
@@ -149,7 +152,7 @@ class ObservedStorage(LocalStorage):
         if self.on_read is not None:
             self.on_read(where, thread)
         if self.unavailable is not None and self.unavailable(where):
-            raise StorageUnavailable(f"injected: the store of {where} is unreachable")
+            raise self.error or StorageUnavailable(f"injected: the store of {where} is unreachable")
         return super().read(uri)
 
 
@@ -176,6 +179,13 @@ def write_corrupt_png(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\x0dIHDR" + b"garbage" * 20)
     return path
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (free when asked)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def sha256_of(path: Path) -> str:

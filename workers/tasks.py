@@ -86,12 +86,17 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Retries of one message after a failure in ``RETRYABLE``; the last one gives up.
-MAX_RETRIES: Final = 5
+#: Retries of one message after a failure in ``RETRYABLE``; the last one gives up. With
+#: the waits below they span up to about eight minutes (10 + 20 + 40 + 7 x 60 s; full
+#: jitter makes the expected span half that): long enough to ride out a broker, database
+#: or S3 restart, short enough that a lasting outage fails images with its reason.
+MAX_RETRIES: Final = 10
 #: Seconds before the first retry; each further retry waits twice as long (with jitter).
 RETRY_BACKOFF_S: Final = 10
-#: Seconds that no retry waits longer than.
-RETRY_BACKOFF_MAX_S: Final = 600
+#: Seconds that no retry waits longer than: an image whose store or catalog came back is
+#: tried again within a minute (issue target: 60 s after the fault ends), however long
+#: the outage lasted.
+RETRY_BACKOFF_MAX_S: Final = 60
 #: Seconds an idle process waits after its last task before exiting to be recycled: time
 #: for the task's result to reach the pool's parent, which then acknowledges the message.
 RECYCLE_GRACE_S: Final = 1.0

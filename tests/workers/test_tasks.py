@@ -17,6 +17,7 @@ import torch
 from billiard.pool import EX_RECYCLE
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
+from celery.utils.time import get_exponential_backoff_interval
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
     WAIT_S,
@@ -101,6 +102,22 @@ def test_colorize_task_retries_only_retryable_errors_with_backoff(
     assert task.retry_backoff and task.retry_jitter
     assert task.max_retries == MAX_RETRIES
     assert ImageFailed in task.throws
+
+
+def test_colorize_task_retries_within_a_minute_of_an_outage_ending_and_rides_out_minutes(
+    app: Celery, catalog_url: str
+) -> None:
+    task = register_tasks(app, _runtime(catalog_url))
+    waits = [
+        get_exponential_backoff_interval(
+            task.retry_backoff, retries, task.retry_backoff_max, full_jitter=False
+        )
+        for retries in range(task.max_retries)
+    ]
+    # No wait is longer than a minute: a store that came back is used again within 60 s.
+    assert max(waits) <= 60
+    # The retries span several minutes: a broker, catalog or S3 restart fails no image.
+    assert sum(waits) >= 5 * 60
 
 
 def test_colorize_task_as_a_plain_function_colorizes_with_the_message_id(

@@ -6,6 +6,7 @@
     ├── InvalidURI                a location that is neither a local path nor s3://bucket/key
     ├── ObjectNotFound            the object or file does not exist
     ├── StorageUnavailable        the backend cannot be reached now (retry later)
+    │   └── StorageFull           the destination has no space left (retry once freed)
     ├── StorageMisconfigured      this process cannot use the store: no or invalid
     │   │                         credentials, a wrong endpoint, a bucket it cannot see
     │   └── AccessDenied          the credentials are refused for the bucket or key, or
@@ -32,6 +33,14 @@ class ObjectNotFound(StorageError):
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now; the operation may succeed if retried."""
+
+
+class StorageFull(StorageUnavailable):
+    """The destination file system has no space left (or the quota is used up).
+
+    Like an outage, it passes once a person (or a clean-up job) frees space, so the write
+    is retried with backoff instead of failing every image that meets it overnight.
+    """
 
 
 class StorageMisconfigured(StorageError):

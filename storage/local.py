@@ -53,6 +53,7 @@ from storage.errors import (
     ObjectNotFound,
     OutputExists,
     StorageError,
+    StorageFull,
     StorageUnavailable,
 )
 from storage.uri import LOCAL, URI, parse_uri
@@ -497,7 +498,10 @@ def _error(exc: OSError, path: str, action: str, *, writing: bool = False) -> St
     if not writing and exc.errno in (errno.ENOENT, errno.ENOTDIR):
         return ObjectNotFound(f"{path} does not exist")
     if exc.errno in _FULL_ERRNOS:
-        return StorageError(f"cannot {action} {path}: no space left on the device")
+        return StorageFull(
+            f"cannot {action} {path}: no space left on the device; free space there and the "
+            "image is tried again"
+        )
     if writing and exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         # Every output of this process meets the same refusal: its configuration's fault.
         return AccessDenied(

@@ -18,8 +18,6 @@ from typing import TYPE_CHECKING
 from fault_checks import FaultWindow, Verdict, fault_window, verify
 from fault_images import SourceFile, collection_files
 
-from catalog import ImageStatus
-
 if TYPE_CHECKING:
     from fault_cluster import FaultCluster, Submitted
     from fault_services import AofRedis, PrivatePostgres, SmallDisk
@@ -133,29 +131,28 @@ def s3_errors(cluster: FaultCluster, submitted: Submitted) -> FaultWindow:
 
 
 def disk_full(disk: SmallDisk) -> Scenario:
-    """The output disk fills up until images fail for it; then space is freed and the
-    failed images are retried (``panchro retry --failed``), as an operator would."""
+    """The output disk fills up until a write fails for it; then space is freed.
+
+    A full disk is retried like an outage (``storage.errors.StorageFull``): the image hit
+    is handed back and its task retried, so freeing space is all it takes to recover.
+    """
 
     def scenario(cluster: FaultCluster, submitted: Submitted) -> FaultWindow:
         _busy_node(cluster, submitted.name)
         with fault_window(cluster, submitted.name, "output disk full (ENOSPC)") as window:
             disk.fill()
             deadline = time.monotonic() + DISK_FULL_S
-            while time.monotonic() < deadline and not _failed_for_space(cluster, submitted):
+            while time.monotonic() < deadline and not _handed_back_for_space(cluster, submitted):
                 time.sleep(0.5)
+            assert _handed_back_for_space(cluster, submitted), "no write met the full disk"
             disk.free()
-            cluster.wait_finished(submitted.name, RECOVERY_GUARD_S)
-            cluster.run("retry", submitted.name, "--failed")
         return window
 
     return scenario
 
 
-def _failed_for_space(cluster: FaultCluster, submitted: Submitted) -> bool:
-    return any(
-        row.status is ImageStatus.FAILED and "space" in (row.last_error or "")
-        for row in cluster.images(submitted.name)
-    )
+def _handed_back_for_space(cluster: FaultCluster, submitted: Submitted) -> bool:
+    return any("no space" in (row.error or "") for row in cluster.attempts(submitted.name))
 
 
 def stuck_file(files: list[SourceFile]) -> SourceFile:

@@ -88,7 +88,7 @@ def test_s3_throttling_and_5xx_answers_lose_nothing(cluster: FaultCluster) -> No
     assert cluster.proxy.stats.errors > 0
 
 
-def test_full_output_disk_fails_images_cleanly_and_retry_completes_them(
+def test_full_output_disk_is_retried_and_recovers_once_space_is_freed(
     cluster: FaultCluster, tmp_path: Path
 ) -> None:
     reason = small_disk_unavailable()

@@ -20,8 +20,15 @@ from storage.base import (
     Storage,
     open_storage,
 )
-from storage.errors import AccessDenied, ObjectNotFound, OutputExists, StorageError
-from storage.local import LocalStorage
+from storage.errors import (
+    AccessDenied,
+    ObjectNotFound,
+    OutputExists,
+    StorageError,
+    StorageFull,
+    StorageUnavailable,
+)
+from storage.local import LocalStorage, _error
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:
@@ -362,3 +369,13 @@ def test_a_refused_write_is_access_denied_and_a_refused_read_is_not(code: int) -
 
     assert isinstance(_error(refused, "/out/p.jpg", "write", writing=True), AccessDenied)
     assert not isinstance(_error(refused, "/in/p.jpg", "read"), AccessDenied)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])
+def test_a_full_disk_is_a_failure_that_may_pass_once_space_is_freed(code: int) -> None:
+    # The end-to-end case (a real full tmpfs) is tests/faults; this is the translation.
+    error = _error(OSError(code, os.strerror(code)), "/out/a.png", "write", writing=True)
+
+    assert isinstance(error, StorageFull)
+    assert isinstance(error, StorageUnavailable)  # so workers retry it (RETRYABLE)
+    assert "no space left" in str(error)

@@ -10,9 +10,10 @@ one's pending images, oldest first, in batches::
     on failure:   unqueue the images whose messages were not sent and the batch queued
                   meanwhile  (commit), then raise
 
-A pass first marks ``done`` every active collection none of whose images is pending,
-queued or running (all done, failed or skipped); registering new work or a retry makes it
-active again.
+A pass first makes ``active`` again every ``done`` collection that has images to do (a
+registration that committed while the previous pass completed it), then marks ``done``
+every active collection none of whose images is pending, queued or running (all done,
+failed or skipped); registering new work or a retry makes it active again.
 
 Back-pressure is counted in the catalog: at most ``max_in_flight`` images are ``queued``
 (sent but not yet claimed by a worker) at any time, over all collections. Workers claim
@@ -45,6 +46,7 @@ from catalog import (
     count_in_flight,
     list_collections,
     queue_pending,
+    reopen_collections,
     transaction,
     unqueue,
 )
@@ -198,6 +200,7 @@ def dispatch(
         raise ValueError(f"batch_size must be at least 1, not {batch_size}")
     now = now or datetime.now(UTC)
     with transaction(sessions) as db:
+        reopen_collections(db)
         active = [
             _Active(c.id, c.name, window_opens_at(c.not_before, c.updated_at, tz=tz))
             for c in list_collections(db, statuses=[CollectionStatus.ACTIVE])

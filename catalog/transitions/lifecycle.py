@@ -172,6 +172,44 @@ def resume_collection(db: Session, collection: int | str) -> int:
 
 
 @database_errors()
+def reopen_collections(db: Session) -> list[int]:
+    """Make ``done`` collections that have images needing work ``active`` again.
+
+    A collection is marked done by a dispatch pass that saw none of its images open; a
+    registration committed at the same moment (a submit between two of its chunks, or
+    right after creating the collection) can add pending images that pass did not see.
+    Each pass calls this first, so such a collection is fed again at the next pass
+    instead of staying done with its work undone. Its ``updated_at`` is kept: it dates
+    the submission that a ``--not-before`` window counts from.
+
+    Args:
+        db: The caller's session.
+
+    Returns:
+        The ids of the collections made active again.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    open_images = exists(
+        select(Image.id).where(
+            Image.collection_id == Collection.id, Image.status.in_(OPEN_STATUSES)
+        )
+    )
+    ids = returned_ids(
+        db,
+        update(Collection)
+        .where(Collection.status == CollectionStatus.DONE, open_images)
+        .values(status=CollectionStatus.ACTIVE)
+        .returning(Collection.id)
+        .execution_options(synchronize_session=False),
+    )
+    for collection_id in ids:
+        logger.warning("collection %s: images left to do; active again", collection_id)
+    return ids
+
+
+@database_errors()
 def complete_collection(db: Session, collection_id: int) -> bool:
     """Mark an active collection ``done`` once none of its images needs work any more.
 

@@ -348,6 +348,26 @@ def test_dispatch_marks_a_finished_collection_done_and_a_retry_reopens_it(
     assert dispatch(sessions, send, max_in_flight=100).sent_for(_collection_id(sessions)) == 1
 
 
+def test_dispatch_feeds_again_a_collection_marked_done_while_its_images_were_registered(
+    sessions: sessionmaker[Session], celery_app: Any, redis_url: str
+) -> None:
+    # A pass completes the collection just before a registration commits its rows (the
+    # pass's NOT EXISTS did not see them): it is done with pending images.
+    ids = _collection(sessions, "1920s", 3)
+    with sessions.begin() as db:
+        db.execute(
+            update(Collection)
+            .where(Collection.id == _collection_id(sessions))
+            .values(status=CollectionStatus.DONE)
+        )
+
+    report = dispatch(sessions, celery_sender(celery_app), max_in_flight=100)
+
+    assert report.sent_for(_collection_id(sessions)) == len(ids)
+    with sessions.begin() as db:
+        assert get_collection(db, "1920s").status is CollectionStatus.ACTIVE
+
+
 def _collection_id(sessions: sessionmaker[Session], name: str = "1920s") -> int:
     with sessions.begin() as db:
         return get_collection(db, name).id

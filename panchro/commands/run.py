@@ -371,7 +371,9 @@ def _summarise(
         complete_collection(db, summary.collection_id)
         progress = collection_status(db, name).collections[0]
         skipped_total, skipped_files = skipped_images(db, summary.collection_id)
-    counts = ", ".join(f"{count} {status}" for status, count in sorted(progress.counts.items()))
+    counts = ", ".join(
+        f"{count} {status}" for status, count in sorted(progress.counts.items()) if count
+    )
     click.echo(f"this run: {tally.done} colorized, {tally.failed} failed")
     click.echo(f"collection {name} {progress.status}: {counts}; outputs in {output}")
     for reason, count in tally.reasons.most_common(SUMMARY_REASONS):

@@ -1,7 +1,5 @@
 """Helpers of the recovery tests (a uniquely named module, importable from them).
 
-- :class:`AofRedis`: a private Redis server with an append-only file, that a test may
-  kill with SIGKILL and start again on the same file, as an operator's restart does.
 - A real colorize worker (the project's app, task and recovery steps, prefork with one
   pool process) whose network holds every image while a "hold" file exists, so a test can
   break things while an image is ``running``. Run as a script:
@@ -20,8 +18,6 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import redis
 
 #: Seconds a test waits for something; a guard against hanging, not a measurement.
 WAIT_S = 90.0
@@ -53,71 +49,6 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-class AofRedis:
-    """A private Redis server with an append-only file (fsync on every write).
-
-    Args:
-        folder: Where its files live.
-        port: Its port.
-    """
-
-    def __init__(self, folder: Path, port: int) -> None:
-        self.folder = folder
-        self.port = port
-        self.proc: subprocess.Popen[bytes] | None = None
-        folder.mkdir(parents=True, exist_ok=True)
-
-    @property
-    def url(self) -> str:
-        """Its URL, database 0."""
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        """Start it (again) on its files and wait until it answers."""
-        self.proc = subprocess.Popen(
-            [
-                "redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.folder),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-                "--appendfsync",
-                "always",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        client = redis.Redis(port=self.port, socket_timeout=1)
-        try:
-            wait_for(lambda: _answers(client), "Redis to answer")
-        finally:
-            client.close()
-
-    def kill(self) -> None:
-        """Kill it with SIGKILL, as a crash would."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        """Stop it for good."""
-        self.kill()
-        self.proc = None
-
-
-def _answers(client: redis.Redis) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.RedisError:
-        return False
 
 
 def worker_command(

@@ -23,7 +23,6 @@ from typing import Any
 import pytest
 import redis
 from recovery_helpers import (
-    AofRedis,
     pool_pids,
     start_worker,
     stop_worker,
@@ -36,6 +35,9 @@ from workers_helpers import add_collection, attempts_of, read_image, write_gray_
 
 from catalog import AttemptOutcome, ImageStatus, make_sessionmaker
 from migrations import upgrade
+
+# The fault suite's Redis: killed with SIGKILL and started again on the same append-only file.
+from tests.faults.fault_services import AofRedis
 from workers.app import create_app
 from workers.names import COLORIZE
 from workers.tasks import time_limit_reason

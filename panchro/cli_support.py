@@ -8,7 +8,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from sqlalchemy.engine import make_url
 
 from catalog.errors import CatalogError
 from ddcolor.errors import DDColorError
@@ -74,15 +73,3 @@ def one_line(text: str) -> str:
         The message on one line.
     """
     return " ".join(text.split())
-
-
-def redact(url: str) -> str:
-    """Return a database URL fit for messages: the password, if any, masked.
-
-    Args:
-        url: A SQLAlchemy URL.
-
-    Returns:
-        The URL with ``***`` in place of its password.
-    """
-    return make_url(url).render_as_string(hide_password=True)

@@ -29,9 +29,9 @@ from typing import Final
 
 import click
 
-from panchro.cli_support import one_line, redact
+from panchro.cli_support import one_line
 from panchro.commands._support import open_catalog
-from panchro.settings import Settings
+from panchro.settings import Settings, redact_url
 
 __all__ = [
     "BROKER_TIMEOUT_S",
@@ -142,7 +142,7 @@ def check_broker(broker_url: str, *, timeout: float = BROKER_TIMEOUT_S) -> None:
     """
     from kombu.connection import Connection
 
-    shown = redact(broker_url)
+    shown = redact_url(broker_url)
     try:
         connection = Connection(broker_url, connect_timeout=timeout)  # type: ignore[no-untyped-call]
         with connection:

@@ -71,11 +71,11 @@ class Settings(BaseSettings):
         scheme = urlsplit(value).scheme if "://" in value else ""
         if scheme not in BROKER_SCHEMES:
             raise ValueError(
-                f"{_redacted(value)!r} is not a broker URL: use redis://HOST:6379/0 "
+                f"{redact_url(value)!r} is not a broker URL: use redis://HOST:6379/0 "
                 "(rediss:// with TLS)"
             )
         if scheme != "memory" and not urlsplit(value).hostname:
-            raise ValueError(f"{_redacted(value)!r} names no host: use redis://HOST:6379/0")
+            raise ValueError(f"{redact_url(value)!r} names no host: use redis://HOST:6379/0")
         return value
 
     @field_validator("s3_endpoint_url")
@@ -170,8 +170,17 @@ def check_database_url(value: str) -> str:
     return value
 
 
-def _redacted(url: str) -> str:
-    """A URL with its password, if any, masked, for messages."""
+def redact_url(url: str) -> str:
+    """Return a URL fit for messages: its password, if any, masked as ``***``.
+
+    Works on any URL (database, broker, endpoint), parsed or not by SQLAlchemy.
+
+    Args:
+        url: A URL, perhaps with a password.
+
+    Returns:
+        The URL with ``***`` in place of its password.
+    """
     parts = urlsplit(url)
     if parts.password is None:
         return url

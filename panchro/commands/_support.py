@@ -22,7 +22,8 @@ import click
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from panchro.cli_support import fail_on, redact
+from panchro.cli_support import fail_on
+from panchro.settings import redact_url
 
 logger = logging.getLogger(__name__)
 
@@ -53,21 +54,21 @@ def _check_schema(url: str, *, create: bool) -> None:
     if found == wanted:
         return
     if create and _sqlite_file(url) is not None:
-        logger.info("upgrading the SQLite catalog %s from %s to %s", redact(url), found, wanted)
+        logger.info("upgrading the SQLite catalog %s from %s to %s", redact_url(url), found, wanted)
         try:
             upgrade(url)
         except CommandError as exc:
             raise click.ClickException(
-                f"cannot upgrade the catalog at {redact(url)}: {exc} "
+                f"cannot upgrade the catalog at {redact_url(url)}: {exc} "
                 "(was it written by a newer panchro?)"
             ) from exc
         return
     if found is None:
         raise click.ClickException(
-            f"the catalog database {redact(url)} has no panchro schema: {UPGRADE_HINT}"
+            f"the catalog database {redact_url(url)} has no panchro schema: {UPGRADE_HINT}"
         )
     raise click.ClickException(
-        f"the catalog database {redact(url)} is at schema revision {found}, this panchro "
+        f"the catalog database {redact_url(url)} is at schema revision {found}, this panchro "
         f"needs {wanted}: {UPGRADE_HINT} (or upgrade panchro if the database is newer)"
     )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from panchro.cli_support import fail_on, redact
+from panchro.cli_support import fail_on
+from panchro.settings import redact_url
 
 
 @click.group("db")
@@ -23,7 +24,7 @@ def upgrade_command(ctx: click.Context, revision: str) -> None:
     settings = load_settings(ctx)
     with fail_on("upgrading the database"):
         upgrade(settings.database_url, revision=revision)
-    click.echo(f"database at {redact(settings.database_url)} is at revision {revision}")
+    click.echo(f"database at {redact_url(settings.database_url)} is at revision {revision}")
 
 
 def register(group: click.Group) -> None:

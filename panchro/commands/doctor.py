@@ -109,9 +109,9 @@ def check_database(url: str) -> Check:
     """
     from sqlalchemy import create_engine, inspect, text
 
-    from panchro.cli_support import redact
+    from panchro.settings import redact_url
 
-    shown = redact(url)
+    shown = redact_url(url)
     args = {"connect_timeout": int(CHECK_TIMEOUT)} if url.startswith("postgresql") else {}
     engine = create_engine(url, connect_args=args)
     try:

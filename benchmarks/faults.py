@@ -33,7 +33,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -44,7 +43,7 @@ sys.path[:0] = [str(_ROOT), str(_ROOT / "tests" / "faults"), str(_ROOT / "tests"
 
 from bench_servers import free_port, fresh_database, wait_for  # noqa: E402
 from fault_checks import Verdict  # noqa: E402
-from fault_cluster import AWS_ENVIRONMENT, FaultCluster, running_cluster  # noqa: E402
+from fault_cluster import FaultCluster, new_bucket, running_cluster  # noqa: E402
 from fault_images import SourceFile, collection_files  # noqa: E402
 from fault_scenarios import (  # noqa: E402
     Scenario,
@@ -112,21 +111,6 @@ def _answers(port: int) -> bool:
             return True
     except OSError:
         return False
-
-
-def _bucket(endpoint: str) -> tuple[Any, str]:
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        region_name=AWS_ENVIRONMENT["AWS_DEFAULT_REGION"],
-        aws_access_key_id=AWS_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
-    )
-    bucket = f"panchro-bench-faults-{uuid.uuid4().hex[:8]}"
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
 
 
 def _plan(
@@ -225,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     with ExitStack() as stack:
         work = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="panchro-faults-")))
         endpoint = stack.enter_context(_moto())
-        client, bucket = _bucket(endpoint)
+        client, bucket = new_bucket(endpoint, "panchro-bench-faults")
         host, port = endpoint.removeprefix("http://").split(":")
         proxy = stack.enter_context(FaultProxy(host, int(port)))
         redis = AofRedis(work / "redis", free_port())

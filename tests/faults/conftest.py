@@ -10,7 +10,6 @@ faults. Each test runs its own collection through it.
 from __future__ import annotations
 
 import sys
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ import pytest
 # The end-to-end test's helpers start and watch the ``panchro`` processes.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))
 
-from fault_cluster import AWS_ENVIRONMENT, FaultCluster, running_cluster  # noqa: E402
+from fault_cluster import FaultCluster, new_bucket, running_cluster  # noqa: E402
 from fault_services import (  # noqa: E402
     AofRedis,
     PrivatePostgres,
@@ -73,17 +72,7 @@ def fault_database(request: pytest.FixtureRequest, private_postgres: PrivatePost
 @pytest.fixture(scope="module")
 def fault_s3(s3_endpoint_url: str) -> Iterator[tuple[Any, str]]:
     """A boto3 client of the real S3 endpoint and a new bucket, emptied afterwards."""
-    import boto3
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=s3_endpoint_url,
-        region_name=AWS_ENVIRONMENT["AWS_DEFAULT_REGION"],
-        aws_access_key_id=AWS_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=AWS_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
-    )
-    bucket = f"panchro-faults-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
+    client, bucket = new_bucket(s3_endpoint_url, "panchro-faults")
     yield client, bucket
     for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
         keys = [{"Key": entry["Key"]} for entry in page.get("Contents", [])]

@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -49,6 +50,30 @@ AWS_ENVIRONMENT = {
 }
 #: Log line of a pool process that finished loading and warming up the model.
 _WARM = "warm-up pass"
+
+
+def new_bucket(endpoint_url: str, prefix: str) -> tuple[Any, str]:
+    """Return a boto3 client of the S3 endpoint and a new bucket named ``prefix-<random>``.
+
+    Args:
+        endpoint_url: The real S3 endpoint (moto's server).
+        prefix: The start of the bucket's name.
+
+    Returns:
+        The client and the bucket's name.
+    """
+    import boto3
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint_url,
+        region_name=AWS_ENVIRONMENT["AWS_DEFAULT_REGION"],
+        aws_access_key_id=AWS_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=AWS_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"],
+    )
+    bucket = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
 
 
 @dataclass

@@ -68,7 +68,8 @@ from scheduler import (
     scan_source,
     submit,
 )
-from storage.base import open_storage
+from storage.options import StorageOptions
+from storage.registry import open_storage
 from workers.app import COLORIZE_QUEUE, create_app
 
 #: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
@@ -426,7 +427,9 @@ def _run(args: argparse.Namespace, admin_url: str, broker_url: str) -> list[Row]
         bucket = f"panchro-bench-{uuid.uuid4().hex[:8]}"
         with _moto_server(bucket, args.objects) as endpoint:
             source, output = f"s3://{bucket}/scans", f"s3://{bucket}/colour"
-            storage = open_storage(source, endpoint_url=endpoint, region="us-east-1")
+            storage = open_storage(
+                source, StorageOptions(endpoint_url=endpoint, region="us-east-1")
+            )
             rows += _source_rows(
                 "S3 (moto)", source, output, storage, args.objects, args, admin_url, broker_url
             )

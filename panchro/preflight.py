@@ -170,6 +170,7 @@ def check_storage(locations: Iterable[StoreLocation], settings: Settings) -> Non
     """
     from storage import StorageError, open_storage, parse_uri
 
+    options = settings.storage_options()
     seen: set[tuple[str, bool]] = set()
     for location in locations:
         if (location.uri, location.write) in seen:
@@ -181,12 +182,7 @@ def check_storage(locations: Iterable[StoreLocation], settings: Settings) -> Non
             if uri.is_local:
                 _check_local(uri.path, write=location.write)
                 continue
-            store = open_storage(
-                uri,
-                endpoint_url=settings.s3_endpoint_url,
-                region=settings.s3_region,
-                addressing_style=settings.s3_addressing_style,
-            )
+            store = open_storage(uri, options)
             if location.write:
                 from storage.s3 import S3Storage
 

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from storage.options import ADDRESSING_STYLES, StorageOptions
 from workers.app import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, check_limits
 
 #: Database used when none is configured: a SQLite file in the working directory.
@@ -101,8 +102,10 @@ class Settings(BaseSettings):
     @field_validator("s3_addressing_style")
     @classmethod
     def _check_addressing(cls, value: str) -> str:
-        if value not in ("auto", "path", "virtual"):
-            raise ValueError(f"s3_addressing_style must be auto, path or virtual, not {value!r}")
+        if value not in ADDRESSING_STYLES:
+            raise ValueError(
+                f"s3_addressing_style must be {', '.join(ADDRESSING_STYLES)}, not {value!r}"
+            )
         return value
 
     @field_validator("device")
@@ -129,6 +132,18 @@ class Settings(BaseSettings):
             "time_limit": self.time_limit,
             "visibility_timeout": self.visibility_timeout,
         }
+
+    def storage_options(self) -> StorageOptions:
+        """Return how to reach the stores, the one value handed to every backend.
+
+        Returns:
+            The S3 endpoint, region and addressing style as :class:`StorageOptions`.
+        """
+        return StorageOptions(
+            endpoint_url=self.s3_endpoint_url,
+            region=self.s3_region,
+            addressing_style=self.s3_addressing_style,
+        )
 
 
 def check_database_url(value: str) -> str:

@@ -1,13 +1,14 @@
 """Where the bytes live: local folders and S3, and the image files themselves.
 
-``open_storage(uri)`` chooses the backend by scheme; ``scan()`` finds the images of a
-collection; ``decode_image()`` and ``encode_image()`` turn files into arrays and back.
+``open_storage(uri, options)`` chooses the backend by scheme (``register_backend`` adds
+one); ``scan()`` finds the images of a collection; ``decode_image()`` and ``encode_image()``
+turn files into arrays and back.
 ``S3Storage`` is left out on purpose, so that importing this package never imports boto3.
 """
 
 from __future__ import annotations
 
-from storage.base import ObjectInfo, S3Options, Storage, open_storage
+from storage.base import ObjectInfo, Storage
 from storage.errors import (
     AccessDenied,
     InvalidImage,
@@ -30,6 +31,8 @@ from storage.imaging import (
     sniff_format,
 )
 from storage.local import LocalStorage
+from storage.options import StorageOptions
+from storage.registry import open_storage, register_backend
 from storage.scan import ScannedObject, ScanReport, scan
 from storage.uri import URI, join, parse_uri
 
@@ -45,10 +48,10 @@ __all__ = [
     "ObjectNotFound",
     "OutputExists",
     "Provenance",
-    "S3Options",
     "ScanReport",
     "ScannedObject",
     "Storage",
+    "StorageOptions",
     "StorageError",
     "StorageFull",
     "StorageMisconfigured",
@@ -60,6 +63,7 @@ __all__ = [
     "open_storage",
     "output_extension",
     "parse_uri",
+    "register_backend",
     "scan",
     "sniff_format",
 ]

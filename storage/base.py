@@ -1,22 +1,20 @@
-"""The ``Storage`` protocol that every backend implements, ``S3Options`` and ``open_storage()``.
+"""The ``Storage`` protocol that every backend implements, and what its methods share.
 
 A backend lists, reads and writes objects named by :class:`~storage.uri.URI` values. Two exist:
 :class:`~storage.local.LocalStorage` (folders) and :class:`~storage.s3.S3Storage` (S3 and
-S3-compatible services). :func:`open_storage` picks one by the scheme of a location and imports
-it lazily, so that a local-only run never imports boto3. :class:`S3Options` holds the plain
-values an S3 client is built from, so that every worker process can build its own.
+S3-compatible services). :func:`~storage.registry.open_storage` picks one by the scheme of a
+location; :class:`~storage.options.StorageOptions` holds the plain values they are built from.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import BinaryIO, Final, Protocol, TypeAlias, runtime_checkable
 
-from storage.uri import URI, parse_uri
+from storage.uri import URI
 
 __all__ = [
     "CHECKSUM_ETAG",
@@ -31,10 +29,8 @@ __all__ = [
     "Data",
     "ObjectInfo",
     "Prune",
-    "S3Options",
     "SkipListener",
     "Storage",
-    "open_storage",
     "sha256_of_chunks",
 ]
 
@@ -57,21 +53,6 @@ SKIP_NOT_A_FILE: Final = "not-a-file"
 SKIP_VANISHED: Final = "vanished"
 #: Skip reason: a zero-byte ``folder/`` key that S3 consoles create to show empty folders.
 SKIP_FOLDER_MARKER: Final = "folder-marker"
-
-#: Addressing styles of S3 requests: bucket in the path, in the host name, or chosen by botocore.
-S3_ADDRESSING_STYLES: Final = ("auto", "path", "virtual")
-#: Tries per S3 request, the first included.
-S3_MAX_ATTEMPTS: Final = 5
-#: Seconds to wait for an S3 connection (TCP and TLS).
-S3_CONNECT_TIMEOUT: Final = 10.0
-#: Seconds to wait for S3 data on an open connection.
-S3_READ_TIMEOUT: Final = 60.0
-#: Bytes from which an S3 write is a multipart upload instead of one PUT.
-S3_MULTIPART_THRESHOLD: Final = 64 * 1024 * 1024
-#: Bytes per part of a multipart upload (S3 allows 10,000 parts: objects up to 160 GiB).
-S3_MULTIPART_CHUNKSIZE: Final = 16 * 1024 * 1024
-#: Bytes: S3's smallest allowed part of a multipart upload, except the last one.
-S3_MIN_PART_SIZE: Final = 5 * 1024 * 1024
 
 #: What ``write()`` accepts: bytes, or a binary file object that is read to its end.
 Data: TypeAlias = bytes | bytearray | memoryview | BinaryIO
@@ -102,52 +83,6 @@ class ObjectInfo:
     checksum: str
     checksum_kind: str
     last_modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class S3Options:
-    """The plain values an S3 client is built from.
-
-    Attributes:
-        endpoint_url: Endpoint of an S3-compatible service (MinIO, Ceph, moto); None for AWS.
-        region: Region name; None uses the standard AWS configuration chain.
-        addressing_style: ``"path"``, ``"virtual"`` or ``"auto"``.
-        max_attempts: Tries per request, the first included.
-        connect_timeout: Seconds to wait for a connection.
-        read_timeout: Seconds to wait for data on an open connection.
-        multipart_threshold: Bytes from which a write is a multipart upload.
-        multipart_chunksize: Bytes per part; at least S3's 5 MiB minimum.
-
-    Raises:
-        ValueError: If a value is out of range.
-    """
-
-    endpoint_url: str | None = None
-    region: str | None = None
-    addressing_style: str = "auto"
-    max_attempts: int = S3_MAX_ATTEMPTS
-    connect_timeout: float = S3_CONNECT_TIMEOUT
-    read_timeout: float = S3_READ_TIMEOUT
-    multipart_threshold: int = S3_MULTIPART_THRESHOLD
-    multipart_chunksize: int = S3_MULTIPART_CHUNKSIZE
-
-    def __post_init__(self) -> None:
-        if self.addressing_style not in S3_ADDRESSING_STYLES:
-            raise ValueError(
-                f"addressing_style must be one of {', '.join(S3_ADDRESSING_STYLES)}, "
-                f"not {self.addressing_style!r}"
-            )
-        if self.max_attempts < 1:
-            raise ValueError(f"max_attempts must be at least 1, not {self.max_attempts}")
-        if self.connect_timeout <= 0 or self.read_timeout <= 0:
-            raise ValueError("S3 timeouts must be positive")
-        if self.multipart_threshold < 1:
-            raise ValueError(f"multipart_threshold must be positive: {self.multipart_threshold}")
-        if self.multipart_chunksize < S3_MIN_PART_SIZE:
-            raise ValueError(
-                f"multipart_chunksize must be at least {S3_MIN_PART_SIZE} bytes "
-                f"(S3's smallest part), not {self.multipart_chunksize}"
-            )
 
 
 @runtime_checkable
@@ -294,55 +229,3 @@ def sha256_of_chunks(chunks: Iterable[bytes]) -> str:
     for chunk in chunks:
         digest.update(chunk)
     return digest.hexdigest()
-
-
-def open_storage(
-    uri: URI | str | os.PathLike[str],
-    *,
-    endpoint_url: str | None = None,
-    region: str | None = None,
-    addressing_style: str | None = None,
-    max_attempts: int = S3_MAX_ATTEMPTS,
-    connect_timeout: float = S3_CONNECT_TIMEOUT,
-    read_timeout: float = S3_READ_TIMEOUT,
-    multipart_threshold: int = S3_MULTIPART_THRESHOLD,
-    multipart_chunksize: int = S3_MULTIPART_CHUNKSIZE,
-) -> Storage:
-    """Return the backend for the scheme of ``uri``; the S3 options are ignored for paths.
-
-    Args:
-        uri: Any location of the store, e.g. the collection's source or output.
-        endpoint_url: Endpoint of an S3-compatible service; None for AWS.
-        region: S3 region; None uses the standard AWS configuration chain.
-        addressing_style: ``"path"``, ``"virtual"`` or ``"auto"`` (None: ``"auto"``).
-        max_attempts: Tries per S3 request, the first included.
-        connect_timeout: Seconds to wait for an S3 connection.
-        read_timeout: Seconds to wait for S3 data on an open connection.
-        multipart_threshold: Bytes from which S3 writes are multipart uploads.
-        multipart_chunksize: Bytes per part of a multipart upload.
-
-    Returns:
-        A :class:`Storage`.
-
-    Raises:
-        InvalidURI: If ``uri`` is not a location.
-        ValueError: If an S3 option is out of range.
-    """
-    location = parse_uri(uri)
-    if location.is_local:
-        from storage.local import LocalStorage
-
-        return LocalStorage()
-    from storage.s3 import S3Storage
-
-    options = S3Options(
-        endpoint_url=endpoint_url,
-        region=region,
-        addressing_style=addressing_style or "auto",
-        max_attempts=max_attempts,
-        connect_timeout=connect_timeout,
-        read_timeout=read_timeout,
-        multipart_threshold=multipart_threshold,
-        multipart_chunksize=multipart_chunksize,
-    )
-    return S3Storage(options)

@@ -56,6 +56,7 @@ from storage.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from storage.options import StorageOptions
 from storage.uri import LOCAL, URI, parse_uri
 
 __all__ = ["COPY_CHUNK_SIZE", "LocalStorage"]
@@ -91,7 +92,14 @@ class LocalStorage:
     """Files and folders on a local or mounted file system.
 
     The object holds no state, so one instance can be shared by threads and processes.
+
+    Args:
+        options: Accepted so that every backend is built the same way
+            (:func:`~storage.registry.open_storage`); a file system needs none of them.
     """
+
+    def __init__(self, options: StorageOptions | None = None) -> None:
+        del options
 
     def list(
         self,

@@ -1,18 +1,14 @@
 """``S3Storage``: collections in S3 buckets or S3-compatible services (MinIO, Ceph, moto).
 
-The only module that imports boto3. The client is built from plain values
-(:class:`~storage.base.S3Options`: endpoint, region, addressing style, retries, timeouts) on
-first use, once per process: a forked worker notices
-the new process id and builds its own, since a client's connection pool must not be shared
-across a fork. The storage object pickles to those plain values, never to a client.
+With :mod:`storage.s3_client` and :mod:`storage.s3_errors`, the only modules that import boto3
+and botocore. The client is built from plain values (:class:`~storage.options.StorageOptions`)
+once per process (:class:`~storage.s3_client.ProcessClient`); the storage object pickles to
+those plain values, never to a client.
 
 Requests use botocore's ``standard`` retry mode (backoff with jitter on throttling, 5xx and
-connection errors). What still fails is translated where it happens: a missing key to
-``ObjectNotFound``; connection errors, timeouts, 5xx and throttling to ``StorageUnavailable``;
-refused access and unknown or expired keys to ``AccessDenied``, and missing credentials, a
-missing bucket or a wrong endpoint (TLS errors, redirects to another region) to
-``StorageMisconfigured``: faults of this process's configuration, not of an object, each naming
-bucket and key; a conditional write that finds the key taken to ``OutputExists``.
+connection errors). What still fails is translated where it happens
+(:func:`storage.s3_errors.translate`): missing keys, unreachable services, refused access and
+misconfiguration each become the ``StorageError`` that says so.
 
 Writes below ``multipart_threshold`` are one PUT. Larger ones are a multipart upload that only
 becomes visible when it is completed; any failure on the way aborts it, so a reader never sees a
@@ -21,26 +17,19 @@ a HEAD check, which also covers services that ignore the header; replacing an ob
 content the caller may replace sends ``If-Match`` with the ETag read with that content (moto
 honours both on PutObject, and ``If-None-Match`` on CompleteMultipartUpload; it ignores
 ``If-Match`` there, where only the check before the upload protects).
-
-Checksums: request and response checksums are computed only where S3 requires them, because
-several S3-compatible services reject the CRC headers newer botocore versions add by default.
 """
 
 from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 import uuid
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, BinaryIO, Final
 
-import boto3
 from botocore import exceptions as boto
-from botocore.config import Config
 
 from storage.base import (
     CHECKSUM_ETAG,
@@ -48,19 +37,13 @@ from storage.base import (
     Data,
     ObjectInfo,
     Prune,
-    S3Options,
     SkipListener,
     sha256_of_chunks,
 )
-from storage.errors import (
-    AccessDenied,
-    InvalidURI,
-    ObjectNotFound,
-    OutputExists,
-    StorageError,
-    StorageMisconfigured,
-    StorageUnavailable,
-)
+from storage.errors import InvalidURI, ObjectNotFound, OutputExists
+from storage.options import StorageOptions
+from storage.s3_client import ProcessClient, S3Limits
+from storage.s3_errors import error_code, translate
 from storage.streams import exact_chunks, read_up_to
 from storage.uri import S3, URI, parse_uri
 
@@ -68,34 +51,13 @@ __all__ = ["S3Storage"]
 
 logger = logging.getLogger(__name__)
 
-#: Connections kept per client; a scan reads object heads from several threads.
-MAX_POOL_CONNECTIONS: Final = 32
 #: Bytes read at a time from an existing object whose content is being checked.
 CHECK_CHUNK_SIZE: Final = 1024 * 1024
 #: Keys per list_objects_v2 page (S3's maximum).
 LIST_PAGE_SIZE: Final = 1000
 
-#: Error codes of a missing key (HEAD requests carry no body, only the status).
-_NOT_FOUND_CODES: Final = frozenset("NoSuchKey NotFound 404".split())
-#: Error codes of refused access or credentials that will not pass by retrying.
-_DENIED_CODES: Final = frozenset(
-    "AccessDenied Forbidden 403 AllAccessDisabled AccountProblem InvalidAccessKeyId "
-    "SignatureDoesNotMatch ExpiredToken InvalidToken".split()
-)
-#: Error codes of an endpoint or region that does not fit the bucket.
-_MISDIRECTED_CODES: Final = frozenset(
-    "PermanentRedirect AuthorizationHeaderMalformed IllegalLocationConstraintException".split()
-)
 #: Prefix of the key of the multipart upload that :meth:`S3Storage.check_writable` aborts.
 WRITE_CHECK_PREFIX: Final = ".panchro-write-check-"
-#: Error codes of a conditional write (If-None-Match) that found the key taken.
-_TAKEN_CODES: Final = frozenset("PreconditionFailed 412".split())
-#: Error codes that may pass (besides any 5xx or 429 status).
-_TRANSIENT_CODES: Final = frozenset(
-    "SlowDown Throttling ThrottlingException TooManyRequestsException RequestLimitExceeded "
-    "BandwidthLimitExceeded RequestTimeout ServiceUnavailable InternalError OperationAborted "
-    "ConditionalRequestConflict".split()
-)
 
 
 class S3Storage:
@@ -105,57 +67,33 @@ class S3Storage:
     the boto3 client is built lazily on first use.
 
     Args:
-        options: How to reach the service; None for AWS with default settings.
+        options: How to reach the service; None for AWS with default settings. Unset
+            tuning fields take the defaults of :mod:`storage.s3_client`.
+
+    Attributes:
+        options: The options it was built from.
+        limits: Its retries, timeouts and multipart sizes.
+
+    Raises:
+        ValueError: If the part size is below S3's 5 MiB minimum.
     """
 
-    def __init__(self, options: S3Options | None = None) -> None:
-        self.options = options if options is not None else S3Options()
-        self._lock = threading.Lock()
-        self._client_pid: int | None = None
-        self._client_obj: Any = None
+    def __init__(self, options: StorageOptions | None = None) -> None:
+        self.options = options if options is not None else StorageOptions()
+        self.limits = S3Limits.from_options(self.options)
+        self._client = ProcessClient(self.options, self.limits)
 
     def __repr__(self) -> str:
         return f"S3Storage({self.options!r})"
 
-    def __reduce__(self) -> tuple[type[S3Storage], tuple[S3Options]]:
+    def __reduce__(self) -> tuple[type[S3Storage], tuple[StorageOptions]]:
         # Pickle the plain options only; the copy builds its own client when first used.
         return (S3Storage, (self.options,))
 
     @property
     def client(self) -> Any:
         """The boto3 S3 client of this process, built on first use."""
-        pid = os.getpid()
-        if self._client_pid != pid:
-            if self._client_pid is not None:
-                # Forked: the parent's lock may be held by a thread that does not exist here.
-                self._lock = threading.Lock()
-            with self._lock:
-                if self._client_pid != pid:
-                    self._client_obj = self._build_client()
-                    self._client_pid = pid
-        return self._client_obj
-
-    def _build_client(self) -> Any:
-        options = self.options
-        config = Config(
-            connect_timeout=options.connect_timeout,
-            read_timeout=options.read_timeout,
-            retries={"mode": "standard", "max_attempts": options.max_attempts},
-            s3={"addressing_style": options.addressing_style},
-            max_pool_connections=MAX_POOL_CONNECTIONS,
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
-        )
-        # A session per storage: boto3's default session is not safe to share across threads.
-        session = boto3.session.Session(region_name=options.region)
-        logger.debug("creating S3 client for endpoint %s", options.endpoint_url or "AWS")
-        try:
-            return session.client("s3", endpoint_url=options.endpoint_url, config=config)
-        except ValueError as exc:  # botocore's "Invalid endpoint: ..."
-            raise StorageMisconfigured(
-                f"cannot use the S3 endpoint {options.endpoint_url!r}: {exc}; set "
-                "PANCHRO_S3_ENDPOINT_URL to http(s)://host[:port]"
-            ) from exc
+        return self._client.get()
 
     def list(
         self,
@@ -252,7 +190,7 @@ class S3Storage:
             try:
                 response = self.client.get_object(Bucket=location.bucket, Key=location.key, **extra)
             except boto.ClientError as exc:
-                if byte_range and _code(exc) == "InvalidRange":
+                if byte_range and error_code(exc) == "InvalidRange":
                     return b""  # the range starts past the end: the object is empty
                 raise
             body = response["Body"]
@@ -343,8 +281,8 @@ class S3Storage:
         self, location: URI, stream: BinaryIO, extra: dict[str, str], condition: dict[str, str]
     ) -> None:
         with self._translated(location, "write"):
-            first = read_up_to(stream, self.options.multipart_threshold)
-            if len(first) < self.options.multipart_threshold:
+            first = read_up_to(stream, self.limits.multipart_threshold)
+            if len(first) < self.limits.multipart_threshold:
                 self.client.put_object(
                     Bucket=location.bucket, Key=location.key, Body=first, **extra, **condition
                 )
@@ -361,7 +299,7 @@ class S3Storage:
         condition: dict[str, str],
     ) -> None:
         client = self.client
-        chunk = self.options.multipart_chunksize
+        chunk = self.limits.multipart_chunksize
         upload_id = client.create_multipart_upload(
             Bucket=location.bucket, Key=location.key, **extra
         )["UploadId"]
@@ -458,68 +396,31 @@ class S3Storage:
             ]
         self._abort(target, upload_id)
 
+    def visible_buckets(self) -> int:
+        """Return how many buckets the credentials see (``panchro doctor``'s check).
+
+        Returns:
+            The number of buckets.
+
+        Raises:
+            StorageError: If the service refuses or cannot be reached.
+        """
+        with self._translated(URI(S3, "", ""), "list the buckets of"):
+            return len(self.client.list_buckets().get("Buckets", []))
+
     @contextmanager
     def _translated(self, location: URI, action: str) -> Iterator[None]:
         """Raise the botocore errors of the block as the StorageError that says what happened."""
         try:
             yield
         except (boto.ClientError, boto.BotoCoreError) as exc:
-            raise self._error(exc, location, action) from exc
-
-    def _error(self, exc: Exception, location: URI, action: str) -> StorageError:
-        """Translate a botocore error into the StorageError subclass that says what happened."""
-        where = self.options.endpoint_url or "AWS"
-        if isinstance(exc, boto.ClientError):
-            code = _code(exc)
-            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
-            message = exc.response.get("Error", {}).get("Message") or code
-            if code in _NOT_FOUND_CODES:
-                return ObjectNotFound(f"{location} does not exist")
-            if code in _TAKEN_CODES:  # only conditional writes send a precondition
-                return OutputExists(f"{location} was created or changed while it was written")
-            if code == "NoSuchBucket":
-                return StorageMisconfigured(
-                    f"cannot {action} {location}: bucket {location.bucket!r} does not exist "
-                    f"at {where}; check PANCHRO_S3_ENDPOINT_URL"
-                )
-            if code in _MISDIRECTED_CODES:
-                return StorageMisconfigured(
-                    f"cannot {action} {location}: {where} answered {code} ({message}); check "
-                    "PANCHRO_S3_ENDPOINT_URL and PANCHRO_S3_REGION"
-                )
-            if code in _DENIED_CODES:
-                return AccessDenied(
-                    f"cannot {action} {location}: access denied to bucket "
-                    f"{location.bucket!r}, key {location.key!r} ({code}); check the "
-                    "credentials and the bucket policy"
-                )
-            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
-                return StorageUnavailable(
-                    f"cannot {action} {location} now: S3 answered {code} after "
-                    f"{self.options.max_attempts} tries: {message}"
-                )
-            return StorageError(f"cannot {action} {location}: {code}: {message}")
-        if isinstance(exc, boto.NoCredentialsError | boto.PartialCredentialsError):
-            return StorageMisconfigured(
-                f"cannot {action} {location}: no usable AWS credentials ({exc}); set "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile or an instance role"
-            )
-        if isinstance(exc, boto.SSLError):
-            return StorageMisconfigured(
-                f"cannot {action} {location}: TLS error with {where}: {exc}"
-            )
-        if isinstance(
-            exc,
-            boto.ConnectionError
-            | boto.HTTPClientError
-            | boto.IncompleteReadError
-            | boto.CredentialRetrievalError,
-        ):
-            return StorageUnavailable(
-                f"cannot {action} {location} now: {where} unreachable after "
-                f"{self.options.max_attempts} tries: {exc}"
-            )
-        return StorageError(f"cannot {action} {location}: {exc}")
+            raise translate(
+                exc,
+                location,
+                action,
+                endpoint_url=self.options.endpoint_url,
+                attempts=self.limits.max_attempts,
+            ) from exc
 
 
 def _s3(location: URI | str) -> URI:
@@ -527,10 +428,6 @@ def _s3(location: URI | str) -> URI:
     if uri.scheme != S3:
         raise InvalidURI(f"S3Storage cannot handle {uri}")
     return uri
-
-
-def _code(exc: boto.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
 
 
 def _info(uri: URI, relative: str, fields: dict[str, Any], size_field: str) -> ObjectInfo:

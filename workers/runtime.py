@@ -19,7 +19,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
-from storage.base import Storage, open_storage
+from storage.base import Storage
+from storage.options import StorageOptions
+from storage.registry import open_storage
 from storage.uri import parse_uri
 from workers.errors import WorkerSetupError
 from workers.readahead import ReadAhead, StorageFor
@@ -57,9 +59,7 @@ class WorkerConfig:
         size: Input size in pixels for collections that name none; None for the model's
             default (512).
         upsample: How predicted colour is brought to full resolution; None for the default.
-        s3_endpoint_url: Endpoint of an S3-compatible store; None for AWS.
-        s3_region: S3 region; None for the standard AWS configuration chain.
-        s3_addressing_style: ``auto``, ``path`` or ``virtual``.
+        storage: How to reach the stores (S3 endpoint, region, addressing style).
         node_name: Recorded as the worker of every attempt (Celery's ``gpu0@host``).
         cpu_threads: Torch threads for a CPU worker; None leaves torch's default.
         read_ahead: Read and decode the probable next image while the model runs.
@@ -77,9 +77,7 @@ class WorkerConfig:
     precision: str = "auto"
     size: int | None = None
     upsample: str | None = None
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    s3_addressing_style: str = "auto"
+    storage: StorageOptions = field(default_factory=StorageOptions)
     node_name: str = field(default_factory=socket.gethostname)
     cpu_threads: int | None = None
     read_ahead: bool = True
@@ -210,12 +208,7 @@ class WorkerRuntime:
             self._forget_parent_copies()
             store = self._stores.get(scheme)
             if store is None:
-                store = open_storage(
-                    uri,
-                    endpoint_url=self.config.s3_endpoint_url,
-                    region=self.config.s3_region,
-                    addressing_style=self.config.s3_addressing_style,
-                )
+                store = open_storage(uri, self.config.storage)
                 self._stores[scheme] = store
             return store
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import click
 
 from panchro.settings import Settings
+from storage.options import StorageOptions
 
 #: Seconds a network check may take before it counts as unreachable.
 CHECK_TIMEOUT = 3.0
@@ -144,29 +145,26 @@ def check_broker(url: str) -> Check:
     return Check("broker", "ok", f"{url} answers")
 
 
-def check_s3(endpoint_url: str | None, region: str | None) -> Check:
+def check_s3(options: StorageOptions) -> Check:
     """List the buckets the credentials see on the S3 endpoint.
 
     Args:
-        endpoint_url: The S3 endpoint, or None for AWS.
-        region: The region name, if configured.
+        options: The S3 endpoint, region and addressing style.
 
     Returns:
         ``ok`` with the bucket count, ``warn`` when S3 cannot be used.
     """
-    import boto3
-    from botocore.config import Config
+    from storage.s3 import S3Storage
 
-    where = endpoint_url or "AWS S3"
-    config = Config(
-        connect_timeout=CHECK_TIMEOUT, read_timeout=CHECK_TIMEOUT, retries={"max_attempts": 1}
+    where = options.endpoint_url or "AWS S3"
+    quick = replace(
+        options, max_attempts=1, connect_timeout=CHECK_TIMEOUT, read_timeout=CHECK_TIMEOUT
     )
     try:
-        client = boto3.client("s3", endpoint_url=endpoint_url, region_name=region, config=config)
-        buckets = client.list_buckets().get("Buckets", [])
+        buckets = S3Storage(quick).visible_buckets()
     except Exception as exc:  # no credentials, unreachable, denied: all mean "not usable"
         return Check("s3", "warn", f"{where}: {type(exc).__name__}: {exc}")
-    return Check("s3", "ok", f"{where}: {len(buckets)} bucket(s) visible")
+    return Check("s3", "ok", f"{where}: {buckets} bucket(s) visible")
 
 
 def run_checks(settings: Settings) -> list[Check]:
@@ -183,7 +181,7 @@ def run_checks(settings: Settings) -> list[Check]:
         check_weights(settings.weights, settings.weights_dir),
         check_database(settings.database_url),
         check_broker(settings.broker_url),
-        check_s3(settings.s3_endpoint_url, settings.s3_region),
+        check_s3(settings.storage_options()),
     ]
 
 

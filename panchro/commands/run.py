@@ -98,9 +98,7 @@ def _runtime(
         precision=settings.precision,
         size=size,
         upsample=upsample,
-        s3_endpoint_url=settings.s3_endpoint_url,
-        s3_region=settings.s3_region,
-        s3_addressing_style=settings.s3_addressing_style,
+        storage=settings.storage_options(),
         node_name=f"run@{socket.gethostname()}",
         read_ahead=False,
     )
@@ -249,7 +247,7 @@ def run(
     from panchro.preflight import check_weights
     from panchro.run_lock import hold_run_lock
     from scheduler import CollectionSettings, check_locations, submit
-    from storage.base import open_storage
+    from storage.registry import open_storage
     from storage.uri import parse_uri
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
@@ -293,12 +291,7 @@ def run(
             name=name,
             source=source,
             output=output,
-            storage=open_storage(
-                source,
-                endpoint_url=settings.s3_endpoint_url,
-                region=settings.s3_region,
-                addressing_style=settings.s3_addressing_style,
-            ),
+            storage=open_storage(source, runtime.config.storage),
             send=None,
             max_in_flight=1,
             settings=CollectionSettings(

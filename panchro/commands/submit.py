@@ -270,7 +270,7 @@ def submit_command(
     from panchro.cli import load_settings
     from scheduler import CollectionSettings, check_locations
     from scheduler import submit as submit_collection
-    from storage.base import open_storage
+    from storage.registry import open_storage
 
     input_size = size_from(preset, size)
     settings = load_settings(ctx, weights=weights)
@@ -285,12 +285,7 @@ def submit_command(
         priority=priority,
     )
     with fail_on("opening the source"):
-        storage = open_storage(
-            source,
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.s3_region,
-            addressing_style=settings.s3_addressing_style,
-        )
+        storage = open_storage(source, settings.storage_options())
     with fail_on("checking the output"):
         check_locations(source, output, force=force)
     app, send = _sender(settings.broker_url) if dispatch else (None, None)

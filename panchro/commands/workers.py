@@ -360,9 +360,7 @@ def worker_config(
             untrained=untrained,
             device=settings.device,
             precision=settings.precision,
-            s3_endpoint_url=settings.s3_endpoint_url,
-            s3_region=settings.s3_region,
-            s3_addressing_style=settings.s3_addressing_style,
+            storage=settings.storage_options(),
             node_name=node,
             cpu_threads=cpu_threads,
         )

@@ -88,7 +88,7 @@ def submit_night(
         What ``submit`` reports.
     """
     from scheduler import submit
-    from storage.base import open_storage
+    from storage.registry import open_storage
 
     source = folder / "scans"
     write_images(source, names)

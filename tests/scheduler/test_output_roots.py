@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import CollectionRoots
 from scheduler import OverlappingOutput, check_output_root, submit
-from storage.base import open_storage
+from storage.options import StorageOptions
+from storage.registry import open_storage
 
 #: A catalog holding one collection that reads s3://arc/scans and writes s3://arc/colour.
 KNOWN = [CollectionRoots(1, "1920s", "s3://arc/scans", "s3://arc/colour")]
@@ -122,7 +123,9 @@ def test_s3_submissions_overlap_on_whole_key_segments(
     root = f"s3://{s3_bucket}"
 
     def submit_s3(name: str, source: str, output: str) -> Any:
-        storage = open_storage(source, endpoint_url=s3_endpoint_url, region="us-east-1")
+        storage = open_storage(
+            source, StorageOptions(endpoint_url=s3_endpoint_url, region="us-east-1")
+        )
         return submit(
             sessions,
             name=name,

@@ -8,7 +8,7 @@ import pytest
 from scheduler_testing import write_images
 
 from scheduler import ScanProgress, scan_source
-from storage.base import open_storage
+from storage.registry import open_storage
 
 
 def test_scan_source_yields_images_in_key_order_and_reports_skips(tmp_path: Path) -> None:

@@ -34,8 +34,9 @@ from scheduler import (
     celery_sender,
     submit,
 )
-from storage.base import open_storage
 from storage.errors import ObjectNotFound
+from storage.options import StorageOptions
+from storage.registry import open_storage
 from storage.uri import parse_uri
 from workers.app import create_app
 
@@ -305,7 +306,7 @@ def test_submit_of_an_s3_source_registers_and_dispatches_every_object(
         body = b"plain text" if key.endswith(".txt") else MAGIC["jpg"] + key.encode()
         client.put_object(Bucket=s3_bucket, Key=key, Body=body)
     source = f"s3://{s3_bucket}/scans"
-    storage = open_storage(source, endpoint_url=s3_endpoint_url, region="us-east-1")
+    storage = open_storage(source, StorageOptions(endpoint_url=s3_endpoint_url, region="us-east-1"))
 
     summary = _submit(
         sessions,
@@ -340,7 +341,7 @@ def test_submit_refuses_an_s3_output_inside_the_s3_source(
     sessions: sessionmaker[Session], s3_endpoint_url: str, s3_bucket: str
 ) -> None:
     source = f"s3://{s3_bucket}/scans"
-    storage = open_storage(source, endpoint_url=s3_endpoint_url, region="us-east-1")
+    storage = open_storage(source, StorageOptions(endpoint_url=s3_endpoint_url, region="us-east-1"))
     with pytest.raises(InvalidDestination):
         _submit(sessions, source, f"s3://{s3_bucket}/scans/colour", None, storage=storage)
     assert count_rows(sessions) == {"collections": 0, "images": 0}

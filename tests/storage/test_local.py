@@ -18,7 +18,6 @@ from storage.base import (
     SKIP_NOT_A_FILE,
     SKIP_SYMLINK_LOOP,
     Storage,
-    open_storage,
 )
 from storage.errors import (
     AccessDenied,
@@ -29,6 +28,7 @@ from storage.errors import (
     StorageUnavailable,
 )
 from storage.local import LocalStorage, _error
+from storage.registry import open_storage
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

@@ -16,9 +16,9 @@ from typing import Any
 import boto3
 import pytest
 
-from storage.base import S3Options
 from storage.errors import OutputExists
 from storage.local import LocalStorage
+from storage.options import StorageOptions
 from storage.s3 import S3Storage
 from storage.uri import contains, overlaps, parse_uri
 
@@ -121,7 +121,7 @@ def test_local_no_clobber_never_replaces_a_link_even_to_replaceable_content(
 @pytest.fixture
 def s3(s3_endpoint_url: str, s3_credentials: None) -> S3Storage:
     return S3Storage(
-        S3Options(endpoint_url=s3_endpoint_url, region="us-east-1", addressing_style="path")
+        StorageOptions(endpoint_url=s3_endpoint_url, region="us-east-1", addressing_style="path")
     )
 
 
@@ -171,7 +171,7 @@ def test_s3_no_clobber_replaces_a_replaceable_object_and_creates_a_missing_one(
 class _ChangedAfterCheck(S3Storage):
     """Another writer replaces the object between the content check and the write."""
 
-    def __init__(self, options: S3Options, raw: Any) -> None:
+    def __init__(self, options: StorageOptions, raw: Any) -> None:
         super().__init__(options)
         self.raw = raw
 
@@ -203,7 +203,7 @@ def test_s3_replacement_is_conditional_on_the_etag_that_was_checked(
 class _CreatedAfterCheck(S3Storage):
     """Another writer creates the object between the HEAD that found nothing and the PUT."""
 
-    def __init__(self, options: S3Options, raw: Any) -> None:
+    def __init__(self, options: StorageOptions, raw: Any) -> None:
         super().__init__(options)
         self.raw = raw
 

@@ -13,9 +13,12 @@ from typing import Any
 import boto3
 import pytest
 
-from storage.base import S3_MIN_PART_SIZE, SKIP_FOLDER_MARKER, S3Options, Storage, open_storage
+from storage.base import SKIP_FOLDER_MARKER, Storage
 from storage.errors import ObjectNotFound, OutputExists, StorageError, StorageUnavailable
+from storage.options import StorageOptions
+from storage.registry import open_storage
 from storage.s3 import S3Storage
+from storage.s3_client import S3_MAX_ATTEMPTS, S3_MIN_PART_SIZE
 
 pytestmark = pytest.mark.s3
 
@@ -26,7 +29,7 @@ SMALL_THRESHOLD = 1024 * 1024
 @pytest.fixture
 def s3(s3_endpoint_url: str, s3_credentials: None) -> S3Storage:
     return S3Storage(
-        S3Options(
+        StorageOptions(
             endpoint_url=s3_endpoint_url,
             region="us-east-1",
             addressing_style="path",
@@ -62,23 +65,28 @@ def test_s3_storage_satisfies_the_storage_protocol(s3: S3Storage) -> None:
 
 
 def test_open_storage_builds_s3_storage_from_plain_values(s3_endpoint_url: str) -> None:
-    storage = open_storage(
-        "s3://bucket/scans", endpoint_url=s3_endpoint_url, addressing_style="path", max_attempts=2
-    )
+    options = StorageOptions(endpoint_url=s3_endpoint_url, addressing_style="path", max_attempts=2)
+
+    storage = open_storage("s3://bucket/scans", options)
 
     assert isinstance(storage, S3Storage)
-    assert storage.options == S3Options(
-        endpoint_url=s3_endpoint_url, addressing_style="path", max_attempts=2
-    )
+    assert storage.options == options
+    assert storage.limits.max_attempts == 2
+    assert S3Storage().limits.max_attempts == S3_MAX_ATTEMPTS  # unset: the S3 default
+
+
+def test_s3_storage_refuses_parts_below_the_s3_minimum() -> None:
+    with pytest.raises(ValueError, match="multipart_chunksize"):
+        S3Storage(StorageOptions(multipart_chunksize=1024))
 
 
 @pytest.mark.parametrize(
     "options",
-    [{"addressing_style": "sideways"}, {"max_attempts": 0}, {"multipart_chunksize": 1024}],
+    [{"addressing_style": "sideways"}, {"max_attempts": 0}, {"read_timeout": -1.0}],
 )
-def test_s3_options_refuse_values_out_of_range(options: dict[str, Any]) -> None:
+def test_storage_options_refuse_values_out_of_range(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
-        S3Options(**options)
+        StorageOptions(**options)
 
 
 def test_write_then_read_round_trips_with_content_type(
@@ -242,7 +250,7 @@ def test_exists_is_true_for_a_written_key(s3: S3Storage, s3_bucket: str) -> None
 def test_unreachable_endpoint_raises_storage_unavailable(s3_credentials: None) -> None:
     closed = f"http://127.0.0.1:{_closed_port()}"
     storage = S3Storage(
-        S3Options(
+        StorageOptions(
             endpoint_url=closed,
             region="us-east-1",
             addressing_style="path",

@@ -13,15 +13,15 @@ from typing import Any
 import boto3
 import pytest
 
-from storage.base import S3Options
 from storage.errors import StorageMisconfigured
+from storage.options import StorageOptions
 from storage.s3 import S3Storage
 
 pytestmark = pytest.mark.s3
 
 
 def _storage(endpoint_url: str) -> S3Storage:
-    return S3Storage(S3Options(endpoint_url=endpoint_url, region="us-east-1"))
+    return S3Storage(StorageOptions(endpoint_url=endpoint_url, region="us-east-1"))
 
 
 def test_missing_credentials_are_a_misconfiguration_that_says_how_to_fix_it(

@@ -18,11 +18,11 @@ from storage.base import (
     Data,
     ObjectInfo,
     Prune,
-    S3Options,
     SkipListener,
 )
 from storage.errors import ObjectNotFound
 from storage.local import LocalStorage
+from storage.options import StorageOptions
 from storage.s3 import S3Storage
 from storage.scan import (
     SKIP_EMPTY,
@@ -254,7 +254,7 @@ def test_scan_sniffs_with_the_sniffer_it_is_given(tmp_path: Path) -> None:
 @pytest.fixture
 def s3(s3_endpoint_url: str, s3_credentials: None) -> S3Storage:
     return S3Storage(
-        S3Options(endpoint_url=s3_endpoint_url, region="us-east-1", addressing_style="path")
+        StorageOptions(endpoint_url=s3_endpoint_url, region="us-east-1", addressing_style="path")
     )
 
 

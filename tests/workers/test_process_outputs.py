@@ -45,7 +45,7 @@ from catalog import (
     transaction,
 )
 from migrations import upgrade
-from storage import LocalStorage, S3Options
+from storage import LocalStorage, StorageOptions
 from storage.s3 import S3Storage
 from workers.process import Outcome, ProcessStatus, process_image
 
@@ -226,7 +226,7 @@ def test_a_foreign_s3_object_at_the_planned_key_keeps_its_etag_and_the_image_fai
         )
         register_images(db, collection.id, rows)
         queue_pending(db, collection.id, 10)
-    s3 = S3Storage(S3Options(endpoint_url=s3_endpoint_url, addressing_style="path"))
+    s3 = S3Storage(StorageOptions(endpoint_url=s3_endpoint_url, addressing_style="path"))
 
     def storage_for(uri: str) -> Any:
         return s3 if uri.startswith("s3://") else LocalStorage()

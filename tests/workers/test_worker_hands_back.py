@@ -30,7 +30,7 @@ from workers_helpers import WAIT_S, attempts_of, closed_port, write_gray_png
 
 from catalog import ImageStatus, list_images, make_sessionmaker, transaction
 from migrations import upgrade
-from storage import open_storage
+from storage import StorageOptions, open_storage
 from workers.app import create_app
 from workers.errors import EX_CONFIG
 
@@ -177,7 +177,7 @@ def _submit(
         name=name,
         source=source,
         output=f"s3://{bucket}/colour",
-        storage=open_storage(source, endpoint_url=s3.endpoint, region="us-east-1"),
+        storage=open_storage(source, StorageOptions(endpoint_url=s3.endpoint, region="us-east-1")),
         send=celery_sender(producer),
         max_in_flight=10,
         settings=CollectionSettings(input_size=256),
@@ -193,7 +193,9 @@ def test_worker_denied_a_bucket_mid_run_hands_the_image_back_and_stops(
     s3 = guarded_s3
     for key, value in s3.admin.env().items():
         monkeypatch.setenv(key, value)
-    admin_store = open_storage(f"s3://{s3.allowed}", endpoint_url=s3.endpoint, region="us-east-1")
+    admin_store = open_storage(
+        f"s3://{s3.allowed}", StorageOptions(endpoint_url=s3.endpoint, region="us-east-1")
+    )
     png = write_gray_png(tmp_path / "a.png").read_bytes()
     admin_store.write(f"s3://{s3.allowed}/scans/a.png", png)
     denied_names = ["p1.png", "p2.png", "p3.png"]

@@ -18,7 +18,7 @@ from workers_helpers import closed_port, write_gray_png
 
 from catalog import make_engine, make_sessionmaker
 from migrations import upgrade
-from storage import Storage, open_storage
+from storage import Storage, StorageOptions, open_storage
 
 #: Seconds the command may take to refuse; a guard against hanging, not a measurement.
 REFUSE_S = 120.0
@@ -143,7 +143,7 @@ def test_read_only_output_folder_stops_panchro_workers(
 def test_missing_s3_credentials_stop_panchro_workers(
     tmp_path: Path, migrated: str, redis_url: str, s3_endpoint_url: str, s3_bucket: str
 ) -> None:
-    store = open_storage(f"s3://{s3_bucket}", endpoint_url=s3_endpoint_url)
+    store = open_storage(f"s3://{s3_bucket}", StorageOptions(endpoint_url=s3_endpoint_url))
     store.write(f"s3://{s3_bucket}/scans/a.png", write_gray_png(tmp_path / "a.png").read_bytes())
     _register(migrated, "archive", f"s3://{s3_bucket}/scans", f"s3://{s3_bucket}/colour", store)
     nowhere = str(tmp_path / "no-aws-config")

@@ -6,7 +6,7 @@ back only when some worker's Redis transport sweeps the hash for messages older 
 visibility timeout. kombu sweeps every ``unacked_restore_interval`` (10 s) but scans only
 on every ``unacked_restore_throttle``-th (10th) sweep, so once the timeout has passed a
 message can wait up to 100 s more. panchro's workers scan every sweep, every
-``workers.app.RESTORE_INTERVAL_S`` seconds (``REDELIVERY_TRANSPORT_OPTIONS``).
+``workers.broker.RESTORE_INTERVAL_S`` seconds (``REDELIVERY_TRANSPORT_OPTIONS``).
 
 Each trial runs a real worker (``celery worker`` with the launcher's arguments, one
 prefork process) whose colorize stand-in blocks on its first delivery, kills it in the
@@ -52,7 +52,8 @@ import redis
 from bench_servers import private_redis, wait_for
 from kombu.transport.redis import Channel
 
-from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
+from workers.app import create_app
+from workers.broker import REDELIVERY_TRANSPORT_OPTIONS
 from workers.launcher import worker_argv
 from workers.names import COLORIZE
 

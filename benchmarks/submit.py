@@ -70,7 +70,8 @@ from scheduler import (
 )
 from storage.options import StorageOptions
 from storage.registry import open_storage
-from workers.app import COLORIZE_QUEUE, create_app
+from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE
 
 #: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -42,7 +42,6 @@ from scheduler.outputs import (
 )
 from scheduler.periodic import (
     DISPATCH_INTERVAL_S,
-    SCHEDULER_QUEUE,
     install_dispatcher,
     run_scheduler,
     scheduler_argv,
@@ -59,6 +58,7 @@ from scheduler.submission import (
     submit,
 )
 from scheduler.windows import is_window_open, parse_not_before, window_opens_at
+from workers.broker import SCHEDULER_QUEUE
 
 __all__ = [
     "DISPATCH_BATCH_SIZE",

@@ -44,13 +44,11 @@ from scheduler.dispatching import dispatch
 from scheduler.errors import BrokerUnavailable
 from scheduler.reaping import INSPECT_TIMEOUT_S, REAP_AFTER_S, read_broker, reap
 from scheduler.sending import celery_sender
+from workers.broker import SCHEDULER_QUEUE
 from workers.names import DISPATCH
 
 logger = logging.getLogger(__name__)
 
-#: Queue of the dispatch task; the same name as ``workers.app.SCHEDULER_QUEUE``, which
-#: routes ``panchro.dispatch`` there.
-SCHEDULER_QUEUE = "scheduler"
 #: Seconds between two dispatch passes.
 DISPATCH_INTERVAL_S = 10.0
 #: Seconds an image must have been queued, with no colorize message in the broker, before

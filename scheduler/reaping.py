@@ -35,7 +35,6 @@ try at the image, whose results cannot overwrite each other in the catalog.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
 from collections.abc import Iterable
@@ -48,6 +47,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import Image, ImageStatus, Released, get_collection, release_lost, transaction
 from scheduler.errors import BrokerUnavailable
+from workers.broker import message_body, read_queue, restore_in_front
 from workers.names import COLORIZE
 
 __all__ = [
@@ -136,10 +136,7 @@ def _decode(message: Any) -> tuple[str | None, int | None]:
         headers = message.get("headers") or {}
         if headers.get("task") != COLORIZE:
             return None, None
-        body = message.get("body")
-        if message.get("properties", {}).get("body_encoding") == "base64":
-            body = base64.b64decode(body)
-        args = json.loads(body)[0]
+        args = json.loads(message_body(message))[0]
         return str(headers.get("id")), int(args[0])
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         return None, None
@@ -156,25 +153,15 @@ def read_broker(app: Any) -> BrokerSnapshot | None:
     """
     queue = app.amqp.router.route({}, COLORIZE)["queue"].name
     try:
-        with app.connection_for_write() as connection:
-            if connection.transport.driver_type != "redis":
-                return None
-            channel = connection.default_channel
-            lists = [channel._q_for_pri(queue, pri) for pri in channel.priority_steps]
-            pipe = channel.client.pipeline(transaction=True)
-            for name in lists:
-                pipe.lrange(name, 0, -1)
-            pipe.hgetall(channel.unacked_key)
-            pipe.zrange(channel.unacked_index_key, 0, -1, withscores=True)
-            replies = pipe.execute()
+        contents = read_queue(app, queue)
     except Exception as exc:  # noqa: BLE001 - no answer is only a reason to wait
         logger.debug("cannot read the broker's messages: %s", exc)
         return None
-    waiting = [_decode(raw) for reply in replies[: len(lists)] for raw in reply]
-    unacked: dict[Any, Any] = replies[len(lists)]
-    delivered_at = {_text(tag): float(score) for tag, score in replies[len(lists) + 1]}
+    if contents is None:
+        return None
+    waiting = [_decode(raw) for raw in contents.waiting]
     delivered = []
-    for tag, value in unacked.items():
+    for tag, value in contents.unacked.items():
         # kombu stores [message, exchange, routing key].
         try:
             stored = json.loads(value)
@@ -182,18 +169,14 @@ def read_broker(app: Any) -> BrokerSnapshot | None:
             continue
         task_id, image_id = _decode(stored[0] if isinstance(stored, list) and stored else stored)
         if task_id is not None:
-            key = _text(tag)
-            delivered.append(Delivery(key, task_id, image_id, delivered_at.get(key, 0.0)))
+            when = contents.delivered_at.get(tag, 0.0)
+            delivered.append(Delivery(tag, task_id, image_id, when))
     return BrokerSnapshot(
         waiting=len(waiting),
         waiting_task_ids=frozenset(t for t, _ in waiting if t is not None),
         waiting_image_ids=frozenset(i for _, i in waiting if i is not None),
         delivered=tuple(delivered),
     )
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def held_task_ids(
@@ -228,7 +211,7 @@ def _restore(app: Any, deliveries: Iterable[Delivery]) -> int:
     with app.connection_for_write() as connection:
         qos = connection.default_channel.qos
         for delivery in deliveries:
-            qos.restore_by_tag(delivery.tag, leftmost=False)
+            restore_in_front(qos, delivery.tag)
             logger.warning(
                 "image %s: message %s was delivered to a worker that no longer holds it; "
                 "requeued in front",

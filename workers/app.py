@@ -19,6 +19,9 @@ connection left unacknowledged as soon as it is connected again, and the schedul
 reaper hands back what no live worker holds. The limits come from ``panchro.settings``
 (``PANCHRO_SOFT_TIME_LIMIT``, ``PANCHRO_TIME_LIMIT``, ``PANCHRO_VISIBILITY_TIMEOUT``).
 
+Queue names and the transport options that make redelivery prompt come from
+:mod:`workers.broker`, the one module that knows kombu's Redis internals.
+
 This module imports neither torch nor the model: the producer side must stay light.
 """
 
@@ -30,14 +33,11 @@ from typing import Any
 
 from celery import Celery
 
+from workers.broker import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS, SCHEDULER_QUEUE
 from workers.names import COLORIZE, DISPATCH
 
 logger = logging.getLogger(__name__)
 
-#: Queue the colorize tasks go to; GPU workers consume only this one.
-COLORIZE_QUEUE = "colorize"
-#: Queue the periodic dispatch task goes to; ``panchro scheduler`` consumes it.
-SCHEDULER_QUEUE = "scheduler"
 #: Seconds after which a task is asked to stop (``SoftTimeLimitExceeded``).
 SOFT_TIME_LIMIT_S = 1_500.0
 #: Seconds after which the process running a task is killed.
@@ -47,16 +47,6 @@ VISIBILITY_TIMEOUT_FACTOR = 2.0
 #: Seconds a new worker process may take to report that it started: long enough to load
 #: a checkpoint of several hundred megabytes and move it to the GPU.
 PROC_ALIVE_TIMEOUT_S = 180.0
-#: Seconds between two sweeps of a worker for messages whose visibility timeout has
-#: passed (unacknowledged messages of a worker that died); kombu's default is 10 s with a
-#: scan on every tenth sweep only (docs/workers.md has the measurements).
-RESTORE_INTERVAL_S = 5
-#: Broker transport options that make a dead worker's message come back within
-#: ``RESTORE_INTERVAL_S`` seconds of its visibility timeout instead of up to 100 s later.
-REDELIVERY_TRANSPORT_OPTIONS: dict[str, int] = {
-    "unacked_restore_interval": RESTORE_INTERVAL_S,
-    "unacked_restore_throttle": 1,
-}
 #: Serialisation format of every message; pickle is never accepted.
 SERIALIZER = "json"
 

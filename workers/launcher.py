@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from workers.app import COLORIZE_QUEUE
+from workers.broker import COLORIZE_QUEUE
 from workers.errors import EX_CONFIG
 
 logger = logging.getLogger(__name__)

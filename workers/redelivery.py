@@ -20,9 +20,10 @@ comes back to the queue in three ways, and this module fixes two of them:
   own restore does.
 - The visibility-timeout sweep (``restore_visible``) already restores to the front.
 
-Which end is the front: kombu publishes with ``LPUSH`` and consumes with ``BRPOP``, so a
-queue is a list read from the right; ``restore_by_tag(tag, leftmost=False)`` pushes on the
-right (next out) and ``leftmost=True`` on the left (last out).
+Which end is the front, and the ``unacked`` hash itself, are :mod:`workers.broker`'s
+(:func:`~workers.broker.restore_in_front`, :func:`~workers.broker.unacked_tags`). The
+transport subclasses stay here: importing kombu's Redis transport takes about 150 ms, and
+only a worker needs them.
 
 A message requeued this way keeps its task id, so its image, still ``running`` under
 that id in the catalog, is taken over by whichever worker receives it
@@ -37,7 +38,9 @@ from typing import Any
 from celery import Celery, bootsteps
 from kombu.transport import redis as kombu_redis
 
-__all__ = ["TRANSPORT", "RestoreAfterReconnect", "Transport", "install_redelivery", "unacked_tags"]
+from workers.broker import restore_in_front, unacked_tags
+
+__all__ = ["TRANSPORT", "RestoreAfterReconnect", "Transport", "install_redelivery"]
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +63,7 @@ class FrontQoS(kombu_redis.QoS):
         if not requeue:
             super().reject(delivery_tag, requeue=False)  # type: ignore[no-untyped-call]
             return
-        self.restore_by_tag(delivery_tag, leftmost=False)  # type: ignore[no-untyped-call]
+        restore_in_front(self, delivery_tag)
         # The transactional state of the virtual transport, as kombu's reject does.
         super(kombu_redis.QoS, self).ack(delivery_tag)  # type: ignore[no-untyped-call]
 
@@ -119,7 +122,7 @@ class RestoreAfterReconnect(bootsteps.StartStopStep):  # type: ignore[misc]
         )
         for tag in tags:
             try:
-                qos.restore_by_tag(tag, leftmost=False)
+                restore_in_front(qos, tag)
             except Exception as exc:  # noqa: BLE001 - the visibility timeout still restores it
                 logger.error("cannot requeue message %s: %s", tag, exc)
         previous.qos._delivered.clear()
@@ -130,21 +133,6 @@ class RestoreAfterReconnect(bootsteps.StartStopStep):  # type: ignore[misc]
     def shutdown(self, parent: Any) -> None:
         """Forget the channel."""
         self._channel = None
-
-
-def unacked_tags(channel: Any) -> list[str]:
-    """Return the delivery tags a kombu channel delivered and has not acknowledged.
-
-    Args:
-        channel: A kombu virtual channel.
-
-    Returns:
-        The tags, oldest first.
-    """
-    qos = channel.qos
-    # kombu marks acknowledged tags lazily ("dirty") and drops them on the next flush.
-    qos._flush()
-    return [str(tag) for tag in qos._delivered]
 
 
 def install_redelivery(app: Celery) -> None:

@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import Collection, Image, ImageStatus
-from workers.app import COLORIZE_QUEUE
+from workers.broker import COLORIZE_QUEUE
 
 if TYPE_CHECKING:
     from scheduler import SubmitSummary

@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import claim_image, count_in_flight, make_sessionmaker, transaction
 from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv
-from workers.app import COLORIZE_QUEUE, create_app
+from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE
 from workers.names import COLORIZE
 
 BROKER_URL = os.environ["STANDIN_BROKER_URL"]

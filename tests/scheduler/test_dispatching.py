@@ -38,7 +38,8 @@ from catalog import (
     retry_failed,
 )
 from scheduler import BrokerUnavailable, TaskRequest, celery_sender, dispatch
-from workers.app import COLORIZE_QUEUE, create_app
+from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE
 from workers.names import COLORIZE
 
 BERLIN = ZoneInfo("Europe/Berlin")

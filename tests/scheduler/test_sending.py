@@ -31,8 +31,10 @@ from scheduler_testing import (
     stop_worker,
 )
 
-from scheduler import TaskRequest, celery_sender, sending
-from workers.app import COLORIZE_QUEUE, create_app
+from scheduler import TaskRequest, celery_sender
+from workers import broker
+from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE
 from workers.names import COLORIZE
 
 #: Seconds to wait for published events to arrive; a guard against hanging only.
@@ -343,7 +345,7 @@ def _send_batches(app: Any, batches: int) -> threading.Thread:
 def test_template_path_waits_for_a_slow_event_subscriber_so_redis_keeps_it(
     small_buffer_redis: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sending, "_SUBSCRIBER_BACKLOG_BYTES", PACED_BACKLOG)
+    monkeypatch.setattr(broker, "SUBSCRIBER_BACKLOG_BYTES", PACED_BACKLOG)
     batches = 12  # about 9 MiB of events, far more than the subscriber may leave unread
     client = redis.Redis.from_url(small_buffer_redis)
     subscription = client.pubsub()  # type: ignore[no-untyped-call]
@@ -373,7 +375,7 @@ def test_template_path_waits_for_a_slow_event_subscriber_so_redis_keeps_it(
 def test_template_path_stops_waiting_for_a_subscriber_that_reads_nothing(
     small_buffer_redis: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(sending, "_SUBSCRIBER_BACKLOG_BYTES", PACED_BACKLOG)
+    monkeypatch.setattr(broker, "SUBSCRIBER_BACKLOG_BYTES", PACED_BACKLOG)
     client = redis.Redis.from_url(small_buffer_redis)
     subscription = client.pubsub()  # type: ignore[no-untyped-call]
     subscription.psubscribe("*celeryev*")
@@ -402,7 +404,10 @@ def test_template_path_sends_where_redis_refuses_to_list_the_subscribers(
     app = create_app(broker_url=url, task_publish_retry=False)
     try:
         send = celery_sender(app)
-        with caplog.at_level(logging.DEBUG, logger="scheduler.sending"):
+        with (
+            caplog.at_level(logging.DEBUG, logger="scheduler.sending"),
+            caplog.at_level(logging.DEBUG, logger="workers.broker"),
+        ):
             send(_requests(3))
             send(_requests(3, first=200))
     finally:

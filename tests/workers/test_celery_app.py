@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from scheduler import SCHEDULER_QUEUE
-from workers.app import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS, create_app
-from workers.app import SCHEDULER_QUEUE as APP_SCHEDULER_QUEUE
+from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS
+from workers.broker import SCHEDULER_QUEUE as APP_SCHEDULER_QUEUE
 from workers.names import COLORIZE, DISPATCH
 
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from launcher_helpers import Workers, wait_until
 
-from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
+from workers.app import create_app
+from workers.broker import REDELIVERY_TRANSPORT_OPTIONS
 from workers.errors import EX_CONFIG
 from workers.launcher import (
     ChildOutcome,

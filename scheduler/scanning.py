@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 from scheduler.outputs import Location
 from storage.base import Storage
-from storage.scan import ScannedObject, ScanReport, scan
+from storage.scan import scan
+from storage.scan_report import ScannedObject, ScanReport
 from storage.uri import parse_uri
 
 logger = logging.getLogger(__name__)

@@ -55,7 +55,7 @@ from scheduler.windows import parse_not_before, window_opens_at
 from storage.base import Storage
 from storage.errors import InvalidURI
 from storage.imaging import output_extension
-from storage.scan import IGNORED_REASONS, ScanReport, SkippedEntry
+from storage.scan_report import IGNORED_REASONS, ScanReport, SkippedEntry
 from storage.uri import URI, join, parse_uri
 
 logger = logging.getLogger(__name__)

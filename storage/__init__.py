@@ -33,7 +33,8 @@ from storage.imaging import (
 from storage.local import LocalStorage
 from storage.options import StorageOptions
 from storage.registry import open_storage, register_backend
-from storage.scan import ScannedObject, ScanReport, scan
+from storage.scan import scan
+from storage.scan_report import ScannedObject, ScanReport
 from storage.uri import URI, join, parse_uri
 
 __all__ = [

@@ -1,16 +1,9 @@
 """``LocalStorage``: collections in folders of a local or mounted file system.
 
-Listing is an ``os.scandir`` walk with an explicit stack (no recursion limit, no open folder
-handles kept between steps). Its order is the code-point order of the relative paths, the same
-order S3 lists keys in, so both backends yield a collection in the same sequence.
-
-Symbolic links: a link to a file is listed under the link's own path. A link to a folder is
-followed, because archives do assemble collections from linked folders; every folder entered is
-identified by ``(st_dev, st_ino)``, and a folder that is one of its own ancestors (a link loop,
-or a bind mount of a parent) is not entered again and is reported as ``symlink-loop``, while a
-folder reached a second time through another link is reported as ``already-listed``. The
-listing follows links that point outside the listed folder; a scan of a collection
-(``storage.scan``) does not, and records them.
+Listing is a walk in the code-point order of the relative paths, S3's key order, that follows
+links to folders and never loops (:mod:`storage.local_walk`). The listing follows links that
+point outside the listed folder; a scan of a collection (``storage.scan``) does not, and
+records them.
 
 Writes are atomic: a hidden temporary file in the destination folder, written, flushed and
 fsynced, then renamed over the destination (``os.replace``) or, when overwriting is not allowed,
@@ -30,17 +23,9 @@ import os
 import secrets
 import stat
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
 from typing import Final
 
 from storage.base import (
-    CHECKSUM_MTIME_SIZE,
-    SKIP_ALREADY_LISTED,
-    SKIP_BROKEN_LINK,
-    SKIP_NOT_A_FILE,
-    SKIP_SYMLINK_LOOP,
-    SKIP_UNREADABLE,
-    SKIP_VANISHED,
     Data,
     ObjectInfo,
     Prune,
@@ -56,6 +41,7 @@ from storage.errors import (
     StorageFull,
     StorageUnavailable,
 )
+from storage.local_walk import file_info, read_folder, walk
 from storage.options import StorageOptions
 from storage.uri import LOCAL, URI, parse_uri
 
@@ -84,8 +70,6 @@ _TRANSIENT_ERRNOS: Final = frozenset(
 _FULL_ERRNOS: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 #: errno values of os.link on file systems without hard links.
 _NO_LINK_ERRNOS: Final = frozenset({errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK})
-
-_DirEntries = list[tuple[str, os.DirEntry[str], bool]]
 
 
 class LocalStorage:
@@ -131,11 +115,11 @@ class LocalStorage:
         except OSError as exc:
             raise _error(exc, root.key, "list") from exc
         if stat.S_ISREG(root_stat.st_mode):
-            return iter([_info(root.key, root.name, root_stat)])
+            return iter([file_info(root.key, root.name, root_stat)])
         if not stat.S_ISDIR(root_stat.st_mode):
             raise StorageError(f"cannot list {root.key}: it is neither a file nor a folder")
-        entries = _read_folder(root.key)
-        return _walk(root.key, root_stat, entries, on_skip, prune)
+        entries = read_folder(root.key)
+        return walk(root.key, root_stat, entries, on_skip, prune)
 
     def read(self, uri: URI | str) -> bytes:
         """Return the whole content of a file.
@@ -269,7 +253,7 @@ class LocalStorage:
             raise _error(exc, location.key, "inspect") from exc
         if not stat.S_ISREG(info.st_mode):
             raise StorageError(f"{location.key} is not a regular file")
-        return _info(location.key, location.name, info)
+        return file_info(location.key, location.name, info)
 
 
 def _local(location: URI | str) -> URI:
@@ -277,108 +261,6 @@ def _local(location: URI | str) -> URI:
     if uri.scheme != LOCAL:
         raise InvalidURI(f"LocalStorage cannot handle {uri}")
     return uri
-
-
-def _info(path: str, relative: str, info: os.stat_result) -> ObjectInfo:
-    return ObjectInfo(
-        uri=URI(LOCAL, "", path),
-        relative=relative,
-        size=info.st_size,
-        checksum=f"{info.st_mtime_ns}+{info.st_size}",
-        checksum_kind=CHECKSUM_MTIME_SIZE,
-        last_modified=datetime.fromtimestamp(info.st_mtime_ns / 1e9, UTC),
-    )
-
-
-def _read_folder(path: str) -> _DirEntries:
-    """Return the entries of a folder as ``(sort key, entry, is folder)``, sorted.
-
-    A folder's sort key ends with ``/`` so that depth-first order equals the code-point order
-    of full relative paths (``a.jpg`` < ``a/b.jpg``), as S3 sorts keys.
-    """
-    entries: _DirEntries = []
-    with os.scandir(path) as scan:
-        for entry in scan:
-            try:
-                is_folder = entry.is_dir()
-            except OSError:
-                is_folder = False  # the stat of the file branch reports why
-            entries.append((entry.name + "/" if is_folder else entry.name, entry, is_folder))
-    entries.sort(key=lambda item: item[0])
-    return entries
-
-
-def _walk(
-    root: str,
-    root_stat: os.stat_result,
-    entries: _DirEntries,
-    on_skip: SkipListener | None,
-    prune: Prune | None,
-) -> Iterator[ObjectInfo]:
-    base = root if root.endswith("/") else root + "/"
-    skip = on_skip if on_skip is not None else _ignore
-    top = (root_stat.st_dev, root_stat.st_ino)
-    seen = {top}
-    # One frame per open folder: its remaining entries, its relative path and its ancestors.
-    stack = [(iter(entries), "", frozenset({top}))]
-    while stack:
-        remaining, folder, ancestors = stack[-1]
-        item = next(remaining, None)
-        if item is None:
-            stack.pop()
-            continue
-        _, entry, is_folder = item
-        relative = folder + entry.name
-        if not is_folder:
-            info = _file_stat(entry, relative, skip)
-            if info is not None:
-                yield _info(base + relative, relative, info)
-            continue
-        reason = prune(relative) if prune is not None else None
-        if reason is not None:
-            skip(relative + "/", reason)
-            continue
-        try:
-            folder_stat = entry.stat()
-            identity = (folder_stat.st_dev, folder_stat.st_ino)
-            if identity in ancestors:
-                logger.warning("not entering %s%s/: it contains itself", base, relative)
-                skip(relative + "/", SKIP_SYMLINK_LOOP)
-                continue
-            if identity in seen:
-                skip(relative + "/", SKIP_ALREADY_LISTED)
-                continue
-            seen.add(identity)
-            children = _read_folder(base + relative)
-        except OSError as exc:
-            logger.warning("cannot list %s%s/: %s", base, relative, exc.strerror or exc)
-            skip(relative + "/", _skip_reason(exc, entry))
-            continue
-        stack.append((iter(children), relative + "/", ancestors | {identity}))
-
-
-def _file_stat(entry: os.DirEntry[str], relative: str, skip: SkipListener) -> os.stat_result | None:
-    try:
-        info = entry.stat()
-    except OSError as exc:
-        skip(relative, _skip_reason(exc, entry))
-        return None
-    if not stat.S_ISREG(info.st_mode):
-        skip(relative, SKIP_NOT_A_FILE)
-        return None
-    return info
-
-
-def _skip_reason(exc: OSError, entry: os.DirEntry[str]) -> str:
-    if exc.errno == errno.ELOOP:
-        return SKIP_SYMLINK_LOOP
-    if isinstance(exc, FileNotFoundError):
-        return SKIP_BROKEN_LINK if entry.is_symlink() else SKIP_VANISHED
-    return SKIP_UNREADABLE
-
-
-def _ignore(relative: str, reason: str) -> None:
-    """Default skip listener: listings without a listener drop skips silently."""
 
 
 def _read_head(path: str, n: int) -> bytes:

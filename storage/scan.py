@@ -11,13 +11,13 @@ names. It is on by default for S3 and off for local folders. An object it lets t
 still fails cleanly later, when the worker decodes it (``InvalidImage``). S3 heads are read by a
 small thread pool, ahead of the consumer but in listing order.
 
-What a scan passes over is counted per reason in a :class:`ScanReport` (the reasons of
-:mod:`storage.base`, plus ``hidden``, ``system``, ``empty``, ``not-an-image``,
-``unknown-extension``, ``unsafe-name`` and ``link-outside``). A folder pruned by a local walk
+What a scan passes over is counted per reason in a
+:class:`~storage.scan_report.ScanReport` (the reasons are listed in
+:mod:`storage.scan_report`). A folder pruned by a local walk
 (``.git``, ``@eaDir``) counts once, however many files it holds.
 
-Every file accounted for: a skip whose reason is not in :data:`IGNORED_REASONS` is also kept
-as a :class:`SkippedEntry` with a sentence a person understands (:data:`SKIP_MESSAGES`, plus
+Every file accounted for: a skip whose reason is not ignored is also kept as a
+:class:`~storage.scan_report.SkippedEntry` with a sentence a person understands (plus
 what the content looks like: "a PDF document"), which the scheduler records in the catalog
 as a ``skipped`` image. Only what is not part of a collection is ignored, and counted: hidden
 and system files, S3 folder markers, a folder already listed through another link, a file
@@ -36,19 +36,12 @@ from __future__ import annotations
 import codecs
 import logging
 import os
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Final
 
 from storage.base import (
-    SKIP_ALREADY_LISTED,
-    SKIP_BROKEN_LINK,
-    SKIP_FOLDER_MARKER,
-    SKIP_NOT_A_FILE,
-    SKIP_SYMLINK_LOOP,
     SKIP_UNREADABLE,
     SKIP_VANISHED,
     ObjectInfo,
@@ -66,25 +59,20 @@ from storage.codecs.formats import (
     sniff_format,
 )
 from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
+from storage.scan_report import (
+    SKIP_EMPTY,
+    SKIP_HIDDEN,
+    SKIP_LINK_OUTSIDE,
+    SKIP_NOT_AN_IMAGE,
+    SKIP_SYSTEM,
+    SKIP_UNKNOWN_EXTENSION,
+    SKIP_UNSAFE_NAME,
+    ScannedObject,
+    ScanReport,
+)
 from storage.uri import URI, parse_uri
 
-__all__ = [
-    "IGNORED_REASONS",
-    "IMAGE_EXTENSIONS",
-    "SKIP_EMPTY",
-    "SKIP_HIDDEN",
-    "SKIP_LINK_OUTSIDE",
-    "SKIP_MESSAGES",
-    "SKIP_NOT_AN_IMAGE",
-    "SKIP_SYSTEM",
-    "SKIP_UNKNOWN_EXTENSION",
-    "SKIP_UNSAFE_NAME",
-    "ScanReport",
-    "ScannedObject",
-    "SkippedEntry",
-    "Sniffer",
-    "scan",
-]
+__all__ = ["IMAGE_EXTENSIONS", "SYSTEM_NAMES", "Sniffer", "scan"]
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +80,6 @@ logger = logging.getLogger(__name__)
 S3_SNIFF_WORKERS: Final = 16
 #: Objects listed ahead of the consumer per sniffing thread.
 _LOOKAHEAD_PER_WORKER: Final = 4
-#: Example paths kept per skip reason in a ScanReport.
-EXAMPLES_PER_REASON: Final = 5
 
 #: Lower-case file extensions trusted by the ``by_extension`` fast path, and their formats.
 IMAGE_EXTENSIONS: Final[Mapping[str, str]] = {
@@ -132,173 +118,8 @@ SYSTEM_NAMES: Final = frozenset(
     }
 )
 
-#: Skip reason: a name starting with ``.`` (``.DS_Store``, AppleDouble ``._x``, ``.git/``).
-SKIP_HIDDEN: Final = "hidden"
-#: Skip reason: a system file or folder (``Thumbs.db``, ``desktop.ini``, ``@eaDir/``).
-SKIP_SYSTEM: Final = "system"
-#: Skip reason: a file of zero bytes.
-SKIP_EMPTY: Final = "empty"
-#: Skip reason: content that matches no supported image format.
-SKIP_NOT_AN_IMAGE: Final = "not-an-image"
-#: Skip reason: an extension that is not an image's, in a scan that reads no content.
-SKIP_UNKNOWN_EXTENSION: Final = "unknown-extension"
-#: Skip reason: a key with empty, ``.`` or ``..`` segments, which cannot be mirrored safely.
-SKIP_UNSAFE_NAME: Final = "unsafe-name"
-#: Skip reason: a symbolic link whose target lies outside the scanned folder (not followed).
-SKIP_LINK_OUTSIDE: Final = "link-outside"
-
-#: Skip reasons of entries that are not part of a collection: counted, never recorded.
-IGNORED_REASONS: Final = frozenset(
-    {SKIP_HIDDEN, SKIP_SYSTEM, SKIP_FOLDER_MARKER, SKIP_ALREADY_LISTED, SKIP_VANISHED}
-)
-
-#: What each recorded skip reason means, in words for the catalog and the summaries.
-SKIP_MESSAGES: Final[Mapping[str, str]] = {
-    SKIP_EMPTY: "empty file (0 bytes)",
-    SKIP_NOT_AN_IMAGE: "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000)",
-    SKIP_UNKNOWN_EXTENSION: "not an image by its name (no image extension); not read",
-    SKIP_UNSAFE_NAME: "name with an empty, '.' or '..' segment: its output cannot mirror it",
-    SKIP_LINK_OUTSIDE: (
-        "symbolic link that leads outside the source folder: not followed "
-        "(submit its target itself, or copy the files in)"
-    ),
-    SKIP_SYMLINK_LOOP: "symbolic link loop: the link leads back to itself or a parent folder",
-    SKIP_BROKEN_LINK: "symbolic link to something that does not exist",
-    SKIP_UNREADABLE: "cannot be opened or read (permissions or an I/O error)",
-    SKIP_NOT_A_FILE: "not a regular file (a FIFO, socket or device)",
-}
-
 #: Recognises a format from an object's first bytes; None when it is not an image.
 Sniffer = Callable[[bytes], str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class SkippedEntry:
-    """One entry a scan passed over that belongs to the collection and must be recorded.
-
-    Attributes:
-        relative: Its ``/``-separated key below the scanned prefix (no trailing ``/``, also
-            for a folder: a link to a folder outside, a loop, an unreadable folder).
-        reason: The skip reason (``empty``, ``not-an-image``...).
-        message: Why, in words a person understands.
-        size: Size in bytes, when it was known.
-        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``, when known.
-        checksum_kind: ``"etag"`` or ``"mtime-size"``, when known.
-        uri: Where it is, when the listing said so (else it is ``relative`` below the
-            scanned prefix).
-    """
-
-    relative: str
-    reason: str
-    message: str
-    uri: URI | None = None
-    size: int | None = None
-    checksum: str | None = None
-    checksum_kind: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScannedObject:
-    """One image found by :func:`scan`.
-
-    Attributes:
-        uri: Where the image is.
-        relative: Its ``/``-separated key below the scanned prefix; the output mirrors it.
-        size: Size in bytes.
-        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``.
-        checksum_kind: ``"etag"`` or ``"mtime-size"``.
-        last_modified: Time of the last change, UTC.
-        format: Pillow's name of the format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``BMP`` or
-            ``JPEG2000`` (or what a custom ``sniffer`` returns).
-        sniffed: True if ``format`` was read from the content, False if it was taken from the
-            extension.
-    """
-
-    uri: URI
-    relative: str
-    size: int
-    checksum: str
-    checksum_kind: str
-    last_modified: datetime
-    format: str
-    sniffed: bool
-
-
-@dataclass
-class ScanReport:
-    """What a scan found and what it passed over, filled in while the scan is consumed.
-
-    Attributes:
-        found: Images yielded so far.
-        found_bytes: Their total size in bytes.
-        skipped: Entries passed over, per reason.
-        examples: Up to :data:`EXAMPLES_PER_REASON` relative paths per reason.
-        on_skip: Optionally also told ``(relative path, reason)`` of every skip, as it happens.
-        recorded: Skipped entries to record in the catalog (reasons not in
-            :data:`IGNORED_REASONS`) not yet taken by :meth:`take_recorded`.
-    """
-
-    found: int = 0
-    found_bytes: int = 0
-    skipped: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, list[str]] = field(default_factory=dict)
-    on_skip: Callable[[str, str], None] | None = None
-    recorded: list[SkippedEntry] = field(default_factory=list)
-
-    @property
-    def total_ignored(self) -> int:
-        """Entries passed over and not recorded (hidden, system...), all reasons together."""
-        return sum(count for reason, count in self.skipped.items() if reason in IGNORED_REASONS)
-
-    def take_recorded(self) -> list[SkippedEntry]:
-        """Return the skipped entries to record so far, and forget them.
-
-        Returns:
-            The entries, in the order they were passed over.
-        """
-        taken, self.recorded = self.recorded, []
-        return taken
-
-    @property
-    def total_skipped(self) -> int:
-        """Entries passed over, all reasons together."""
-        return sum(self.skipped.values())
-
-    def skip(
-        self,
-        relative: str,
-        reason: str,
-        *,
-        info: ObjectInfo | None = None,
-        detail: str | None = None,
-    ) -> None:
-        """Count one entry passed over, and keep it for the catalog unless it is ignored.
-
-        Args:
-            relative: Its relative path (a folder's ends with ``/``).
-            reason: Why it was passed over.
-            info: What the listing knew of it (size, checksum), if anything.
-            detail: What the content looks like ("a PDF document"), added to the message.
-        """
-        self.skipped[reason] += 1
-        examples = self.examples.setdefault(reason, [])
-        if len(examples) < EXAMPLES_PER_REASON:
-            examples.append(relative)
-        if reason not in IGNORED_REASONS:
-            message = SKIP_MESSAGES.get(reason, reason)
-            self.recorded.append(
-                SkippedEntry(
-                    relative=relative.rstrip("/"),
-                    reason=reason,
-                    message=f"{message}: {detail}" if detail else message,
-                    uri=info.uri if info is not None else None,
-                    size=info.size if info is not None else None,
-                    checksum=info.checksum if info is not None else None,
-                    checksum_kind=info.checksum_kind if info is not None else None,
-                )
-            )
-        if self.on_skip is not None:
-            self.on_skip(relative, reason)
 
 
 def scan(

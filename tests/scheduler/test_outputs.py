@@ -16,7 +16,7 @@ from scheduler import (
     output_relative,
     plan_outputs,
 )
-from storage.scan import ScannedObject
+from storage.scan_report import ScannedObject
 from storage.uri import parse_uri
 
 

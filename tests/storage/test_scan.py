@@ -24,7 +24,8 @@ from storage.errors import ObjectNotFound
 from storage.local import LocalStorage
 from storage.options import StorageOptions
 from storage.s3 import S3Storage
-from storage.scan import (
+from storage.scan import scan
+from storage.scan_report import (
     SKIP_EMPTY,
     SKIP_HIDDEN,
     SKIP_LINK_OUTSIDE,
@@ -34,7 +35,6 @@ from storage.scan import (
     SKIP_UNKNOWN_EXTENSION,
     SKIP_UNSAFE_NAME,
     ScanReport,
-    scan,
 )
 from storage.uri import URI, parse_uri
 

@@ -1,0 +1,212 @@
+"""What a scan found and what it passed over: the skip reasons, the report, the found image.
+
+The reasons are those of :mod:`storage.base` (passed over by a listing), plus the ones a scan
+gives (``hidden``, ``system``, ``empty``, ``not-an-image``, ``unknown-extension``,
+``unsafe-name`` and ``link-outside``). A skip whose reason is not in :data:`IGNORED_REASONS`
+is kept as a :class:`SkippedEntry` with a sentence a person understands
+(:data:`SKIP_MESSAGES`), which the scheduler records in the catalog as a ``skipped`` image.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final
+
+from storage.base import (
+    SKIP_ALREADY_LISTED,
+    SKIP_BROKEN_LINK,
+    SKIP_FOLDER_MARKER,
+    SKIP_NOT_A_FILE,
+    SKIP_SYMLINK_LOOP,
+    SKIP_UNREADABLE,
+    SKIP_VANISHED,
+    ObjectInfo,
+)
+from storage.uri import URI
+
+__all__ = [
+    "EXAMPLES_PER_REASON",
+    "IGNORED_REASONS",
+    "SKIP_EMPTY",
+    "SKIP_HIDDEN",
+    "SKIP_LINK_OUTSIDE",
+    "SKIP_MESSAGES",
+    "SKIP_NOT_AN_IMAGE",
+    "SKIP_SYSTEM",
+    "SKIP_UNKNOWN_EXTENSION",
+    "SKIP_UNSAFE_NAME",
+    "ScanReport",
+    "ScannedObject",
+    "SkippedEntry",
+]
+
+#: Example paths kept per skip reason in a ScanReport.
+EXAMPLES_PER_REASON: Final = 5
+
+#: Skip reason: a name starting with ``.`` (``.DS_Store``, AppleDouble ``._x``, ``.git/``).
+SKIP_HIDDEN: Final = "hidden"
+#: Skip reason: a system file or folder (``Thumbs.db``, ``desktop.ini``, ``@eaDir/``).
+SKIP_SYSTEM: Final = "system"
+#: Skip reason: a file of zero bytes.
+SKIP_EMPTY: Final = "empty"
+#: Skip reason: content that matches no supported image format.
+SKIP_NOT_AN_IMAGE: Final = "not-an-image"
+#: Skip reason: an extension that is not an image's, in a scan that reads no content.
+SKIP_UNKNOWN_EXTENSION: Final = "unknown-extension"
+#: Skip reason: a key with empty, ``.`` or ``..`` segments, which cannot be mirrored safely.
+SKIP_UNSAFE_NAME: Final = "unsafe-name"
+#: Skip reason: a symbolic link whose target lies outside the scanned folder (not followed).
+SKIP_LINK_OUTSIDE: Final = "link-outside"
+
+#: Skip reasons of entries that are not part of a collection: counted, never recorded.
+IGNORED_REASONS: Final = frozenset(
+    {SKIP_HIDDEN, SKIP_SYSTEM, SKIP_FOLDER_MARKER, SKIP_ALREADY_LISTED, SKIP_VANISHED}
+)
+
+#: What each recorded skip reason means, in words for the catalog and the summaries.
+SKIP_MESSAGES: Final[Mapping[str, str]] = {
+    SKIP_EMPTY: "empty file (0 bytes)",
+    SKIP_NOT_AN_IMAGE: "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000)",
+    SKIP_UNKNOWN_EXTENSION: "not an image by its name (no image extension); not read",
+    SKIP_UNSAFE_NAME: "name with an empty, '.' or '..' segment: its output cannot mirror it",
+    SKIP_LINK_OUTSIDE: (
+        "symbolic link that leads outside the source folder: not followed "
+        "(submit its target itself, or copy the files in)"
+    ),
+    SKIP_SYMLINK_LOOP: "symbolic link loop: the link leads back to itself or a parent folder",
+    SKIP_BROKEN_LINK: "symbolic link to something that does not exist",
+    SKIP_UNREADABLE: "cannot be opened or read (permissions or an I/O error)",
+    SKIP_NOT_A_FILE: "not a regular file (a FIFO, socket or device)",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SkippedEntry:
+    """One entry a scan passed over that belongs to the collection and must be recorded.
+
+    Attributes:
+        relative: Its ``/``-separated key below the scanned prefix (no trailing ``/``, also
+            for a folder: a link to a folder outside, a loop, an unreadable folder).
+        reason: The skip reason (``empty``, ``not-an-image``...).
+        message: Why, in words a person understands.
+        size: Size in bytes, when it was known.
+        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``, when known.
+        checksum_kind: ``"etag"`` or ``"mtime-size"``, when known.
+        uri: Where it is, when the listing said so (else it is ``relative`` below the
+            scanned prefix).
+    """
+
+    relative: str
+    reason: str
+    message: str
+    uri: URI | None = None
+    size: int | None = None
+    checksum: str | None = None
+    checksum_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScannedObject:
+    """One image found by :func:`scan`.
+
+    Attributes:
+        uri: Where the image is.
+        relative: Its ``/``-separated key below the scanned prefix; the output mirrors it.
+        size: Size in bytes.
+        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``.
+        checksum_kind: ``"etag"`` or ``"mtime-size"``.
+        last_modified: Time of the last change, UTC.
+        format: Pillow's name of the format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``BMP`` or
+            ``JPEG2000`` (or what a custom ``sniffer`` returns).
+        sniffed: True if ``format`` was read from the content, False if it was taken from the
+            extension.
+    """
+
+    uri: URI
+    relative: str
+    size: int
+    checksum: str
+    checksum_kind: str
+    last_modified: datetime
+    format: str
+    sniffed: bool
+
+
+@dataclass
+class ScanReport:
+    """What a scan found and what it passed over, filled in while the scan is consumed.
+
+    Attributes:
+        found: Images yielded so far.
+        found_bytes: Their total size in bytes.
+        skipped: Entries passed over, per reason.
+        examples: Up to :data:`EXAMPLES_PER_REASON` relative paths per reason.
+        on_skip: Optionally also told ``(relative path, reason)`` of every skip, as it happens.
+        recorded: Skipped entries to record in the catalog (reasons not in
+            :data:`IGNORED_REASONS`) not yet taken by :meth:`take_recorded`.
+    """
+
+    found: int = 0
+    found_bytes: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+    on_skip: Callable[[str, str], None] | None = None
+    recorded: list[SkippedEntry] = field(default_factory=list)
+
+    @property
+    def total_ignored(self) -> int:
+        """Entries passed over and not recorded (hidden, system...), all reasons together."""
+        return sum(count for reason, count in self.skipped.items() if reason in IGNORED_REASONS)
+
+    def take_recorded(self) -> list[SkippedEntry]:
+        """Return the skipped entries to record so far, and forget them.
+
+        Returns:
+            The entries, in the order they were passed over.
+        """
+        taken, self.recorded = self.recorded, []
+        return taken
+
+    @property
+    def total_skipped(self) -> int:
+        """Entries passed over, all reasons together."""
+        return sum(self.skipped.values())
+
+    def skip(
+        self,
+        relative: str,
+        reason: str,
+        *,
+        info: ObjectInfo | None = None,
+        detail: str | None = None,
+    ) -> None:
+        """Count one entry passed over, and keep it for the catalog unless it is ignored.
+
+        Args:
+            relative: Its relative path (a folder's ends with ``/``).
+            reason: Why it was passed over.
+            info: What the listing knew of it (size, checksum), if anything.
+            detail: What the content looks like ("a PDF document"), added to the message.
+        """
+        self.skipped[reason] += 1
+        examples = self.examples.setdefault(reason, [])
+        if len(examples) < EXAMPLES_PER_REASON:
+            examples.append(relative)
+        if reason not in IGNORED_REASONS:
+            message = SKIP_MESSAGES.get(reason, reason)
+            self.recorded.append(
+                SkippedEntry(
+                    relative=relative.rstrip("/"),
+                    reason=reason,
+                    message=f"{message}: {detail}" if detail else message,
+                    uri=info.uri if info is not None else None,
+                    size=info.size if info is not None else None,
+                    checksum=info.checksum if info is not None else None,
+                    checksum_kind=info.checksum_kind if info is not None else None,
+                )
+            )
+        if self.on_skip is not None:
+            self.on_skip(relative, reason)

@@ -57,7 +57,7 @@ from scheduler.submission import (
     SubmitSummary,
     submit,
 )
-from scheduler.windows import is_window_open, parse_not_before, window_opens_at
+from scheduler.windows import parse_not_before, window_opens_at
 from workers.broker import SCHEDULER_QUEUE
 
 __all__ = [
@@ -92,7 +92,6 @@ __all__ = [
     "dispatch",
     "install_dispatcher",
     "is_case_insensitive",
-    "is_window_open",
     "output_relative",
     "parse_not_before",
     "plan_outputs",

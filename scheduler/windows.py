@@ -71,24 +71,3 @@ def window_opens_at(
     local = submitted_at.astimezone(tz)
     zone = tz if tz is not None else local.tzinfo
     return datetime.combine(local.date(), wall, tzinfo=zone)
-
-
-def is_window_open(
-    not_before: str | None, submitted_at: datetime, now: datetime, *, tz: tzinfo | None = None
-) -> bool:
-    """Return whether a collection may be dispatched at ``now``.
-
-    Args:
-        not_before: The collection's ``"HH:MM"``, or None for no window.
-        submitted_at: When the collection was submitted (aware).
-        now: The moment of the dispatch pass (aware).
-        tz: The local time zone; None means the time zone of this machine.
-
-    Returns:
-        True if there is no window or it has opened.
-
-    Raises:
-        ValueError: If ``not_before`` is not ``"HH:MM"`` or a datetime is naive.
-    """
-    opens = window_opens_at(not_before, submitted_at, tz=tz)
-    return opens is None or now >= opens

@@ -4,9 +4,9 @@
 
     pending --queue_pending--> queued --claim_image--> running --mark_done----> done
        ^                         |                        |-----mark_failed--> failed
-       |<------unqueue(_stale)---'                        '-----mark_skipped-> skipped
+       |<------unqueue(_stale)---'                        |
        |<--------release_lost / worker died (redelivery)--'
-       |<--retry_images-- failed, skipped, cancelled
+       |<--retry_images-- failed, skipped, cancelled     (skipped: registered so by a scan)
     pending, queued --cancel_collection--> cancelled --resume_collection--> pending
 
 Two processes may try the same change at once: two dispatchers, one message delivered
@@ -44,14 +44,12 @@ from catalog.transitions.lifecycle import (
     complete_collection,
     reopen_collections,
     resume_collection,
-    retry_failed,
     retry_images,
 )
 from catalog.transitions.results import (
     Provenance,
     mark_done,
     mark_failed,
-    mark_skipped,
     record_oom_retry,
 )
 
@@ -67,14 +65,12 @@ __all__ = [
     "complete_collection",
     "mark_done",
     "mark_failed",
-    "mark_skipped",
     "queue_pending",
     "record_oom_retry",
     "release_claim",
     "release_lost",
     "resume_collection",
     "reopen_collections",
-    "retry_failed",
     "retry_images",
     "unqueue",
     "unqueue_stale",

@@ -84,23 +84,6 @@ def retry_images(
     return len(ids)
 
 
-def retry_failed(db: Session, collection: int | str) -> int:
-    """Send a collection's failed images back to ``pending`` (``panchro retry --failed``).
-
-    Args:
-        db: The caller's session.
-        collection: The collection's id or name.
-
-    Returns:
-        How many images went back to pending.
-
-    Raises:
-        CollectionNotFound: If no collection has that id or name.
-        DatabaseUnavailable: If the database cannot be reached.
-    """
-    return retry_images(db, collection, statuses=(ImageStatus.FAILED,))
-
-
 @database_errors()
 def cancel_collection(db: Session, collection: int | str) -> int:
     """Cancel a collection: its pending and queued images become ``cancelled``.
@@ -213,8 +196,9 @@ def reopen_collections(db: Session) -> list[int]:
 def complete_collection(db: Session, collection_id: int) -> bool:
     """Mark an active collection ``done`` once none of its images needs work any more.
 
-    The dispatcher calls it when it finds nothing left to queue; a new scan with new or
-    changed images makes the collection active again.
+    The dispatcher calls it for every active collection at the start of each pass
+    (``scheduler.dispatching.dispatch``), and ``panchro run`` once its images are finished; a
+    new scan with new or changed images, or a retry, makes the collection active again.
 
     Args:
         db: The caller's session.

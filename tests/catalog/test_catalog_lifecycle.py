@@ -20,7 +20,6 @@ from catalog.transitions import (
     complete_collection,
     queue_pending,
     resume_collection,
-    retry_failed,
     retry_images,
 )
 
@@ -30,7 +29,7 @@ def _statuses(sessions: sessionmaker[Session]) -> list[str]:
         return [status.value for status in db.scalars(select(Image.status).order_by(Image.id))]
 
 
-def test_retry_failed_sends_failed_images_back_to_pending_with_counters_reset(
+def test_retry_images_sends_failed_images_back_to_pending_with_counters_reset(
     sessions: sessionmaker[Session],
     collection_id: int,
     image_ids: list[int],
@@ -41,7 +40,7 @@ def test_retry_failed_sends_failed_images_back_to_pending_with_counters_reset(
     force_status(image_ids[3], ImageStatus.SKIPPED)
 
     with sessions.begin() as db:
-        retried = retry_failed(db, "scans")
+        retried = retry_images(db, "scans", statuses=[ImageStatus.FAILED])
 
     assert retried == 2
     assert _statuses(sessions) == ["pending", "pending", "done", "skipped", "pending"]
@@ -86,7 +85,7 @@ def test_retrying_a_finished_collection_makes_it_active_again(
     with sessions.begin() as db:
         assert complete_collection(db, collection_id)
     with sessions.begin() as db:
-        retry_failed(db, collection_id)
+        retry_images(db, collection_id, statuses=[ImageStatus.FAILED])
 
     assert read_collection(sessions, collection_id).status is CollectionStatus.ACTIVE
 
@@ -133,7 +132,11 @@ def test_resume_collection_sends_cancelled_images_back_to_pending(
     assert read_collection(sessions, collection_id).status is CollectionStatus.ACTIVE
 
 
-@pytest.mark.parametrize("call", [cancel_collection, resume_collection, retry_failed])
+def _retry_failed(db: Session, collection: str) -> int:
+    return retry_images(db, collection, statuses=[ImageStatus.FAILED])
+
+
+@pytest.mark.parametrize("call", [cancel_collection, resume_collection, _retry_failed])
 def test_collection_wide_changes_refuse_an_unknown_collection(
     sessions: sessionmaker[Session], call: Callable[[Session, str], int]
 ) -> None:

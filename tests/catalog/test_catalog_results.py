@@ -16,7 +16,6 @@ from catalog.transitions import (
     claim_image,
     mark_done,
     mark_failed,
-    mark_skipped,
     queue_pending,
     record_oom_retry,
 )
@@ -191,34 +190,3 @@ def test_mark_failed_only_applies_to_a_running_image(
         assert not mark_failed(db, claim.image_id, claim.attempt_id, "too late")
 
     assert read_image(sessions, claim.image_id).status is ImageStatus.DONE
-
-
-def test_mark_skipped_by_the_worker_closes_its_try(
-    sessions: sessionmaker[Session], claim: Claim
-) -> None:
-    with sessions.begin() as db:
-        assert mark_skipped(db, claim.image_id, "already in colour", attempt_id=claim.attempt_id)
-
-    image = read_image(sessions, claim.image_id)
-    assert (image.status, image.last_error) == (ImageStatus.SKIPPED, "already in colour")
-    assert _outcomes(sessions, claim.image_id) == [("done", None)]
-
-
-def test_mark_skipped_before_dispatch_needs_no_try(
-    sessions: sessionmaker[Session], image_ids: list[int]
-) -> None:
-    with sessions.begin() as db:
-        assert mark_skipped(db, image_ids[1], "unsupported file type")
-
-    assert read_image(sessions, image_ids[1]).status is ImageStatus.SKIPPED
-
-
-def test_mark_skipped_leaves_a_finished_image_alone(
-    sessions: sessionmaker[Session], image_ids: list[int], force_status: Callable[..., None]
-) -> None:
-    force_status(image_ids[1], ImageStatus.DONE)
-
-    with sessions.begin() as db:
-        assert not mark_skipped(db, image_ids[1], "whatever")
-
-    assert read_image(sessions, image_ids[1]).status is ImageStatus.DONE

@@ -35,7 +35,7 @@ from catalog import (
     get_collection,
     make_sessionmaker,
     register_images,
-    retry_failed,
+    retry_images,
 )
 from scheduler import BrokerUnavailable, TaskRequest, celery_sender, dispatch
 from workers.app import create_app
@@ -344,7 +344,7 @@ def test_dispatch_marks_a_finished_collection_done_and_a_retry_reopens_it(
         # 1930s still has an image queued: not done.
         assert get_collection(db, "1930s").status is CollectionStatus.ACTIVE
         assert get_collection(db, "1920s").status is CollectionStatus.DONE
-        assert retry_failed(db, "1920s") == 1
+        assert retry_images(db, "1920s", statuses=[ImageStatus.FAILED]) == 1
         assert get_collection(db, "1920s").status is CollectionStatus.ACTIVE
     assert dispatch(sessions, send, max_in_flight=100).sent_for(_collection_id(sessions)) == 1
 

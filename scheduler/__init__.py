@@ -10,12 +10,13 @@ callable and in the periodic top-up::
                      send=celery_sender(app), max_in_flight=200)
     run_scheduler(app, database_url=database_url, max_in_flight=200)   # panchro scheduler
 
-The task is known only by its name (``workers.names.COLORIZE``); nothing here imports the
-worker's code, torch or the model.
+The task is known only by its name (``workers.names.COLORIZE``) and the broker through
+``workers.broker``; nothing here imports the worker's code, torch or the model.
 """
 
 from __future__ import annotations
 
+from scheduler.collection_settings import CollectionSettings
 from scheduler.dispatching import (
     DISPATCH_BATCH_SIZE,
     CollectionDispatch,
@@ -49,14 +50,8 @@ from scheduler.periodic import (
 from scheduler.reaping import REAP_AFTER_S, ReapReport, StaleRelease, reap, release_stale
 from scheduler.scanning import PROGRESS_EVERY, ProgressCallback, ScanProgress, scan_source
 from scheduler.sending import celery_sender
-from scheduler.submission import (
-    SUBMIT_CHUNK_ROWS,
-    CollectionSettings,
-    SubmitProgress,
-    SubmitProgressCallback,
-    SubmitSummary,
-    submit,
-)
+from scheduler.submission import SUBMIT_CHUNK_ROWS, submit
+from scheduler.submit_summary import SubmitProgress, SubmitProgressCallback, SubmitSummary
 from scheduler.windows import parse_not_before, window_opens_at
 from workers.broker import SCHEDULER_QUEUE
 

@@ -22,16 +22,13 @@ by ``panchro scheduler`` as the workers free room.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, tzinfo
 from itertools import chain, islice
-from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import (
-    OUTPUT_FORMAT_OPTION,
     ScannedImage,
     collection_roots,
     create_or_get_collection,
@@ -41,6 +38,7 @@ from catalog import (
     transaction,
 )
 from scheduler._queries import count_pending
+from scheduler.collection_settings import CollectionSettings
 from scheduler.dispatching import Send, dispatch
 from scheduler.errors import BrokerUnavailable
 from scheduler.outputs import (
@@ -51,157 +49,18 @@ from scheduler.outputs import (
     plan_outputs,
 )
 from scheduler.scanning import ScanProgress, scan_source
+from scheduler.submit_summary import SubmitProgress, SubmitProgressCallback, SubmitSummary
 from scheduler.windows import parse_not_before, window_opens_at
 from storage.base import Storage
 from storage.errors import InvalidURI
 from storage.imaging import output_extension
-from storage.scan_report import IGNORED_REASONS, ScanReport, SkippedEntry
+from storage.scan_report import ScanReport, SkippedEntry
 from storage.uri import URI, join, parse_uri
 
 logger = logging.getLogger(__name__)
 
 #: Scanned objects registered per transaction.
 SUBMIT_CHUNK_ROWS = 5_000
-
-
-@dataclass(frozen=True)
-class CollectionSettings:
-    """How a collection's images are processed; stored on the collection.
-
-    Attributes:
-        preset: Size preset name ("portrait", "landscape").
-        input_size: Model input size in pixels; None means the preset's.
-        model_name: Official checkpoint name of the model.
-        checkpoint_sha256: SHA-256 of the weights file.
-        precision: "auto", "fp16", "bf16" or "fp32".
-        upsample: Name of the method that resizes ab to the original size.
-        not_before: Local "HH:MM" before which nothing is dispatched (see
-            ``scheduler.windows``).
-        priority: Dispatch order between collections, higher first.
-        untrained: The model runs with random weights (a demonstration).
-        output_format: One output format for every image ("png", "tiff"...), or None
-            to keep each original's format family. Stored in the collection's options
-            under ``OUTPUT_FORMAT_OPTION``.
-        options: Further JSON-serialisable options for the workers.
-    """
-
-    preset: str | None = None
-    input_size: int | None = None
-    model_name: str | None = None
-    checkpoint_sha256: str | None = None
-    precision: str | None = None
-    upsample: str | None = None
-    not_before: str | None = None
-    priority: int = 0
-    untrained: bool = False
-    output_format: str | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
-
-    def collection_options(self) -> dict[str, Any]:
-        """Return the options stored on the collection, the output format included.
-
-        Returns:
-            A new dict.
-        """
-        options = dict(self.options)
-        if self.output_format is not None:
-            options[OUTPUT_FORMAT_OPTION] = self.output_format
-        return options
-
-
-@dataclass(frozen=True)
-class SubmitProgress:
-    """How far a submission has got, for a progress display.
-
-    Attributes:
-        scanned: Images found by the scan so far.
-        skipped: Entries the scan passed over so far.
-        registered: Images written to the catalog so far.
-        dispatched: Tasks sent for the collection so far.
-        scan_finished: Whether the scan has listed everything.
-    """
-
-    scanned: int
-    skipped: int
-    registered: int
-    dispatched: int = 0
-    scan_finished: bool = False
-
-
-#: Told the progress of a submission while it scans and registers.
-SubmitProgressCallback = Callable[[SubmitProgress], None]
-
-
-@dataclass(frozen=True)
-class SubmitSummary:
-    """What ``submit()`` did.
-
-    Attributes:
-        collection_id: The collection's id.
-        name: Its name.
-        created: Whether this submission created it.
-        source: Its source location, normalised.
-        output: Its output location, normalised.
-        new: Images registered for the first time.
-        changed: Known images whose source changed, back to pending.
-        unchanged: Known images left as they were.
-        skipped: Entries the scan passed over, per reason.
-        skipped_examples: A few relative paths per skip reason.
-        found_bytes: Total size of the images found, in bytes.
-        dispatched: Tasks sent for this collection by the dispatch passes.
-        dispatched_total: Tasks sent for all collections by the passes (a higher
-            priority collection goes first).
-        opens_at: When the collection's start window opens, if it has not opened yet.
-        pending: Images of this collection still waiting to be dispatched (window,
-            back-pressure or a failed send); the scheduler sends them later.
-        in_flight: Images of all collections queued in the broker after the last pass.
-        dispatch_error: Why dispatching failed, if it did (the broker was unreachable);
-            registration is complete all the same, and no further pass was tried.
-        skipped_total: Files of the collection recorded as ``skipped`` in the catalog
-            (by this scan or an earlier one), each with its reason.
-        skipped_files: The first :data:`catalog.SKIPPED_LISTED` of them, as (relative path,
-            reason), in path order.
-    """
-
-    collection_id: int
-    name: str
-    created: bool
-    source: str
-    output: str
-    new: int
-    changed: int
-    unchanged: int
-    skipped: dict[str, int]
-    skipped_examples: dict[str, list[str]]
-    found_bytes: int
-    dispatched: int
-    dispatched_total: int
-    opens_at: datetime | None
-    pending: int
-    in_flight: int
-    dispatch_error: str | None = None
-    skipped_total: int = 0
-    skipped_files: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def ignored(self) -> dict[str, int]:
-        """Entries not recorded because they are not part of the collection, per reason."""
-        return {reason: n for reason, n in self.skipped.items() if reason in IGNORED_REASONS}
-
-    @property
-    def registered(self) -> int:
-        """Images found by the scan and present in the catalog."""
-        return self.new + self.changed + self.unchanged
-
-    @property
-    def total_skipped(self) -> int:
-        """Entries the scan passed over, all reasons together."""
-        return sum(self.skipped.values())
-
-    @property
-    def held(self) -> bool:
-        """Whether the start window kept the collection from being dispatched."""
-        return self.opens_at is not None
 
 
 def submit(

@@ -19,13 +19,6 @@ from storage.uri import URI
 __all__ = [
     "CHECKSUM_ETAG",
     "CHECKSUM_MTIME_SIZE",
-    "SKIP_ALREADY_LISTED",
-    "SKIP_BROKEN_LINK",
-    "SKIP_FOLDER_MARKER",
-    "SKIP_NOT_A_FILE",
-    "SKIP_SYMLINK_LOOP",
-    "SKIP_UNREADABLE",
-    "SKIP_VANISHED",
     "Data",
     "ObjectInfo",
     "Prune",
@@ -38,21 +31,6 @@ __all__ = [
 CHECKSUM_ETAG: Final = "etag"
 #: Checksum kind of local files: ``"<st_mtime_ns>+<st_size>"``.
 CHECKSUM_MTIME_SIZE: Final = "mtime-size"
-
-#: Skip reason: a folder that contains itself through a link or bind mount.
-SKIP_SYMLINK_LOOP: Final = "symlink-loop"
-#: Skip reason: a folder already listed, reached again through another link.
-SKIP_ALREADY_LISTED: Final = "already-listed"
-#: Skip reason: a symbolic link whose target does not exist.
-SKIP_BROKEN_LINK: Final = "broken-link"
-#: Skip reason: a folder or file that could not be opened or inspected (permissions, I/O).
-SKIP_UNREADABLE: Final = "unreadable"
-#: Skip reason: a FIFO, socket or device (reading one could block forever).
-SKIP_NOT_A_FILE: Final = "not-a-file"
-#: Skip reason: an entry removed between listing it and inspecting it.
-SKIP_VANISHED: Final = "vanished"
-#: Skip reason: a zero-byte ``folder/`` key that S3 consoles create to show empty folders.
-SKIP_FOLDER_MARKER: Final = "folder-marker"
 
 #: What ``write()`` accepts: bytes, or a binary file object that is read to its end.
 Data: TypeAlias = bytes | bytearray | memoryview | BinaryIO
@@ -108,7 +86,7 @@ class Storage(Protocol):
             prefix: A folder or S3 prefix; a single file or object is listed alone.
             on_skip: Told ``(relative path, reason)`` of entries passed over (symlink loops,
                 unreadable folders, broken links, special files, folder markers); reasons are
-                this module's ``SKIP_*`` constants or what ``prune`` returned.
+                the ``SKIP_*`` constants of :mod:`storage.skips` or what ``prune`` returned.
             prune: A hint: backends that walk folders do not enter one for which it returns a
                 reason, and report it once through ``on_skip``. Others may ignore it, so
                 callers must still filter what is yielded.

@@ -22,15 +22,17 @@ from datetime import UTC, datetime
 
 from storage.base import (
     CHECKSUM_MTIME_SIZE,
+    ObjectInfo,
+    Prune,
+    SkipListener,
+)
+from storage.skips import (
     SKIP_ALREADY_LISTED,
     SKIP_BROKEN_LINK,
     SKIP_NOT_A_FILE,
     SKIP_SYMLINK_LOOP,
     SKIP_UNREADABLE,
     SKIP_VANISHED,
-    ObjectInfo,
-    Prune,
-    SkipListener,
 )
 from storage.uri import LOCAL, URI
 

@@ -33,7 +33,6 @@ from botocore import exceptions as boto
 
 from storage.base import (
     CHECKSUM_ETAG,
-    SKIP_FOLDER_MARKER,
     Data,
     ObjectInfo,
     Prune,
@@ -44,6 +43,7 @@ from storage.errors import InvalidURI, ObjectNotFound, OutputExists
 from storage.options import StorageOptions
 from storage.s3_client import ProcessClient, S3Limits
 from storage.s3_errors import error_code, translate
+from storage.skips import SKIP_FOLDER_MARKER
 from storage.streams import exact_chunks, read_up_to
 from storage.uri import S3, URI, parse_uri
 

@@ -42,8 +42,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Final
 
 from storage.base import (
-    SKIP_UNREADABLE,
-    SKIP_VANISHED,
     ObjectInfo,
     Storage,
 )
@@ -60,15 +58,19 @@ from storage.codecs.formats import (
 )
 from storage.errors import ObjectNotFound, StorageError, StorageUnavailable
 from storage.scan_report import (
+    ScannedObject,
+    ScanReport,
+)
+from storage.skips import (
     SKIP_EMPTY,
     SKIP_HIDDEN,
     SKIP_LINK_OUTSIDE,
     SKIP_NOT_AN_IMAGE,
     SKIP_SYSTEM,
     SKIP_UNKNOWN_EXTENSION,
+    SKIP_UNREADABLE,
     SKIP_UNSAFE_NAME,
-    ScannedObject,
-    ScanReport,
+    SKIP_VANISHED,
 )
 from storage.uri import URI, parse_uri
 

@@ -1,86 +1,26 @@
-"""What a scan found and what it passed over: the skip reasons, the report, the found image.
+"""What a scan found and what it passed over: the report, the skipped entry, the found image.
 
-The reasons are those of :mod:`storage.base` (passed over by a listing), plus the ones a scan
-gives (``hidden``, ``system``, ``empty``, ``not-an-image``, ``unknown-extension``,
-``unsafe-name`` and ``link-outside``). A skip whose reason is not in :data:`IGNORED_REASONS`
-is kept as a :class:`SkippedEntry` with a sentence a person understands
-(:data:`SKIP_MESSAGES`), which the scheduler records in the catalog as a ``skipped`` image.
+A skip whose reason (:mod:`storage.skips`) is not ignored is kept as a :class:`SkippedEntry`
+with a sentence a person understands, which the scheduler records in the catalog as a
+``skipped`` image.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Final
 
-from storage.base import (
-    SKIP_ALREADY_LISTED,
-    SKIP_BROKEN_LINK,
-    SKIP_FOLDER_MARKER,
-    SKIP_NOT_A_FILE,
-    SKIP_SYMLINK_LOOP,
-    SKIP_UNREADABLE,
-    SKIP_VANISHED,
-    ObjectInfo,
-)
+from storage.base import ObjectInfo
+from storage.skips import IGNORED_REASONS, SKIP_MESSAGES
 from storage.uri import URI
 
-__all__ = [
-    "EXAMPLES_PER_REASON",
-    "IGNORED_REASONS",
-    "SKIP_EMPTY",
-    "SKIP_HIDDEN",
-    "SKIP_LINK_OUTSIDE",
-    "SKIP_MESSAGES",
-    "SKIP_NOT_AN_IMAGE",
-    "SKIP_SYSTEM",
-    "SKIP_UNKNOWN_EXTENSION",
-    "SKIP_UNSAFE_NAME",
-    "ScanReport",
-    "ScannedObject",
-    "SkippedEntry",
-]
+__all__ = ["EXAMPLES_PER_REASON", "ScanReport", "ScannedObject", "SkippedEntry"]
 
 #: Example paths kept per skip reason in a ScanReport.
 EXAMPLES_PER_REASON: Final = 5
-
-#: Skip reason: a name starting with ``.`` (``.DS_Store``, AppleDouble ``._x``, ``.git/``).
-SKIP_HIDDEN: Final = "hidden"
-#: Skip reason: a system file or folder (``Thumbs.db``, ``desktop.ini``, ``@eaDir/``).
-SKIP_SYSTEM: Final = "system"
-#: Skip reason: a file of zero bytes.
-SKIP_EMPTY: Final = "empty"
-#: Skip reason: content that matches no supported image format.
-SKIP_NOT_AN_IMAGE: Final = "not-an-image"
-#: Skip reason: an extension that is not an image's, in a scan that reads no content.
-SKIP_UNKNOWN_EXTENSION: Final = "unknown-extension"
-#: Skip reason: a key with empty, ``.`` or ``..`` segments, which cannot be mirrored safely.
-SKIP_UNSAFE_NAME: Final = "unsafe-name"
-#: Skip reason: a symbolic link whose target lies outside the scanned folder (not followed).
-SKIP_LINK_OUTSIDE: Final = "link-outside"
-
-#: Skip reasons of entries that are not part of a collection: counted, never recorded.
-IGNORED_REASONS: Final = frozenset(
-    {SKIP_HIDDEN, SKIP_SYSTEM, SKIP_FOLDER_MARKER, SKIP_ALREADY_LISTED, SKIP_VANISHED}
-)
-
-#: What each recorded skip reason means, in words for the catalog and the summaries.
-SKIP_MESSAGES: Final[Mapping[str, str]] = {
-    SKIP_EMPTY: "empty file (0 bytes)",
-    SKIP_NOT_AN_IMAGE: "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000)",
-    SKIP_UNKNOWN_EXTENSION: "not an image by its name (no image extension); not read",
-    SKIP_UNSAFE_NAME: "name with an empty, '.' or '..' segment: its output cannot mirror it",
-    SKIP_LINK_OUTSIDE: (
-        "symbolic link that leads outside the source folder: not followed "
-        "(submit its target itself, or copy the files in)"
-    ),
-    SKIP_SYMLINK_LOOP: "symbolic link loop: the link leads back to itself or a parent folder",
-    SKIP_BROKEN_LINK: "symbolic link to something that does not exist",
-    SKIP_UNREADABLE: "cannot be opened or read (permissions or an I/O error)",
-    SKIP_NOT_A_FILE: "not a regular file (a FIFO, socket or device)",
-}
 
 
 @dataclass(frozen=True, slots=True)

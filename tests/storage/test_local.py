@@ -13,10 +13,6 @@ from pathlib import Path
 import pytest
 
 from storage.base import (
-    SKIP_ALREADY_LISTED,
-    SKIP_BROKEN_LINK,
-    SKIP_NOT_A_FILE,
-    SKIP_SYMLINK_LOOP,
     Storage,
 )
 from storage.errors import (
@@ -29,6 +25,7 @@ from storage.errors import (
 )
 from storage.local import LocalStorage, _error
 from storage.registry import open_storage
+from storage.skips import SKIP_ALREADY_LISTED, SKIP_BROKEN_LINK, SKIP_NOT_A_FILE, SKIP_SYMLINK_LOOP
 
 
 def _touch(path: Path, data: bytes = b"x") -> Path:

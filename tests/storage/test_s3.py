@@ -13,12 +13,15 @@ from typing import Any
 import boto3
 import pytest
 
-from storage.base import SKIP_FOLDER_MARKER, Storage
+from storage.base import (
+    Storage,
+)
 from storage.errors import ObjectNotFound, OutputExists, StorageError, StorageUnavailable
 from storage.options import StorageOptions
 from storage.registry import open_storage
 from storage.s3 import S3Storage
 from storage.s3_client import S3_MAX_ATTEMPTS, S3_MIN_PART_SIZE
+from storage.skips import SKIP_FOLDER_MARKER
 
 pytestmark = pytest.mark.s3
 

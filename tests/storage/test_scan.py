@@ -13,8 +13,6 @@ import pytest
 from PIL import Image
 
 from storage.base import (
-    SKIP_FOLDER_MARKER,
-    SKIP_SYMLINK_LOOP,
     Data,
     ObjectInfo,
     Prune,
@@ -26,15 +24,19 @@ from storage.options import StorageOptions
 from storage.s3 import S3Storage
 from storage.scan import scan
 from storage.scan_report import (
+    ScanReport,
+)
+from storage.skips import (
     SKIP_EMPTY,
+    SKIP_FOLDER_MARKER,
     SKIP_HIDDEN,
     SKIP_LINK_OUTSIDE,
     SKIP_MESSAGES,
     SKIP_NOT_AN_IMAGE,
+    SKIP_SYMLINK_LOOP,
     SKIP_SYSTEM,
     SKIP_UNKNOWN_EXTENSION,
     SKIP_UNSAFE_NAME,
-    ScanReport,
 )
 from storage.uri import URI, parse_uri
 

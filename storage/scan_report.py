@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Final
 
 from storage.base import ObjectInfo
@@ -49,28 +48,18 @@ class SkippedEntry:
 
 
 @dataclass(frozen=True, slots=True)
-class ScannedObject:
-    """One image found by :func:`scan`.
+class ScannedObject(ObjectInfo):
+    """One image found by :func:`~storage.scan.scan`: a listed object, and its format.
+
+    Its ``relative`` key is below the scanned prefix; the output mirrors it.
 
     Attributes:
-        uri: Where the image is.
-        relative: Its ``/``-separated key below the scanned prefix; the output mirrors it.
-        size: Size in bytes.
-        checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``.
-        checksum_kind: ``"etag"`` or ``"mtime-size"``.
-        last_modified: Time of the last change, UTC.
         format: Pillow's name of the format: ``JPEG``, ``PNG``, ``TIFF``, ``WEBP``, ``BMP`` or
             ``JPEG2000`` (or what a custom ``sniffer`` returns).
         sniffed: True if ``format`` was read from the content, False if it was taken from the
             extension.
     """
 
-    uri: URI
-    relative: str
-    size: int
-    checksum: str
-    checksum_kind: str
-    last_modified: datetime
     format: str
     sniffed: bool
 

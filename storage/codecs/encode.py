@@ -171,17 +171,11 @@ def _write_jpeg(
     if alpha is not None:
         raise ValueError("JPEG cannot store alpha; write PNG, TIFF or WebP instead")
     options: dict[str, Any] = {"quality": QUALITY, "subsampling": 0, "optimize": True}
-    if carried.icc_profile:
-        options["icc_profile"] = carried.icc_profile
-    if carried.dpi:
-        options["dpi"] = carried.dpi
-    if carried.exif:
-        if len(carried.exif) <= JPEG_EXIF_LIMIT:
-            options["exif"] = carried.exif
-        else:
-            logger.warning(
-                "EXIF block of %d bytes is too large for JPEG; dropped", len(carried.exif)
-            )
+    exif_size = len(carried.exif or b"")
+    fits = exif_size <= JPEG_EXIF_LIMIT
+    if not fits:
+        logger.warning("EXIF block of %d bytes is too large for JPEG; dropped", exif_size)
+    options.update(_carried(carried, exif=fits))
     if xmp:
         options["xmp"] = xmp
     if note:
@@ -218,13 +212,7 @@ def _write_png(
             info.add_itxt(keyword, value)
         else:
             info.add_text(keyword, value)
-    options: dict[str, Any] = {"pnginfo": info}
-    if carried.icc_profile:
-        options["icc_profile"] = carried.icc_profile
-    if carried.dpi:
-        options["dpi"] = carried.dpi
-    if carried.exif:
-        options["exif"] = carried.exif
+    options: dict[str, Any] = {"pnginfo": info, **_carried(carried)}
     return _save(Image.fromarray(_with_alpha(samples, alpha)), "PNG", options)
 
 
@@ -263,10 +251,8 @@ def _write_tiff(
     options: dict[str, Any] = {"compression": codec, "tiffinfo": tags}
     if codec == "jpeg":
         options["quality"] = QUALITY
-    if carried.icc_profile:
-        options["icc_profile"] = carried.icc_profile
-    if carried.dpi:
-        options["dpi"] = carried.dpi
+    # The EXIF fields a TIFF keeps are tags of its first IFD (above), not a block.
+    options.update(_carried(carried, exif=False))
     return _save(Image.fromarray(_with_alpha(samples, alpha)), "TIFF", options)
 
 
@@ -285,13 +271,22 @@ def _write_webp(
     options: dict[str, Any] = {"lossless": lossless, "quality": 100 if lossless else QUALITY}
     if lossless:
         options["exact"] = True  # keep the colour under fully transparent pixels
-    if carried.icc_profile:
-        options["icc_profile"] = carried.icc_profile
-    if carried.exif:
-        options["exif"] = carried.exif
+    options.update(_carried(carried, dpi=False))  # WebP has no resolution field
     if xmp:
         options["xmp"] = xmp
     return _save(image, "WEBP", options)
+
+
+def _carried(carried: ImageMetadata, *, dpi: bool = True, exif: bool = True) -> dict[str, Any]:
+    """Return Pillow's save options for the metadata carried over: ICC profile, DPI, EXIF."""
+    options: dict[str, Any] = {}
+    if carried.icc_profile:
+        options["icc_profile"] = carried.icc_profile
+    if dpi and carried.dpi:
+        options["dpi"] = carried.dpi
+    if exif and carried.exif:
+        options["exif"] = carried.exif
+    return options
 
 
 def _save(image: Image.Image, fmt: str, options: dict[str, Any]) -> bytes:

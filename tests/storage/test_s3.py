@@ -92,6 +92,12 @@ def test_storage_options_refuse_values_out_of_range(options: dict[str, Any]) -> 
         StorageOptions(**options)
 
 
+def test_visible_buckets_counts_the_buckets_the_credentials_see(
+    s3: S3Storage, s3_bucket: str
+) -> None:
+    assert s3.visible_buckets() >= 1
+
+
 def test_write_then_read_round_trips_with_content_type(
     s3: S3Storage, s3_bucket: str, raw: Any
 ) -> None:

@@ -52,7 +52,7 @@ from catalog import (
 )
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
-from ddcolor.pipeline import size_ladder
+from ddcolor.registry import size_ladder
 from storage.imaging import decode_image
 from workers.errors import (
     RETRYABLE,
@@ -143,6 +143,7 @@ class _Job:
     source_checksum: str | None
     input_size: int | None
     upsample: str | None
+    precision: str | None
     output_format: str | None
     checkpoint_sha256: str | None
     output: OutputPlan
@@ -270,6 +271,7 @@ def _job(db: Session, claim: Claim) -> _Job:
         source_checksum=image.source_checksum,
         input_size=collection.input_size,
         upsample=collection.upsample,
+        precision=collection.precision,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
         output=plan_output(db, claim, collection.output),
@@ -307,7 +309,10 @@ def _run(
 
     attempt.phase = "colorize"
     size = job.input_size or colorizer.size
-    attempt.input_size, attempt.precision = size, colorizer.precision
+    # The collection's precision, unless it leaves the choice to the worker (auto or none).
+    requested = job.precision if job.precision not in (None, "auto") else None
+    precision = colorizer.precision if requested is None else colorizer.resolve_precision(requested)
+    attempt.input_size, attempt.precision = size, precision
     try:
         rendered = render(
             colorizer,
@@ -315,6 +320,7 @@ def _run(
             name=claim.source_uri,
             size=size,
             upsample=job.upsample,
+            precision=precision,
             output_format=job.output_format,
             untrained=untrained,
             decoded=decoded,

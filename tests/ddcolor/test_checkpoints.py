@@ -10,7 +10,7 @@ import hashlib
 import pickle
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -29,16 +29,9 @@ from ddcolor.checkpoints import (
 from ddcolor.errors import CheckpointError
 from ddcolor.layout import (
     UNUSED_KEYS,
-    Entry,
-    Layout,
-    check_layout,
-    detect_arch,
-    drop_unused,
-    official_layout,
-    unwrap,
 )
 from ddcolor.modeling.ddcolor import DDColor
-from ddcolor.registry import ARCHITECTURES, MODELS
+from ddcolor.registry import MODELS
 
 #: The three layouts the official weights are published in.
 LAYOUTS = ("basicsr", "huggingface", "safetensors")
@@ -127,11 +120,6 @@ def load(path: Path, model: str | None = None) -> tuple[DDColor, CheckpointInfo]
     """Read a checkpoint and build its network, as ``load_colorizer`` does."""
     state_dict, info = read_checkpoint(path, model=model)
     return build_ddcolor(model or info.arch, state_dict=state_dict), info
-
-
-def _layout(arch: str) -> Layout:
-    """A copy of an architecture's official layout, to damage."""
-    return dict(official_layout(arch))
 
 
 def _assert_same_state(model: DDColor, state: StateDict) -> None:
@@ -344,27 +332,7 @@ def test_a_structure_other_than_the_official_ones_is_checked_by_the_strict_load(
         build_ddcolor(shallow, state_dict=state)
 
 
-# --------------------------------------------------------------------------- unwrapping
-
-
-def test_unwrap_prefers_params_over_params_ema() -> None:
-    params, ema = {"a": Entry((1,), "float32")}, {"a": Entry((2,), "float32")}
-
-    state, wrapper = unwrap({"params": params, "params_ema": ema})
-
-    assert (state, wrapper) == (params, "params")
-
-
-def test_unwrap_uses_params_ema_when_params_is_absent() -> None:
-    ema = {"a": Entry((2,), "float32")}
-
-    assert unwrap({"params_ema": ema}) == (ema, "params_ema")
-
-
-def test_unwrap_takes_a_bare_state_dict_as_is() -> None:
-    bare = {"a": Entry((2,), "float32")}
-
-    assert unwrap(bare) == (bare, None)
+# --------------------------------------------------------------------------- not state dicts
 
 
 @pytest.mark.parametrize(
@@ -386,87 +354,6 @@ def test_files_that_hold_no_state_dict_are_refused(obj: object, tmp_path: Path) 
         read_checkpoint(path)
     with pytest.raises(CheckpointError, match="not a state dict"):
         identify_checkpoint(path)
-
-
-def test_only_the_two_head_cls_keys_are_dropped() -> None:
-    state = {
-        "encoder.arch.head_cls.weight": torch.zeros(4, 8),
-        "encoder.arch.head_cls.bias": torch.zeros(4),
-        "encoder.arch.head_cls.extra": torch.zeros(1),
-        "encoder.arch.norm.weight": torch.zeros(8),
-    }
-
-    kept, dropped = drop_unused(state)
-
-    assert dropped == UNUSED_KEYS
-    assert sorted(kept) == ["encoder.arch.head_cls.extra", "encoder.arch.norm.weight"]
-
-
-# --------------------------------------------------------------------------- recognition and checks
-
-
-@pytest.mark.parametrize("arch", ["tiny", "large"])
-def test_detect_arch_recognises_each_architecture_from_shapes(arch: str) -> None:
-    assert detect_arch(official_layout(arch)) == arch
-
-
-def test_detect_arch_still_recognises_a_large_file_without_its_stem() -> None:
-    layout = _layout("large")
-    del layout["encoder.arch.downsample_layers.0.0.weight"]
-
-    assert detect_arch(layout) == "large"
-
-
-def test_detect_arch_rejects_a_state_dict_of_another_network() -> None:
-    layout = {"fc.weight": Entry((10, 4), "float32"), "fc.bias": Entry((10,), "float32")}
-
-    with pytest.raises(CheckpointError, match="not a DDColor checkpoint.*fc.weight"):
-        detect_arch(layout, source="resnet.pth")
-
-
-def test_check_layout_names_missing_unexpected_and_misshaped_keys() -> None:
-    layout = _layout("large")
-    del layout["decoder.color_decoder.query_feat.weight"]
-    layout["decoder.extra.weight"] = Entry((3,), "float32")
-    layout["refine_net.0.0.weight_orig"] = Entry((2, 104, 1, 1), "float32")
-
-    with pytest.raises(CheckpointError) as caught:
-        check_layout(layout, ARCHITECTURES["large"], source="damaged.pth")
-
-    message = str(caught.value)
-    assert "damaged.pth" in message
-    assert "1 missing key (decoder.color_decoder.query_feat.weight)" in message
-    assert "1 unexpected key (decoder.extra.weight)" in message
-    assert (
-        "1 mis-shaped key (refine_net.0.0.weight_orig is [2, 104, 1, 1], expected [2, 103, 1, 1])"
-        in message
-    )
-
-
-def test_check_layout_counts_all_problems_but_quotes_only_the_first_few() -> None:
-    layout = _layout("tiny")
-    removed = [key for key in layout if key.startswith("encoder.arch.stages.2.")][:12]
-    for key in removed:
-        del layout[key]
-
-    with pytest.raises(CheckpointError, match=r"12 missing keys \(.*, and 7 more\)"):
-        check_layout(layout, ARCHITECTURES["tiny"])
-
-
-def test_check_layout_rejects_integer_tensors_for_float_parameters() -> None:
-    layout = _layout("tiny")
-    layout["mean"] = Entry((1, 3, 1, 1), "int64")
-
-    with pytest.raises(CheckpointError, match="mean is int64, expected float32"):
-        check_layout(layout, ARCHITECTURES["tiny"])
-
-
-def test_check_layout_recognises_the_architecture_of_the_official_key_list(
-    official_keys: Callable[[str], list[tuple[str, tuple[int, ...], str]]],
-) -> None:
-    for arch in ("tiny", "large"):
-        layout = {key: Entry(shape, dtype) for key, shape, dtype in official_keys(arch)}
-        assert check_layout(layout, None) == ARCHITECTURES[arch]
 
 
 # --------------------------------------------------------------------------- damaged files

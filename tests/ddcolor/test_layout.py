@@ -8,6 +8,7 @@ import subprocess
 import sys
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,10 +18,14 @@ import torch
 from torch import nn
 
 from ddcolor.build import create_model
+from ddcolor.errors import CheckpointError
 from ddcolor.headers import read_record
 from ddcolor.layout import (
     UNUSED_KEYS,
     Entry,
+    Layout,
+    check_layout,
+    detect_arch,
     drop_unused,
     is_official,
     layout_of,
@@ -43,6 +48,11 @@ def _small_state() -> dict[str, torch.Tensor]:
         "flags": torch.zeros(3, dtype=torch.bool),
         "empty": torch.zeros(0, 4),
     }
+
+
+def _layout(arch: str) -> Layout:
+    """A copy of an architecture's official layout, to damage."""
+    return dict(official_layout(arch))
 
 
 def _rewrite_zip(source: Path, target: Path, member_suffix: str, data: bytes) -> None:
@@ -68,6 +78,110 @@ def test_every_released_model_is_official_and_a_changed_structure_is_not() -> No
     assert all(is_official(config) for config in ARCHITECTURES.values())
     assert not is_official(replace(ARCHITECTURES["tiny"], dec_layers=3))
     assert not is_official(replace(ARCHITECTURES["tiny"], arch="other"))
+
+
+# --------------------------------------------------------------------------- unwrapping
+
+
+def test_unwrap_prefers_params_over_params_ema() -> None:
+    params, ema = {"a": Entry((1,), "float32")}, {"a": Entry((2,), "float32")}
+
+    state, wrapper = unwrap({"params": params, "params_ema": ema})
+
+    assert (state, wrapper) == (params, "params")
+
+
+def test_unwrap_uses_params_ema_when_params_is_absent() -> None:
+    ema = {"a": Entry((2,), "float32")}
+
+    assert unwrap({"params_ema": ema}) == (ema, "params_ema")
+
+
+def test_unwrap_takes_a_bare_state_dict_as_is() -> None:
+    bare = {"a": Entry((2,), "float32")}
+
+    assert unwrap(bare) == (bare, None)
+
+
+def test_only_the_two_head_cls_keys_are_dropped() -> None:
+    state = {
+        "encoder.arch.head_cls.weight": torch.zeros(4, 8),
+        "encoder.arch.head_cls.bias": torch.zeros(4),
+        "encoder.arch.head_cls.extra": torch.zeros(1),
+        "encoder.arch.norm.weight": torch.zeros(8),
+    }
+
+    kept, dropped = drop_unused(state)
+
+    assert dropped == UNUSED_KEYS
+    assert sorted(kept) == ["encoder.arch.head_cls.extra", "encoder.arch.norm.weight"]
+
+
+# --------------------------------------------------------------------------- recognition and checks
+
+
+@pytest.mark.parametrize("arch", ["tiny", "large"])
+def test_detect_arch_recognises_each_architecture_from_shapes(arch: str) -> None:
+    assert detect_arch(official_layout(arch)) == arch
+
+
+def test_detect_arch_still_recognises_a_large_file_without_its_stem() -> None:
+    layout = _layout("large")
+    del layout["encoder.arch.downsample_layers.0.0.weight"]
+
+    assert detect_arch(layout) == "large"
+
+
+def test_detect_arch_rejects_a_state_dict_of_another_network() -> None:
+    layout = {"fc.weight": Entry((10, 4), "float32"), "fc.bias": Entry((10,), "float32")}
+
+    with pytest.raises(CheckpointError, match="not a DDColor checkpoint.*fc.weight"):
+        detect_arch(layout, source="resnet.pth")
+
+
+def test_check_layout_names_missing_unexpected_and_misshaped_keys() -> None:
+    layout = _layout("large")
+    del layout["decoder.color_decoder.query_feat.weight"]
+    layout["decoder.extra.weight"] = Entry((3,), "float32")
+    layout["refine_net.0.0.weight_orig"] = Entry((2, 104, 1, 1), "float32")
+
+    with pytest.raises(CheckpointError) as caught:
+        check_layout(layout, ARCHITECTURES["large"], source="damaged.pth")
+
+    message = str(caught.value)
+    assert "damaged.pth" in message
+    assert "1 missing key (decoder.color_decoder.query_feat.weight)" in message
+    assert "1 unexpected key (decoder.extra.weight)" in message
+    assert (
+        "1 mis-shaped key (refine_net.0.0.weight_orig is [2, 104, 1, 1], expected [2, 103, 1, 1])"
+        in message
+    )
+
+
+def test_check_layout_counts_all_problems_but_quotes_only_the_first_few() -> None:
+    layout = _layout("tiny")
+    removed = [key for key in layout if key.startswith("encoder.arch.stages.2.")][:12]
+    for key in removed:
+        del layout[key]
+
+    with pytest.raises(CheckpointError, match=r"12 missing keys \(.*, and 7 more\)"):
+        check_layout(layout, ARCHITECTURES["tiny"])
+
+
+def test_check_layout_rejects_integer_tensors_for_float_parameters() -> None:
+    layout = _layout("tiny")
+    layout["mean"] = Entry((1, 3, 1, 1), "int64")
+
+    with pytest.raises(CheckpointError, match="mean is int64, expected float32"):
+        check_layout(layout, ARCHITECTURES["tiny"])
+
+
+def test_check_layout_recognises_the_architecture_of_the_official_key_list(
+    official_keys: Callable[[str], list[tuple[str, tuple[int, ...], str]]],
+) -> None:
+    for arch in ("tiny", "large"):
+        layout = {key: Entry(shape, dtype) for key, shape, dtype in official_keys(arch)}
+        assert check_layout(layout, None) == ARCHITECTURES[arch]
 
 
 # --------------------------------------------------------------------------- torch zip files

@@ -9,11 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 import tifffile
-import torch
 from PIL import Image as PILImage
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
-from torch import nn
 from workers_helpers import (
     InterruptOnForward,
     NaNUnderAutocast,
@@ -135,47 +133,6 @@ def test_process_image_upsamples_colour_as_the_collection_asks(
 
     assert outcome.status is ProcessStatus.DONE
     assert asked == ["nearest"]
-
-
-class _RecordsAutocast(nn.Module):
-    """The stand-in network, noting the autocast dtype of each forward (None without)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.inner = StubNet()
-        self.dtypes: list[torch.dtype | None] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        on = torch.is_autocast_enabled(x.device.type)
-        self.dtypes.append(torch.get_autocast_dtype(x.device.type) if on else None)
-        out: torch.Tensor = self.inner(x)
-        return out
-
-
-@pytest.mark.parametrize(
-    ("asked", "used", "dtype"),
-    [("bf16", "bf16", torch.bfloat16), ("auto", "fp32", None), (None, "fp32", None)],
-)
-def test_process_image_runs_in_the_precision_the_collection_asks_for(
-    sessions: sessionmaker[Session],
-    source: Path,
-    output: Path,
-    asked: str | None,
-    used: str,
-    dtype: torch.dtype | None,
-) -> None:
-    # The worker is configured for fp32; auto (or nothing) leaves the choice to it.
-    write_gray_png(source / "p.png")
-    ids = add_collection(sessions, source, output, ["p.png"], precision=asked)
-    model = _RecordsAutocast()
-
-    outcome = _process(sessions, ids["p.png"], stub_colorizer(model, precision="fp32"))
-
-    assert (outcome.status, outcome.precision) == (ProcessStatus.DONE, used)
-    assert model.dtypes == [dtype]
-    row = read_image(sessions, ids["p.png"])
-    assert row.precision == used
-    assert [attempt.precision for attempt in attempts_of(sessions, row.id)] == [used]
 
 
 def test_process_image_records_the_checkpoint_sha256_and_keeps_16_bit_tiff(

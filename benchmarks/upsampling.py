@@ -34,7 +34,7 @@ from PIL import Image
 from skimage import data
 
 from ddcolor import colorspace, transforms
-from ddcolor.transforms import UPSAMPLE_METHODS, UpsampleMethod
+from ddcolor.registry import UPSAMPLE_METHODS, UpsampleMethod
 
 #: Photographs used, by scikit-image name.
 IMAGES: dict[str, Callable[[], np.ndarray]] = {
@@ -75,7 +75,8 @@ def _upsample(
     ab: np.ndarray, light_small: np.ndarray, light: np.ndarray, method: UpsampleMethod
 ) -> np.ndarray:
     shape = (light.shape[0], light.shape[1])
-    return transforms.upsample_ab(ab, shape, method, guide_small=light_small, guide=light)
+    upsampler = transforms.AbUpsampler(ab, shape, method, guide=light_small)
+    return upsampler.rows(0, shape[0], light)
 
 
 def _edge_mask(true_ab: np.ndarray) -> np.ndarray:

@@ -5,9 +5,13 @@ Decoders", ICCV 2023; upstream code and the released weights at github.com/piddn
 (weights under the Apache-2.0 licence). This package is an independent implementation that
 loads the released checkpoints unchanged. It knows nothing of queues, databases or S3.
 
-    model = load_model("ddcolor_modelscope.pth", device="cuda")     # strict, sha256 recorded
-    colorizer = load_colorizer("ddcolor_modelscope.pth", precision="auto")
+    state_dict, info = read_checkpoint("ddcolor_modelscope.pth")    # validated, sha256
+    model = build_ddcolor(info.arch, state_dict=state_dict, device="cuda")  # strict, eval
+    colorizer = load_colorizer("ddcolor_modelscope.pth", precision="auto")  # both, on a device
     result = colorizer.colorize(gray)       # HxW uint8/uint16 -> HxWx3 RGB, same bit depth
+
+The options a caller can name (models, sizes, precisions, upsampling) live in
+:mod:`ddcolor.registry`, which, like this package's ``__init__``, imports no torch.
 """
 
 from __future__ import annotations
@@ -16,8 +20,13 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ddcolor.build import MODELS, ModelConfig, build_ddcolor
-    from ddcolor.checkpoints import load_model, read_checkpoint
+    from ddcolor.build import build_ddcolor
+    from ddcolor.checkpoints import (
+        CheckpointInfo,
+        identify_checkpoint,
+        read_checkpoint,
+        sha256_file,
+    )
     from ddcolor.device import DeviceInfo, describe_device, resolve_device, resolve_precision
     from ddcolor.errors import (
         CheckpointError,
@@ -26,30 +35,27 @@ if TYPE_CHECKING:
         OutOfMemoryAtMinimumSize,
         UnsupportedPrecision,
     )
-    from ddcolor.layout import LoadedCheckpoint, identify_checkpoint, sha256_file
     from ddcolor.modeling import DDColor
-    from ddcolor.pipeline import (
+    from ddcolor.pipeline import Colorizer, ColorizeResult, colorize, load_colorizer
+    from ddcolor.registry import (
         DEFAULT_SIZE,
+        DEFAULT_UPSAMPLE,
+        MODELS,
         OOM_LADDER,
+        PRECISION_CHOICES,
         PRESETS,
-        Colorizer,
-        ColorizeResult,
-        colorize,
-        load_colorizer,
+        UPSAMPLE_METHODS,
+        ModelConfig,
     )
-    from ddcolor.transforms import DEFAULT_UPSAMPLE, UPSAMPLE_METHODS
 
-#: Where each public name lives. Importing ``ddcolor.errors`` (as the CLI does for its
-#: error handling) must not import torch, so the package imports its modules on first use.
+#: Where each public name lives. Importing ``ddcolor.errors`` or ``ddcolor.registry`` (as the
+#: CLI does) must not import torch, so the package imports its modules on first use.
 _SOURCES = {
-    "MODELS": "build",
-    "ModelConfig": "build",
     "build_ddcolor": "build",
-    "LoadedCheckpoint": "layout",
-    "identify_checkpoint": "layout",
-    "load_model": "checkpoints",
+    "CheckpointInfo": "checkpoints",
+    "identify_checkpoint": "checkpoints",
     "read_checkpoint": "checkpoints",
-    "sha256_file": "layout",
+    "sha256_file": "checkpoints",
     "DeviceInfo": "device",
     "describe_device": "device",
     "resolve_device": "device",
@@ -60,15 +66,18 @@ _SOURCES = {
     "OutOfMemoryAtMinimumSize": "errors",
     "UnsupportedPrecision": "errors",
     "DDColor": "modeling",
-    "DEFAULT_SIZE": "pipeline",
-    "OOM_LADDER": "pipeline",
-    "PRESETS": "pipeline",
     "Colorizer": "pipeline",
     "ColorizeResult": "pipeline",
     "colorize": "pipeline",
     "load_colorizer": "pipeline",
-    "DEFAULT_UPSAMPLE": "transforms",
-    "UPSAMPLE_METHODS": "transforms",
+    "DEFAULT_SIZE": "registry",
+    "DEFAULT_UPSAMPLE": "registry",
+    "MODELS": "registry",
+    "OOM_LADDER": "registry",
+    "PRECISION_CHOICES": "registry",
+    "PRESETS": "registry",
+    "UPSAMPLE_METHODS": "registry",
+    "ModelConfig": "registry",
 }
 
 
@@ -81,31 +90,31 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "DEFAULT_SIZE",
-    "DEFAULT_UPSAMPLE",
-    "MODELS",
-    "OOM_LADDER",
-    "PRESETS",
-    "UPSAMPLE_METHODS",
     "CheckpointError",
+    "CheckpointInfo",
     "ColorizeResult",
     "Colorizer",
     "DDColor",
     "DDColorError",
+    "DEFAULT_SIZE",
+    "DEFAULT_UPSAMPLE",
     "DeviceInfo",
     "InvalidSize",
-    "LoadedCheckpoint",
+    "MODELS",
     "ModelConfig",
+    "OOM_LADDER",
     "OutOfMemoryAtMinimumSize",
+    "PRECISION_CHOICES",
+    "PRESETS",
+    "UPSAMPLE_METHODS",
     "UnsupportedPrecision",
     "build_ddcolor",
     "colorize",
     "describe_device",
+    "identify_checkpoint",
     "load_colorizer",
-    "load_model",
     "read_checkpoint",
     "resolve_device",
     "resolve_precision",
     "sha256_file",
-    "identify_checkpoint",
 ]

@@ -1,6 +1,11 @@
-"""Building a DDColor network from one of the configurations in :mod:`ddcolor.registry`.
+"""Building a DDColor network from a configuration of :mod:`ddcolor.registry`.
 
-The registry's names are re-exported here, where they were first defined.
+DDColor: Kang et al., "DDColor: Towards Photo-Realistic Image Colorization via Dual
+Decoders", ICCV 2023; upstream code and weights at github.com/piddnad/DDColor, the weights
+under the Apache-2.0 licence. As segment-anything's ``build_sam``: reading a checkpoint
+(:func:`ddcolor.checkpoints.read_checkpoint`) returns the state dict and its provenance;
+:func:`build_ddcolor` constructs the network, loads the state dict strictly and returns the
+network in eval mode.
 """
 
 from __future__ import annotations
@@ -10,21 +15,14 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ddcolor.layout import compare_layout, layout_of
 from ddcolor.modeling.ddcolor import DDColor
-from ddcolor.registry import ARCHITECTURES, MODELS, NUM_SCALES, ModelConfig, get_config
+from ddcolor.registry import ModelConfig, get_config
 
 if TYPE_CHECKING:
-    from os import PathLike
+    from collections.abc import Mapping
 
-__all__ = [
-    "ARCHITECTURES",
-    "MODELS",
-    "NUM_SCALES",
-    "ModelConfig",
-    "build_ddcolor",
-    "create_model",
-    "get_config",
-]
+__all__ = ["build_ddcolor", "create_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,33 +54,43 @@ def create_model(config: ModelConfig) -> DDColor:
 def build_ddcolor(
     name_or_config: str | ModelConfig,
     *,
-    weights: str | PathLike[str] | None = None,
+    state_dict: Mapping[str, torch.Tensor] | None = None,
     device: str | torch.device = "cpu",
 ) -> DDColor:
-    """Build a DDColor model in eval mode, optionally with weights from a checkpoint.
+    """Build a DDColor network in eval mode, with the weights of a state dict if given.
 
-    Without ``weights`` the model is randomly initialised (for tests and shape checks).
-    With them the checkpoint is read, validated against ``name_or_config`` and loaded
-    strictly, as :func:`ddcolor.checkpoints.load_model` does; the model stays float32.
+    Without ``state_dict`` the network is randomly initialised (for tests and shape checks).
+    With one (from :func:`ddcolor.checkpoints.read_checkpoint`, which also returns the
+    file's provenance record for the caller to keep) the network is built without random
+    initialisation and the weights are loaded with ``strict=True``; it stays float32.
 
     Args:
         name_or_config: A name of :data:`MODELS`, an architecture key, or a config.
-        weights: Path of a checkpoint (``.pth``, ``.pt``, ``.bin`` or ``.safetensors``).
-        device: Device to put the model on.
+        state_dict: The weights, every key of the network and no other.
+        device: Device to put the network on.
 
     Returns:
-        The model in eval mode.
+        The network in eval mode.
 
     Raises:
         ValueError: If the name is unknown.
-        CheckpointError: If the checkpoint cannot be read or does not fit the config.
+        CheckpointError: If the state dict does not have exactly the network's keys,
+            shapes and kinds of dtype.
     """
     config = get_config(name_or_config)
-    if weights is not None:
-        # Imported here because ddcolor.checkpoints builds models with this module.
-        from ddcolor.checkpoints import load_model
-
-        return load_model(weights, device=device, model=config)
-    model = create_model(config).to(device)
-    logger.debug("built untrained DDColor %s on %s", config.name, device)
-    return model.eval()
+    if state_dict is None:
+        model = create_model(config).to(device)
+        logger.debug("built untrained DDColor %s on %s", config.name, device)
+        return model.eval()
+    with torch.device("meta"):
+        model = create_model(config)
+    compare_layout(
+        layout_of(state_dict),
+        layout_of(model.state_dict()),
+        target=config.name,
+        source="the state dict",
+    )
+    model.load_state_dict(state_dict, strict=True, assign=True)
+    logger.debug("built DDColor %s with its weights on %s", config.name, device)
+    # Weights saved in half precision are computed in float32 too (autocast reduces it).
+    return model.to(device=device, dtype=torch.float32).eval()

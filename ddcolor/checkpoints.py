@@ -1,4 +1,4 @@
-"""Reading, validating and loading the official DDColor checkpoints.
+"""Reading and validating the official DDColor checkpoints: ``(state_dict, info)``.
 
 DDColor: Kang et al., "DDColor: Towards Photo-Realistic Image Colorization via Dual
 Decoders", ICCV 2023; upstream code and weights at github.com/piddnad/DDColor, the weights
@@ -11,330 +11,234 @@ The released files come in three layouts, all accepted unchanged:
 - Hugging Face ``pytorch_model.bin``: the bare state dict;
 - ``.safetensors``: the bare state dict.
 
-Files written by the first code release may also carry an unused classification head,
-``encoder.arch.head_cls.weight`` and ``.bias``, that the network no longer defines; those
-two keys, and nothing else, are dropped. The architecture (``large`` or ``tiny``) is
-recognised from the parameter shapes, every key and shape is checked against it, and the
-weights are then loaded with ``strict=True``. PyTorch files are read with
-``weights_only=True``, so a file holding arbitrary Python objects is refused, never run.
+:func:`read_checkpoint` reads a file with torch and returns the validated state dict with
+a :class:`CheckpointInfo` provenance record (the file's SHA-256, the model's name);
+:func:`ddcolor.build.build_ddcolor` builds the network and loads it strictly, and the
+caller keeps the record. :func:`identify_checkpoint` makes the same record, with the same
+checks, from the file's headers where it can, without importing torch. PyTorch files are
+read with ``weights_only=True``, so a file holding arbitrary Python objects is refused,
+never run. This module imports torch only when it reads tensors.
 """
 
 from __future__ import annotations
 
-import functools
+import hashlib
 import logging
+import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import safetensors
-import safetensors.torch
-import torch
+from ddcolor.errors import CheckpointError
+from ddcolor.headers import file_format, read_record
+from ddcolor.layout import Entry, Layout, check_layout, drop_unused, layout_of, unwrap
+from ddcolor.registry import MODELS, ModelConfig, get_config
 
-from ddcolor.build import ARCHITECTURES, ModelConfig, create_model, get_config
-from ddcolor.errors import CheckpointError, UnsupportedPrecision
-from ddcolor.layout import (
-    NAME_ALIASES,
-    SAFETENSORS_SUFFIX,
-    TORCH_SUFFIXES,
-    UNUSED_KEYS,
-    WRAPPER_KEYS,
-    Entry,
-    Layout,
-    LoadedCheckpoint,
-    compare_layout,
-    describe_checkpoint,
-    describe_target,
-    detect_arch,
-    file_format,
-    identify_checkpoint,
-    is_official,
-    model_name_from_path,
-    official_layout,
-    sha256_file,
-    split_unused,
-    wrapped_state,
-)
-from ddcolor.modeling.ddcolor import DDColor
+if TYPE_CHECKING:
+    import torch
 
-__all__ = [
-    "NAME_ALIASES",
-    "PRECISIONS",
-    "SAFETENSORS_SUFFIX",
-    "TORCH_SUFFIXES",
-    "UNUSED_KEYS",
-    "WRAPPER_KEYS",
-    "LoadedCheckpoint",
-    "StateDict",
-    "check_state_dict",
-    "detect_architecture",
-    "drop_unused_keys",
-    "expected_entries",
-    "expected_layout",
-    "identify_checkpoint",
-    "layout_of",
-    "load_model",
-    "model_name_from_path",
-    "read_checkpoint",
-    "resolve_precision",
-    "sha256_file",
-    "unwrap_state_dict",
-]
+    #: A state dict: parameter and buffer names to tensors.
+    StateDict = dict[str, torch.Tensor]
 
 logger = logging.getLogger(__name__)
 
-#: Precision names accepted by :func:`load_model` and the parameter dtype of each.
-PRECISIONS: dict[str, torch.dtype] = {
-    "fp32": torch.float32,
-    "fp16": torch.float16,
-    "bf16": torch.bfloat16,
-}
-#: A state dict: parameter and buffer names to tensors.
-StateDict = dict[str, torch.Tensor]
+#: Bytes read per step while hashing a checkpoint file.
+HASH_CHUNK_BYTES = 1 << 20
+#: Parent directories (count) searched for a model name, for caches such as Hugging Face's
+#: ``models--piddnad--ddcolor_paper/snapshots/<hash>/pytorch_model.bin``.
+NAME_SEARCH_PARENTS = 3
+#: Directory or file names that identify a model other than by its registry name: the
+#: ModelScope hub model is the one published as ``ddcolor_modelscope``.
+NAME_ALIASES = {"cv_ddcolor_image-colorization": "ddcolor_modelscope"}
 
 
-def resolve_precision(precision: str) -> torch.dtype:
-    """Map a precision name to a dtype.
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """Provenance of a checkpoint file that was checked to hold a DDColor model.
+
+    Attributes:
+        path: The checkpoint file as given.
+        sha256: Hex SHA-256 of the file's bytes.
+        size_bytes: File size in bytes.
+        model_name: Registry name (e.g. ``ddcolor_modelscope``) when the file or its
+            directories name one of the architecture's models, else the architecture key.
+        arch: Architecture key, ``large`` or ``tiny``.
+        format: ``torch`` (pickle/zip via ``torch.load``) or ``safetensors``.
+        wrapper: ``params`` or ``params_ema`` for BasicSR files, None for bare state dicts.
+        dropped_keys: Keys removed before loading (only the unused classification head).
+    """
+
+    path: Path
+    sha256: str
+    size_bytes: int
+    model_name: str
+    arch: str
+    format: str
+    wrapper: str | None
+    dropped_keys: tuple[str, ...]
+
+
+def sha256_file(path: str | PathLike[str]) -> str:
+    """Return the hex SHA-256 of a file, read in chunks.
 
     Args:
-        precision: ``fp32``, ``fp16`` or ``bf16``.
+        path: The file.
 
     Returns:
-        The dtype.
+        64 lower-case hex digits.
 
     Raises:
-        UnsupportedPrecision: For any other name.
+        CheckpointError: If the file cannot be read.
     """
+    digest = hashlib.sha256()
     try:
-        return PRECISIONS[precision]
-    except KeyError:
-        known = ", ".join(PRECISIONS)
-        raise UnsupportedPrecision(
-            f"unsupported precision {precision!r}; use one of {known}"
-        ) from None
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK_BYTES):
+                digest.update(chunk)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    return digest.hexdigest()
 
 
-def unwrap_state_dict(obj: object, *, source: str = "checkpoint") -> tuple[StateDict, str | None]:
-    """Return the state dict inside a loaded checkpoint object.
+def model_name_from_path(path: str | PathLike[str], arch: str) -> str:
+    """Name the model in a checkpoint from its file name or the folders above it.
+
+    A registry name of the same architecture counts when it stands as a whole word in the
+    file name or in one of the nearest folders (as in Hugging Face's cache, with
+    ``models--piddnad--ddcolor_paper/snapshots/<hash>/pytorch_model.bin``); ModelScope's
+    ``cv_ddcolor_image-colorization`` folder means ``ddcolor_modelscope``.
 
     Args:
-        obj: What ``torch.load`` or ``safetensors`` returned.
-        source: Name of the file, for error messages.
+        path: The checkpoint file.
+        arch: The architecture recognised from the file's shapes.
 
     Returns:
-        The state dict and the wrapper key it was found under (None for a bare state dict).
-
-    Raises:
-        CheckpointError: If ``obj`` is not a mapping of names to tensors.
+        The registry name, or ``arch`` when no name of that architecture appears.
     """
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(f"{source} is not a state dict: it holds a {type(obj).__name__}")
-    inner, wrapper = wrapped_state(obj)
-    where = f"{source}[{wrapper!r}]" if wrapper is not None else source
-    if not isinstance(inner, Mapping):
-        raise CheckpointError(f"{where} is not a state dict: it holds a {type(inner).__name__}")
-    state_dict: StateDict = {}
-    for key, value in inner.items():
-        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
-            raise CheckpointError(
-                f"{where} is not a state dict: entry {key!r} is a {type(value).__name__}, "
-                "not a tensor"
-            )
-        state_dict[key] = value
-    return state_dict, wrapper
-
-
-def drop_unused_keys(state_dict: Mapping[str, torch.Tensor]) -> tuple[StateDict, tuple[str, ...]]:
-    """Remove the unused classification-head keys, and only those.
-
-    Args:
-        state_dict: A DDColor state dict.
-
-    Returns:
-        A new state dict without :data:`UNUSED_KEYS`, and the keys that were removed.
-    """
-    return split_unused(state_dict)
-
-
-@functools.cache
-def expected_entries(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], torch.dtype]]:
-    """Return the names, shapes and dtypes of a configuration's state dict.
-
-    The model is built on the meta device, so this costs no memory and almost no time.
-
-    Args:
-        config: The model configuration.
-
-    Returns:
-        Key to ``(shape, dtype)`` for every parameter and buffer.
-    """
-    with torch.device("meta"):
-        model = create_model(config)
-    return {key: (tuple(value.shape), value.dtype) for key, value in model.state_dict().items()}
-
-
-def layout_of(state_dict: Mapping[str, torch.Tensor]) -> Layout:
-    """Return the names, shapes and dtypes of a state dict's tensors.
-
-    Args:
-        state_dict: A state dict.
-
-    Returns:
-        Its layout, as :mod:`ddcolor.layout` describes files.
-    """
-    return {
-        key: Entry(tuple(value.shape), str(value.dtype).removeprefix("torch."))
-        for key, value in state_dict.items()
-    }
-
-
-def expected_layout(config: ModelConfig) -> Layout:
-    """Return the layout a configuration's state dict has.
-
-    Args:
-        config: The model configuration.
-
-    Returns:
-        The official list for the two released architectures; for other configurations,
-        the layout of a model built on the meta device.
-    """
-    if is_official(config):
-        return official_layout(config.arch)
-    return {
-        key: Entry(shape, str(dtype).removeprefix("torch."))
-        for key, (shape, dtype) in expected_entries(config).items()
-    }
-
-
-def detect_architecture(
-    state_dict: Mapping[str, torch.Tensor], *, source: str = "checkpoint"
-) -> str:
-    """Recognise which DDColor architecture a state dict belongs to.
-
-    Args:
-        state_dict: The state dict, unused keys already dropped.
-        source: Name of the file, for error messages.
-
-    Returns:
-        An architecture key of :data:`ARCHITECTURES` (see :func:`ddcolor.layout.detect_arch`).
-
-    Raises:
-        CheckpointError: If no key of any architecture is present with its shape.
-    """
-    return detect_arch(layout_of(state_dict), source=source)
-
-
-def check_state_dict(
-    state_dict: Mapping[str, torch.Tensor], config: ModelConfig, *, source: str = "checkpoint"
-) -> None:
-    """Check that a state dict has exactly the keys, shapes and kinds of dtype of a model.
-
-    Args:
-        state_dict: The state dict, unused keys already dropped.
-        config: The model configuration it must fit.
-        source: Name of the file, for error messages.
-
-    Raises:
-        CheckpointError: Naming the missing, unexpected and mis-shaped keys (the first few
-            of each, and how many there are).
-    """
-    compare_layout(
-        layout_of(state_dict),
-        expected_layout(config),
-        target=describe_target(config),
-        source=source,
+    file = Path(path)
+    candidates = {name: name for name, config in MODELS.items() if config.arch == arch}
+    candidates.update(
+        {alias: name for alias, name in NAME_ALIASES.items() if MODELS[name].arch == arch}
     )
+    # Longest first, so that ddcolor_paper_tiny is not read as ddcolor_paper.
+    ordered = sorted(candidates, key=len, reverse=True)
+    parts = [file.name, *(parent.name for parent in list(file.parents)[:NAME_SEARCH_PARENTS])]
+    for part in parts:
+        for token in ordered:
+            if re.search(rf"(?<![A-Za-z0-9]){re.escape(token)}(?![A-Za-z0-9_])", part):
+                return candidates[token]
+    return arch
 
 
-def read_checkpoint(
+def identify_checkpoint(
     path: str | PathLike[str], *, model: str | ModelConfig | None = None
-) -> tuple[LoadedCheckpoint, StateDict]:
-    """Read and validate a checkpoint file without building a model.
+) -> CheckpointInfo:
+    """Check a checkpoint file and return its provenance record, without loading it.
 
-    :func:`ddcolor.layout.identify_checkpoint` does the same checks without reading the
-    weights (or importing torch) where it can; this reads them.
+    The file's layout is read from its headers without torch where the format allows
+    (:mod:`ddcolor.headers`); otherwise :func:`read_checkpoint` reads it. Either way the
+    record and the errors are the ones ``read_checkpoint`` gives.
 
     Args:
-        path: A ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file (other suffixes are
-            recognised from their content).
-        model: The model the file must hold (a :data:`MODELS` name, architecture key or
-            config); None to recognise the architecture from the shapes.
+        path: A ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file.
+        model: The model the file must hold (a :data:`~ddcolor.registry.MODELS` name,
+            architecture key or config); None to recognise the architecture from the shapes.
 
     Returns:
-        The provenance record and the validated state dict (unused keys dropped).
+        The record: model name, architecture, SHA-256, format.
 
     Raises:
         CheckpointError: If the file is missing, unreadable, not a state dict, or does not
             match the architecture.
         ValueError: If ``model`` is an unknown name.
     """
+    file = _existing(path)
+    config = get_config(model) if model is not None else None
+    record = read_record(file)
+    if isinstance(record, Mapping):
+        inner, wrapper = unwrap(record)
+        if isinstance(inner, Mapping) and all(
+            isinstance(key, str) and isinstance(value, Entry) for key, value in inner.items()
+        ):
+            return _validate(file, inner, wrapper, config)
+    _, info = read_checkpoint(file, model=config)
+    return info
+
+
+def read_checkpoint(
+    path: str | PathLike[str], *, model: str | ModelConfig | None = None
+) -> tuple[StateDict, CheckpointInfo]:
+    """Read and validate a checkpoint file with torch.
+
+    Args:
+        path: A ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file (other suffixes are
+            recognised from their content).
+        model: The model the file must hold (a :data:`~ddcolor.registry.MODELS` name,
+            architecture key or config); None to recognise the architecture from the shapes.
+
+    Returns:
+        The validated state dict (unused keys dropped), ready for
+        :func:`ddcolor.build.build_ddcolor`, and the file's provenance record.
+
+    Raises:
+        CheckpointError: If the file is missing, unreadable, not a state dict, or does not
+            match the architecture.
+        ValueError: If ``model`` is an unknown name.
+    """
+    import torch
+
+    file = _existing(path)
+    source = str(file)
+    config = get_config(model) if model is not None else None
+    record = _load_safetensors(file) if file_format(file) == "safetensors" else _load_torch(file)
+    if not isinstance(record, Mapping):
+        raise CheckpointError(f"{source} is not a state dict: it holds a {type(record).__name__}")
+    inner, wrapper = unwrap(record)
+    where = f"{source}[{wrapper!r}]" if wrapper is not None else source
+    if not isinstance(inner, Mapping):
+        raise CheckpointError(f"{where} is not a state dict: it holds a {type(inner).__name__}")
+    for key, value in inner.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise CheckpointError(
+                f"{where} is not a state dict: entry {key!r} is a {type(value).__name__}, "
+                "not a tensor"
+            )
+    info = _validate(file, layout_of(inner), wrapper, config)
+    state_dict, _ = drop_unused(inner)
+    return state_dict, info
+
+
+def _existing(path: str | PathLike[str]) -> Path:
     file = Path(path)
     if not file.is_file():
         raise CheckpointError(f"no checkpoint file at {file}")
-    source = str(file)
-    config = get_config(model) if model is not None else None
-    raw = _read_safetensors(file) if file_format(file) == "safetensors" else _read_torch(file)
-    state_dict, wrapper = unwrap_state_dict(raw, source=source)
-    state_dict, dropped = drop_unused_keys(state_dict)
-    info = describe_checkpoint(
-        file,
-        layout_of(state_dict),
+    return file
+
+
+def _validate(
+    file: Path, layout: Mapping[str, Entry], wrapper: str | None, model: ModelConfig | None
+) -> CheckpointInfo:
+    """Check a file's layout (unused keys not yet dropped) and make its provenance record."""
+    kept: Layout
+    kept, dropped = drop_unused(layout)
+    config = check_layout(kept, model, source=str(file))
+    return CheckpointInfo(
+        path=file,
+        sha256=sha256_file(file),
+        size_bytes=file.stat().st_size,
+        model_name=config.name if model is not None else model_name_from_path(file, config.arch),
+        arch=config.arch,
+        format=file_format(file),
         wrapper=wrapper,
-        dropped=dropped,
-        model=config,
-        expected=expected_layout,
+        dropped_keys=dropped,
     )
-    return info, state_dict
 
 
-def load_model(
-    path: str | PathLike[str],
-    device: str | torch.device = "cpu",
-    precision: str = "fp32",
-    *,
-    model: str | ModelConfig | None = None,
-) -> DDColor:
-    """Build DDColor from a checkpoint file, in eval mode, on a device and in a precision.
+def _load_torch(file: Path) -> object:
+    import torch
 
-    The weights are loaded with ``strict=True`` into a model built without random
-    initialisation. The returned model's ``checkpoint`` attribute holds the
-    :class:`LoadedCheckpoint` provenance record.
-
-    Args:
-        path: The checkpoint file.
-        device: Device to put the model on.
-        precision: ``fp32``, ``fp16`` or ``bf16``: dtype of parameters and buffers.
-        model: The model the file must hold; None to recognise it from the shapes.
-
-    Returns:
-        The model in eval mode.
-
-    Raises:
-        UnsupportedPrecision: If ``precision`` is not a known name.
-        CheckpointError: If the file is missing, unreadable or not a DDColor checkpoint.
-        ValueError: If ``model`` is an unknown name.
-    """
-    dtype = resolve_precision(precision)
-    info, state_dict = read_checkpoint(path, model=model)
-    config = get_config(model) if model is not None else ARCHITECTURES[info.arch]
-    with torch.device("meta"):
-        net = create_model(config)
-    net.load_state_dict(state_dict, strict=True, assign=True)
-    net.to(device=device, dtype=dtype)
-    net.checkpoint = info
-    logger.info(
-        "loaded DDColor %s (%s) from %s, sha256 %s, %s on %s",
-        info.model_name,
-        info.arch,
-        info.path,
-        info.sha256,
-        precision,
-        device,
-    )
-    return net.eval()
-
-
-def _read_torch(file: Path) -> object:
     try:
         return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -349,7 +253,10 @@ def _read_torch(file: Path) -> object:
         ) from exc
 
 
-def _read_safetensors(file: Path) -> object:
+def _load_safetensors(file: Path) -> object:
+    import safetensors
+    import safetensors.torch
+
     try:
         return safetensors.torch.load_file(file, device="cpu")
     except (safetensors.SafetensorError, OSError) as exc:

@@ -15,7 +15,10 @@ come out as the published pipeline's do (``upsample="nearest"``). 16-bit images 
 formulas: their full 16-bit L is kept, never quantised to 8 bits or to OpenCV's table. The
 full-resolution work runs in bands of rows, so memory stays near the size of the output.
 
-Out of device memory, the network is retried at the next smaller size of :data:`OOM_LADDER`.
+Out of device memory, the network is retried at the next smaller size of
+:data:`ddcolor.registry.OOM_LADDER`. The sizes, precisions and upsampling methods a caller
+may name are defined in :mod:`ddcolor.registry`; a :class:`Colorizer` resolves the requested
+precision (``auto`` included) for its device, once per name.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import numpy as np
 import torch
 
 from ddcolor.build import build_ddcolor
-from ddcolor.checkpoints import load_model
+from ddcolor.checkpoints import CheckpointInfo, read_checkpoint
 from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
 from ddcolor.device import (
     TORCH_DTYPES,
@@ -39,44 +42,31 @@ from ddcolor.device import (
     resolve_precision,
     tune_cpu_allocator,
 )
-from ddcolor.errors import CheckpointError, DDColorError, InvalidSize, OutOfMemoryAtMinimumSize
-from ddcolor.transforms import (
-    DEFAULT_UPSAMPLE,
-    UPSAMPLE_METHODS,
-    AbUpsampler,
-    UpsampleMethod,
-    resize_bilinear,
+from ddcolor.errors import (
+    CheckpointError,
+    DDColorError,
+    OutOfMemoryAtMinimumSize,
+    UnsupportedPrecision,
 )
+from ddcolor.registry import (
+    DEFAULT_SIZE,
+    DEFAULT_UPSAMPLE,
+    PRECISIONS,
+    UNTRAINED_MODEL,
+    UpsampleMethod,
+    size_ladder,
+    validate_size,
+    validate_upsample,
+)
+from ddcolor.transforms import AbUpsampler, resize_bilinear
 
 if TYPE_CHECKING:
     from os import PathLike
 
     from torch import nn
 
-    from ddcolor.checkpoints import LoadedCheckpoint
-
 logger = logging.getLogger(__name__)
 
-#: Square input size of the ``portrait`` preset, in pixels (practice: 460-680 for portraits).
-PORTRAIT_SIZE = 512
-#: Square input size of the ``landscape`` preset, in pixels (practice: 960-1280 for buildings
-#: and landscapes).
-LANDSCAPE_SIZE = 1024
-#: Named input sizes, in pixels.
-PRESETS: dict[str, int] = {"portrait": PORTRAIT_SIZE, "landscape": LANDSCAPE_SIZE}
-#: Input size used when none is given, in pixels (the published pipeline's).
-DEFAULT_SIZE = PORTRAIT_SIZE
-#: Smallest input size accepted, in pixels; the network was trained on 256 px crops.
-MIN_SIZE = 256
-#: Largest input size accepted, in pixels.
-MAX_SIZE = 2048
-#: Input sizes must be multiples of this, in pixels (the encoder's total stride).
-SIZE_STEP = 32
-#: Input sizes tried after an out-of-memory error, largest first, in pixels; only those
-#: smaller than the failed size are tried.
-OOM_LADDER: tuple[int, ...] = (1024, 768, 512, 384, 256)
-#: Model built by ``load_colorizer(untrained=True)`` when no name is given.
-UNTRAINED_MODEL = "ddcolor_paper_tiny"
 #: Seed of the random weights of ``load_colorizer(untrained=True)``.
 UNTRAINED_SEED = 0
 #: Grey level (8-bit) of the blank image :meth:`Colorizer.warm_up` colorizes.
@@ -107,44 +97,6 @@ class ColorizeResult:
     device: str
     seconds: float
     network_seconds: float
-
-
-def validate_size(size: int) -> int:
-    """Check a square input size.
-
-    Args:
-        size: Side in pixels.
-
-    Returns:
-        The size.
-
-    Raises:
-        InvalidSize: Unless it is a multiple of :data:`SIZE_STEP` from :data:`MIN_SIZE` to
-            :data:`MAX_SIZE`.
-    """
-    if isinstance(size, bool) or not isinstance(size, int | np.integer):
-        raise InvalidSize(f"input size must be an integer, got {size!r}")
-    if not MIN_SIZE <= size <= MAX_SIZE or size % SIZE_STEP:
-        raise InvalidSize(
-            f"input size {size} is not a multiple of {SIZE_STEP} from {MIN_SIZE} to {MAX_SIZE}"
-        )
-    return int(size)
-
-
-def size_ladder(size: int) -> tuple[int, ...]:
-    """The sizes to try, in order: ``size``, then the smaller sizes of :data:`OOM_LADDER`.
-
-    Args:
-        size: Requested input size in pixels.
-
-    Returns:
-        Sizes in pixels, largest first.
-
-    Raises:
-        InvalidSize: If ``size`` is not valid.
-    """
-    size = validate_size(size)
-    return (size, *(step for step in OOM_LADDER if step < size))
 
 
 def _check_image(image: np.ndarray) -> None:
@@ -206,12 +158,12 @@ def colorize(
     Args:
         model: DDColor in eval mode, taking Bx3xSxS RGB in [0, 1] and returning Bx2xSxS ab.
         image: HxW grey or HxWx3 RGB, uint8 or uint16. Only the L of RGB scans is used.
-        size: Square input size in pixels; smaller sizes of :data:`OOM_LADDER` are tried
-            when the device runs out of memory.
-        precision: ``fp32``, ``fp16``, ``bf16`` or ``auto`` (see
-            :func:`ddcolor.device.resolve_precision`).
+        size: Square input size in pixels; smaller sizes of
+            :data:`ddcolor.registry.OOM_LADDER` are tried when the device runs out of memory.
+        precision: ``fp32``, ``fp16`` or ``bf16``, as resolved for the device (a
+            :class:`Colorizer` resolves ``auto``).
         upsample: How ab is brought to full resolution, one of
-            :data:`ddcolor.transforms.UPSAMPLE_METHODS`.
+            :data:`ddcolor.registry.UPSAMPLE_METHODS`.
         device: Device to run the network on; None for the model's own.
 
     Returns:
@@ -221,20 +173,23 @@ def colorize(
         TypeError: If the image is not a uint8 or uint16 array.
         ValueError: If the image is not HxW or HxWx3, or ``upsample`` is unknown.
         InvalidSize: If ``size`` is not valid.
-        UnsupportedPrecision: If ``precision`` is unknown or unsupported on the device.
+        UnsupportedPrecision: If ``precision`` is not one of the three.
         OutOfMemoryAtMinimumSize: If the device runs out of memory at every size.
         DDColorError: If the network gives NaN or infinite ab even in fp32.
     """
     started = time.perf_counter()
     _check_image(image)
-    if upsample not in UPSAMPLE_METHODS:
-        raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_METHODS}")
+    upsample = validate_upsample(upsample)
+    if precision not in PRECISIONS:
+        raise UnsupportedPrecision(
+            f"precision {precision!r} is not one of {', '.join(PRECISIONS)}; a Colorizer "
+            "resolves auto for its device"
+        )
     sizes = size_ladder(size)
     if device is None:
         param = next(model.parameters(), None)
         device = param.device if param is not None else torch.device("cpu")
     device = torch.device(device)
-    precision = resolve_precision(precision, device)
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
     tried: list[int] = []
     for step in sizes:
@@ -301,13 +256,15 @@ def _compose(
 class Colorizer:
     """A loaded model with its device, precision and default input size.
 
-    On the CPU, the first one tunes glibc's allocator for repeated forward passes
+    The precision is asked for by name (``auto``, ``fp32``, ``fp16``, ``bf16``) and resolved
+    here, for this colorizer's device, once per name (:func:`ddcolor.device.resolve_precision`).
+    On the CPU, the first colorizer tunes glibc's allocator for repeated forward passes
     (:func:`ddcolor.device.tune_cpu_allocator`).
 
     Args:
         model: DDColor in eval mode, already on ``device``.
         device: The device it runs on.
-        precision: ``fp32``, ``fp16``, ``bf16`` or ``auto``.
+        precision: Default precision, by name; ``auto`` chooses by device.
         size: Default square input size in pixels.
         upsample: Default upsampling of ab.
         model_name: Registry name of the weights, for provenance.
@@ -326,21 +283,37 @@ class Colorizer:
         device: str | torch.device = "cpu",
         precision: str = "fp32",
         size: int = DEFAULT_SIZE,
-        upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
+        upsample: str = DEFAULT_UPSAMPLE,
         model_name: str | None = None,
-        checkpoint: LoadedCheckpoint | None = None,
+        checkpoint: CheckpointInfo | None = None,
     ) -> None:
         self.model = model
         self.device = torch.device(device)
-        self.precision = resolve_precision(precision, self.device)
+        self._resolved: dict[str, str] = {}
+        self.precision = self.resolve_precision(precision)
         if self.device.type == "cpu":
             tune_cpu_allocator()
         self.size = validate_size(size)
-        if upsample not in UPSAMPLE_METHODS:
-            raise ValueError(f"unknown upsampling {upsample!r}; expected one of {UPSAMPLE_METHODS}")
-        self.upsample: UpsampleMethod = upsample
+        self.upsample: UpsampleMethod = validate_upsample(upsample)
         self.checkpoint = checkpoint
         self.model_name = model_name or (checkpoint.model_name if checkpoint else None)
+
+    def resolve_precision(self, requested: str) -> str:
+        """The precision a requested name means on this colorizer's device.
+
+        Args:
+            requested: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+
+        Returns:
+            ``fp32``, ``fp16`` or ``bf16``.
+
+        Raises:
+            UnsupportedPrecision: If the name is unknown or unsupported on the device.
+        """
+        resolved = self._resolved.get(requested)
+        if resolved is None:
+            resolved = self._resolved[requested] = resolve_precision(requested, self.device)
+        return resolved
 
     def warm_up(self) -> float:
         """Colorize a blank image at the default size once, and return how long it took.
@@ -363,7 +336,12 @@ class Colorizer:
         return time.perf_counter() - began
 
     def colorize(
-        self, image: np.ndarray, *, size: int | None = None, upsample: UpsampleMethod | None = None
+        self,
+        image: np.ndarray,
+        *,
+        size: int | None = None,
+        upsample: str | None = None,
+        precision: str | None = None,
     ) -> ColorizeResult:
         """Colorize one image; see :func:`colorize` for the arguments, errors and result.
 
@@ -371,6 +349,7 @@ class Colorizer:
             image: HxW grey or HxWx3 RGB, uint8 or uint16.
             size: Square input size in pixels; None for the default.
             upsample: Upsampling of ab; None for the default.
+            precision: Precision by name (``auto`` included); None for the default.
 
         Returns:
             The HxWx3 RGB image of the input's dtype, and its provenance.
@@ -379,8 +358,8 @@ class Colorizer:
             self.model,
             image,
             size=self.size if size is None else size,
-            precision=self.precision,
-            upsample=self.upsample if upsample is None else upsample,
+            precision=self.precision if precision is None else self.resolve_precision(precision),
+            upsample=self.upsample if upsample is None else validate_upsample(upsample),
             device=self.device,
         )
 
@@ -400,17 +379,18 @@ def load_colorizer(
     model: str | None = None,
     untrained: bool = False,
     size: int = DEFAULT_SIZE,
-    upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
+    upsample: str = DEFAULT_UPSAMPLE,
 ) -> Colorizer:
     """Load a checkpoint into a :class:`Colorizer` on a device.
 
     Args:
-        weights: Checkpoint file (see :func:`ddcolor.checkpoints.load_model`); ignored when
-            ``untrained``.
+        weights: Checkpoint file (see :func:`ddcolor.checkpoints.read_checkpoint`); ignored
+            when ``untrained``.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``.
+        precision: ``auto``, ``fp32``, ``fp16`` or ``bf16``; the colorizer resolves it.
         model: Registry name the checkpoint must hold (None: recognised from its shapes), or
-            the model to build when ``untrained`` (default :data:`UNTRAINED_MODEL`).
+            the model to build when ``untrained`` (default
+            :data:`ddcolor.registry.UNTRAINED_MODEL`).
         untrained: Build random weights, seeded with :data:`UNTRAINED_SEED`, for demos and
             tests; the colours are meaningless.
         size: Default square input size in pixels.
@@ -424,10 +404,11 @@ def load_colorizer(
         DDColorError: If the device does not exist here.
         UnsupportedPrecision: If the precision is unknown or unsupported on the device.
         InvalidSize: If ``size`` is not valid.
+        ValueError: If ``upsample`` is unknown.
     """
     target = resolve_device(device)
-    resolved = resolve_precision(precision, target)
     validate_size(size)
+    validate_upsample(upsample)
     if untrained:
         name = model or UNTRAINED_MODEL
         with torch.random.fork_rng(devices=[]):
@@ -437,15 +418,23 @@ def load_colorizer(
         return Colorizer(
             net.to(target),
             device=target,
-            precision=resolved,
+            precision=precision,
             size=size,
             upsample=upsample,
             model_name=name,
         )
     if weights is None:
         raise CheckpointError("no checkpoint given: pass the weights file, or untrained=True")
-    net = load_model(weights, device=target, precision="fp32", model=model)
-    checkpoint: LoadedCheckpoint | None = getattr(net, "checkpoint", None)
+    state_dict, info = read_checkpoint(weights, model=model)
+    net = build_ddcolor(model or info.arch, state_dict=state_dict, device=target)
+    logger.info(
+        "loaded DDColor %s (%s) from %s, sha256 %s, on %s",
+        info.model_name,
+        info.arch,
+        info.path,
+        info.sha256,
+        target,
+    )
     return Colorizer(
-        net, device=target, precision=resolved, size=size, upsample=upsample, checkpoint=checkpoint
+        net, device=target, precision=precision, size=size, upsample=upsample, checkpoint=info
     )

@@ -16,13 +16,13 @@ conversions live in :mod:`ddcolor.colorspace`.
 from __future__ import annotations
 
 import logging
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ddcolor.colorspace import FloatArray, band_rows, to_unit_float
+from ddcolor.registry import DEFAULT_UPSAMPLE, UpsampleMethod, validate_upsample
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +78,6 @@ def resize_bilinear(image: np.ndarray, size: tuple[int, int]) -> FloatArray:
     return resized
 
 
-UpsampleMethod = Literal["nearest", "bilinear", "bicubic", "guided"]
-
-#: Ways to bring the predicted ab to full resolution, see :class:`AbUpsampler`.
-UPSAMPLE_METHODS: tuple[UpsampleMethod, ...] = ("nearest", "bilinear", "bicubic", "guided")
-#: The default upsampling, chosen from the measurements in docs/upsampling.md.
-DEFAULT_UPSAMPLE: UpsampleMethod = "guided"
 #: Radius of the guided filter's box window, in pixels of the network's grid (from the
 #: benchmark in docs/upsampling.md: larger radii blur colour edges).
 GUIDED_RADIUS = 1
@@ -162,7 +156,7 @@ class AbUpsampler:
     Args:
         ab: hxwx2 float32 ab predicted on the network's grid.
         shape: Full-resolution (H, W).
-        method: One of :data:`UPSAMPLE_METHODS`.
+        method: One of :data:`ddcolor.registry.UPSAMPLE_METHODS`.
         guide: hxw float32 L of the network input; required by ``"guided"``.
 
     Raises:
@@ -177,9 +171,7 @@ class AbUpsampler:
         *,
         guide: np.ndarray | None = None,
     ) -> None:
-        if method not in UPSAMPLE_METHODS:
-            raise ValueError(f"unknown upsampling {method!r}; expected one of {UPSAMPLE_METHODS}")
-        self.method = method
+        self.method = method = validate_upsample(method)
         self.shape = shape
         src_h, src_w = ab.shape[:2]
         height, width = shape
@@ -232,32 +224,3 @@ class AbUpsampler:
         band[..., 2:4] *= detail
         band[..., :2] += band[..., 2:4]
         return band[..., :2]
-
-
-def upsample_ab(
-    ab: np.ndarray,
-    shape: tuple[int, int],
-    method: UpsampleMethod = DEFAULT_UPSAMPLE,
-    *,
-    guide_small: np.ndarray | None = None,
-    guide: np.ndarray | None = None,
-) -> FloatArray:
-    """Upsample ab to full resolution in one call (see :class:`AbUpsampler` for the arguments).
-
-    Args:
-        ab: hxwx2 float32 ab on the network's grid.
-        shape: Full-resolution (H, W).
-        method: One of :data:`UPSAMPLE_METHODS`.
-        guide_small: hxw L of the network input (``"guided"`` only).
-        guide: HxW full-resolution L (``"guided"`` only).
-
-    Returns:
-        HxWx2 float32 ab.
-    """
-    upsampler = AbUpsampler(ab, shape, method, guide=guide_small)
-    out = np.empty(shape + (2,), dtype=_F32)
-    step = band_rows(shape[1])
-    for start in range(0, shape[0], step):
-        stop = min(start + step, shape[0])
-        out[start:stop] = upsampler.rows(start, stop, None if guide is None else guide[start:stop])
-    return out

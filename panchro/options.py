@@ -8,44 +8,46 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from panchro.settings import PRECISIONS
-from panchro.weights import OFFICIAL_MODELS
+from ddcolor.errors import InvalidSize
+from ddcolor.registry import (
+    DEFAULT_SIZE,
+    DEFAULT_UPSAMPLE,
+    OFFICIAL_MODELS,
+    PRECISION_CHOICES,
+    PRESETS,
+    SIZE_RULE,
+    UNTRAINED_MODEL,
+    UPSAMPLE_METHODS,
+    validate_size,
+)
 
 if TYPE_CHECKING:
     from panchro.settings import Settings
-
-#: Size presets and their square input sizes in pixels (``ddcolor.pipeline.PRESETS``, spelt
-#: out so that ``--help`` needs no torch import).
-PRESET_SIZES = {"portrait": 512, "landscape": 1024}
-#: ab upsampling methods (``ddcolor.transforms.UPSAMPLE_METHODS``).
-UPSAMPLE_CHOICES = ("guided", "nearest", "bilinear", "bicubic")
-#: Registry names of the official checkpoints (``ddcolor.build.MODELS``).
-MODEL_CHOICES = OFFICIAL_MODELS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_size(_ctx: click.Context, _param: click.Parameter, size: int | None) -> int | None:
-    """Click callback: a square input size must be a multiple of 32 from 256 to 2048.
+    """Click callback: a square input size must follow ``ddcolor.registry.SIZE_RULE``.
 
     Raises:
         click.BadParameter: With the rule, for any other value.
     """
     if size is None:
         return None
-    if size % 32 or not 256 <= size <= 2048:
+    try:
+        return validate_size(size)
+    except InvalidSize as exc:
         raise click.BadParameter(
-            f"{size} is not a multiple of 32 from 256 to 2048 (the network needs multiples "
-            "of 32; it was trained at 256)"
-        )
-    return size
+            f"{exc} (the network needs multiples of 32; it was trained at 256)"
+        ) from exc
 
 
 def size_from(preset: str | None, size: int | None) -> int | None:
     """The input size asked for by ``--preset`` or ``--size`` (they exclude each other).
 
     Args:
-        preset: A key of :data:`PRESET_SIZES`, or None.
+        preset: A key of :data:`ddcolor.registry.PRESETS`, or None.
         size: A validated size, or None.
 
     Returns:
@@ -56,7 +58,7 @@ def size_from(preset: str | None, size: int | None) -> int | None:
     """
     if preset is not None and size is not None:
         raise click.UsageError("--preset and --size exclude each other: give one of them")
-    return PRESET_SIZES[preset] if preset is not None else size
+    return PRESETS[preset] if preset is not None else size
 
 
 def chosen_weights(settings: Settings, *, model: str | None, untrained: bool) -> Path | None:
@@ -89,14 +91,14 @@ def size_options(func: F) -> F:
         "--size",
         type=int,
         callback=check_size,
-        help="Square model input size in pixels: a multiple of 32 from 256 to 2048 "
-        "(default 512). Colours change with it; the size used is recorded. Excludes --preset.",
+        help=f"Square model input size in pixels: {SIZE_RULE} (default {DEFAULT_SIZE}). "
+        "Colours change with it; the size used is recorded. Excludes --preset.",
     )(func)
     func = click.option(
         "--preset",
-        type=click.Choice(sorted(PRESET_SIZES)),
-        help="Input size for the kind of picture: portrait = 512 px, landscape = 1024 px "
-        "(buildings, landscapes). Excludes --size.",
+        type=click.Choice(sorted(PRESETS)),
+        help=f"Input size for the kind of picture: portrait = {PRESETS['portrait']} px, "
+        f"landscape = {PRESETS['landscape']} px (buildings, landscapes). Excludes --size.",
     )(func)
     return func
 
@@ -110,7 +112,7 @@ weights_option = click.option(
 #: ``--precision``: the numeric precision of the model.
 precision_option = click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(PRECISION_CHOICES),
     help="auto is fp16 on GPUs; on the CPU bf16 where the processor computes it natively, "
     "else fp32. Env: PANCHRO_PRECISION.",
 )
@@ -128,8 +130,8 @@ def model_options(func: F) -> F:
     options = [
         click.option(
             "--upsample",
-            type=click.Choice(UPSAMPLE_CHOICES),
-            default="guided",
+            type=click.Choice(UPSAMPLE_METHODS),
+            default=DEFAULT_UPSAMPLE,
             show_default=True,
             help="How the model's colour (ab) is brought to full resolution: guided (edge-aware,"
             " follows the full-resolution luminance), or nearest (the published pipeline, bit"
@@ -144,9 +146,9 @@ def model_options(func: F) -> F:
         untrained_option,
         click.option(
             "--model",
-            type=click.Choice(MODEL_CHOICES),
+            type=click.Choice(OFFICIAL_MODELS),
             help="The model the checkpoint must hold (default: recognised from its shapes); "
-            "with --untrained, the architecture to build (default ddcolor_paper_tiny).",
+            f"with --untrained, the architecture to build (default {UNTRAINED_MODEL}).",
         ),
         weights_option,
     ]

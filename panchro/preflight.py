@@ -81,8 +81,8 @@ def check_weights(weights: Path | None, *, untrained: bool) -> None:
             "no checkpoint: set PANCHRO_WEIGHTS or --weights (see `panchro doctor`), "
             "or --untrained for random weights"
         )
+    from ddcolor.checkpoints import identify_checkpoint
     from ddcolor.errors import CheckpointError
-    from ddcolor.layout import identify_checkpoint
 
     try:
         identify_checkpoint(weights)

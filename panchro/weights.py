@@ -20,14 +20,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ddcolor.registry import OFFICIAL_MODELS
+
 logger = logging.getLogger(__name__)
 
 #: Where the official checkpoints are published: Hugging Face repositories piddnad/<name>.
 DEFAULT_BASE_URL = "https://huggingface.co/piddnad"
 #: File of each repository that holds the weights (a bare state dict).
 PUBLISHED_FILE = "pytorch_model.bin"
-#: Official checkpoint names, the default first (the upstream project recommends it).
-OFFICIAL_MODELS = ("ddcolor_modelscope", "ddcolor_paper", "ddcolor_artistic", "ddcolor_paper_tiny")
 #: Bytes read per chunk while downloading.
 CHUNK_BYTES = 1 << 20
 #: Seconds without data after which a download is abandoned.
@@ -59,7 +59,7 @@ def weights_url(name: str, base_url: str = DEFAULT_BASE_URL) -> str:
     """The download address of an official checkpoint.
 
     Args:
-        name: One of :data:`OFFICIAL_MODELS`.
+        name: One of :data:`ddcolor.registry.OFFICIAL_MODELS`.
         base_url: The publisher's base address.
 
     Returns:
@@ -112,7 +112,7 @@ def fetch_weights(
     try:
         digest = _download(url, handle, on_progress)
         try:
-            info, _ = read_checkpoint(temp, model=name)
+            _, info = read_checkpoint(temp, model=name)
         except DDColorError as exc:
             raise WeightsError(f"{url} is not a usable {name} checkpoint: {exc}") from exc
         assert info.sha256 == digest  # the same bytes were hashed while they arrived
@@ -163,7 +163,7 @@ def find_fetched(weights_dir: Path, name: str | None = None) -> FetchedWeights |
 
     Args:
         weights_dir: Folder that keeps checkpoints.
-        name: A model name, or None for the first of :data:`OFFICIAL_MODELS` found.
+        name: A model name, or None for the first official model found.
 
     Returns:
         The checkpoint, or None when none was fetched.

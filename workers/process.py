@@ -52,7 +52,7 @@ from catalog import (
 )
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
-from ddcolor.pipeline import size_ladder
+from ddcolor.registry import size_ladder
 from storage.imaging import decode_image
 from workers.errors import (
     RETRYABLE,
@@ -62,7 +62,7 @@ from workers.errors import (
     is_named_failure,
 )
 from workers.outputs import OutputPlan, check_output, plan_output, write_output
-from workers.render import UNTRAINED_CHECKPOINT, render
+from workers.render import UNTRAINED_CHECKPOINT, describe_weights, render
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -143,6 +143,7 @@ class _Job:
     source_checksum: str | None
     input_size: int | None
     upsample: str | None
+    precision: str | None  # None when the collection leaves it to the worker (auto)
     output_format: str | None
     checkpoint_sha256: str | None
     output: OutputPlan
@@ -270,6 +271,7 @@ def _job(db: Session, claim: Claim) -> _Job:
         source_checksum=image.source_checksum,
         input_size=collection.input_size,
         upsample=collection.upsample,
+        precision=None if collection.precision == "auto" else collection.precision,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
         output=plan_output(db, claim, collection.output),
@@ -307,7 +309,8 @@ def _run(
 
     attempt.phase = "colorize"
     size = job.input_size or colorizer.size
-    attempt.input_size, attempt.precision = size, colorizer.precision
+    precision = colorizer.resolve_precision(job.precision or colorizer.precision)
+    attempt.input_size, attempt.precision = size, precision
     try:
         rendered = render(
             colorizer,
@@ -315,6 +318,7 @@ def _run(
             name=claim.source_uri,
             size=size,
             upsample=job.upsample,
+            precision=precision,
             output_format=job.output_format,
             untrained=untrained,
             decoded=decoded,
@@ -360,7 +364,7 @@ def _run(
         backend=info.backend,
         device=result.device[:128],
         model_name=(colorizer.model_name or "ddcolor")[:64],
-        checkpoint_sha256=_checkpoint_sha256(colorizer, untrained),
+        checkpoint_sha256=describe_weights(colorizer, untrained)[1],
         source_sha256=source_sha256,
         width=decoded.width,
         height=decoded.height,
@@ -389,17 +393,11 @@ def _run(
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
 
 
-def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:
-    if untrained or colorizer.checkpoint is None:
-        return UNTRAINED_CHECKPOINT
-    return colorizer.checkpoint.sha256
-
-
 def _check_weights(expected: str | None, colorizer: Colorizer, untrained: bool) -> None:
     """Refuse to colorize a collection submitted for other weights than this worker's."""
     if expected is None:
         return
-    loaded = _checkpoint_sha256(colorizer, untrained)
+    loaded = describe_weights(colorizer, untrained)[1]
     if loaded != expected:
         raise CheckpointMismatch(
             f"the collection was submitted for checkpoint sha256 {expected[:12]}, but this "

@@ -79,6 +79,7 @@ def render(
     name: str = "",
     size: int | None = None,
     upsample: str | None = None,
+    precision: str | None = None,
     output_format: str | None = None,
     untrained: bool = False,
     decoded: DecodedImage | None = None,
@@ -92,6 +93,7 @@ def render(
         size: Square input size in pixels; None for the colorizer's default.
         upsample: How colour is brought to full resolution (``guided``, ``nearest``...);
             None for the colorizer's default.
+        precision: Precision by name (``auto``, ``fp16``...); None for the colorizer's default.
         output_format: Output format instead of the original's family (``png``, ``tif``...).
         untrained: Whether the weights are random (marked in the metadata).
         decoded: The already decoded ``data``, when a read-ahead decoded it.
@@ -107,7 +109,7 @@ def render(
             upsampling method is unknown.
     """
     image = decoded if decoded is not None else decode_image(data, name=name)
-    result = colorizer.colorize(image.pixels, size=size, upsample=upsample)  # type: ignore[arg-type]
+    result = colorizer.colorize(image.pixels, size=size, upsample=upsample, precision=precision)
     model, checkpoint = describe_weights(colorizer, untrained)
     provenance = Provenance(
         software=software_name(),

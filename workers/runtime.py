@@ -55,7 +55,8 @@ class WorkerConfig:
             output says so.
         model_name: Registry name the checkpoint must hold, or the model built untrained.
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
-        precision: ``auto``, ``fp16``, ``bf16`` or ``fp32``.
+        precision: ``auto``, ``fp16``, ``bf16`` or ``fp32``: for collections that leave the
+            choice to the worker (their precision is ``auto`` or unset).
         size: Input size in pixels for collections that name none; None for the model's
             default (512).
         upsample: How predicted colour is brought to full resolution; None for the default.
@@ -107,14 +108,13 @@ def load_configured_colorizer(config: WorkerConfig) -> Colorizer:
     import torch
 
     from ddcolor.errors import DDColorError
-    from ddcolor.pipeline import DEFAULT_SIZE, load_colorizer
-    from ddcolor.transforms import DEFAULT_UPSAMPLE, UPSAMPLE_METHODS
+    from ddcolor.pipeline import load_colorizer
+    from ddcolor.registry import DEFAULT_SIZE, DEFAULT_UPSAMPLE, validate_upsample
 
-    upsample = next((m for m in UPSAMPLE_METHODS if m == config.upsample), DEFAULT_UPSAMPLE)
-    if config.upsample is not None and upsample != config.upsample:
-        raise WorkerSetupError(
-            f"unknown upsampling {config.upsample!r}; use one of {', '.join(UPSAMPLE_METHODS)}"
-        )
+    try:
+        upsample = validate_upsample(config.upsample or DEFAULT_UPSAMPLE)
+    except ValueError as exc:
+        raise WorkerSetupError(str(exc)) from exc
     if config.cpu_threads is not None:
         torch.set_num_threads(config.cpu_threads)
     try:

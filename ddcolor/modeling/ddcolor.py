@@ -21,19 +21,14 @@ Data flow for a ``Bx3xHxW`` image::
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from ddcolor.errors import InvalidSize
 from ddcolor.modeling.color_decoder import MultiScaleColorDecoder
 from ddcolor.modeling.convnext import ConvNeXt
 from ddcolor.modeling.spectral_norm import SpectralNormConv2d
 from ddcolor.modeling.unet import PixelShuffleUpsampler, UnetBlockWide
-
-if TYPE_CHECKING:
-    from ddcolor.checkpoints import LoadedCheckpoint
 
 #: ImageNet per-channel mean (RGB, values in [0, 1]) subtracted from the input.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -153,9 +148,8 @@ class DualDecoder(nn.Module):
 class DDColor(nn.Module):
     """DDColor: predicts the Lab ab channels of an image from its RGB (grey) rendering.
 
-    The module is built randomly initialised; load weights with
-    :func:`ddcolor.checkpoints.load_model` or :func:`ddcolor.build.build_ddcolor`. The
-    ``checkpoint`` attribute records where loaded weights came from.
+    The module is built randomly initialised; :func:`ddcolor.build.build_ddcolor` builds it
+    with the weights of a checkpoint.
 
     Args:
         encoder_depths: Blocks per ConvNeXt stage.
@@ -169,7 +163,6 @@ class DDColor(nn.Module):
         dim_feedforward: Hidden width of the feed-forward layers.
     """
 
-    checkpoint: LoadedCheckpoint | None
     mean: torch.Tensor
     std: torch.Tensor
 
@@ -201,7 +194,6 @@ class DDColor(nn.Module):
         self.refine_net = nn.Sequential(nn.Sequential(refine))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
-        self.checkpoint = None
 
     def normalize(self, rgb: torch.Tensor) -> torch.Tensor:
         """Standardise a ``Bx3xHxW`` RGB image in [0, 1] with the ImageNet statistics.
@@ -225,13 +217,13 @@ class DDColor(nn.Module):
             ``Bx2xHxW`` ab prediction (CIE Lab a and b, unscaled).
 
         Raises:
-            InvalidSize: If the input is not ``Bx3xHxW`` with H and W multiples of 32.
+            ValueError: If the input is not ``Bx3xHxW`` with H and W multiples of 32.
         """
         if rgb.ndim != 4 or rgb.shape[1] != 3:
-            raise InvalidSize(f"expected a Bx3xHxW tensor, got shape {tuple(rgb.shape)}")
+            raise ValueError(f"expected a Bx3xHxW tensor, got shape {tuple(rgb.shape)}")
         height, width = rgb.shape[-2:]
         if height % SIZE_MULTIPLE or width % SIZE_MULTIPLE or not height or not width:
-            raise InvalidSize(
+            raise ValueError(
                 f"height and width must be positive multiples of {SIZE_MULTIPLE}, "
                 f"got {height}x{width}"
             )

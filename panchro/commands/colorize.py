@@ -202,7 +202,8 @@ def _sniff(path: Path) -> str | None:
 def _load(
     settings: Settings, *, model: str | None, untrained: bool, size: int | None, upsample: str
 ) -> Colorizer:
-    from ddcolor.pipeline import DEFAULT_SIZE, load_colorizer
+    from ddcolor.pipeline import load_colorizer
+    from ddcolor.registry import DEFAULT_SIZE
 
     weights = chosen_weights(settings, model=model, untrained=untrained)
     with fail_on("loading the model"):
@@ -213,7 +214,7 @@ def _load(
             model=model,
             untrained=untrained,
             size=size or DEFAULT_SIZE,
-            upsample=upsample,  # type: ignore[arg-type]
+            upsample=upsample,
         )
 
 

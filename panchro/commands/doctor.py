@@ -69,7 +69,7 @@ def check_weights(weights: Path | None, weights_dir: Path) -> Check:
     """
     from ddcolor.checkpoints import read_checkpoint
     from ddcolor.errors import DDColorError
-    from ddcolor.layout import SAFETENSORS_SUFFIX, TORCH_SUFFIXES
+    from ddcolor.headers import SAFETENSORS_SUFFIX, TORCH_SUFFIXES
     from panchro.weights import find_fetched
 
     source = "configured"
@@ -91,7 +91,7 @@ def check_weights(weights: Path | None, weights_dir: Path) -> Check:
             )
         weights, source = fetched.path, f"fetched into {weights_dir}"
     try:
-        info, _ = read_checkpoint(weights)
+        _, info = read_checkpoint(weights)
     except DDColorError as exc:
         return Check("weights", "fail", str(exc))
     detail = f"{info.model_name} ({info.arch}) sha256 {info.sha256}, {source}: {weights}"

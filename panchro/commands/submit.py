@@ -54,7 +54,7 @@ def _checkpoint(weights: Path | None) -> tuple[str | None, str | None]:
     """
     if weights is None:
         return None, None
-    from ddcolor.layout import identify_checkpoint
+    from ddcolor.checkpoints import identify_checkpoint
 
     with fail_on("reading the checkpoint"):
         info = identify_checkpoint(weights)

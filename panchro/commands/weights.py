@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from panchro.weights import DEFAULT_BASE_URL, OFFICIAL_MODELS, WeightsError
+from ddcolor.registry import OFFICIAL_MODELS
+from panchro.weights import DEFAULT_BASE_URL, WeightsError
 
 
 @click.group("weights")

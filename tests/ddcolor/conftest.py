@@ -15,8 +15,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ddcolor.build import ARCHITECTURES, create_model
+from ddcolor.build import create_model
 from ddcolor.modeling.ddcolor import DDColor
+from ddcolor.registry import ARCHITECTURES
 
 #: Folder of the official state-dict key lists.
 OFFICIAL_KEYS_DIR = Path(__file__).resolve().parents[2] / "ddcolor" / "layouts"

@@ -1,4 +1,8 @@
-"""Tests of checkpoint reading, validation and loading, on synthetic official-layout files."""
+"""Tests of checkpoint reading, validation and loading, on synthetic official-layout files.
+
+Loading is what the pipeline does: ``read_checkpoint`` returns the state dict and its
+provenance, ``build_ddcolor`` builds the network and loads the state dict strictly.
+"""
 
 from __future__ import annotations
 
@@ -6,32 +10,28 @@ import hashlib
 import pickle
 import re
 import shutil
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
 import safetensors.torch
 import torch
 
-from ddcolor.build import ARCHITECTURES, build_ddcolor
+from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import (
-    UNUSED_KEYS,
-    LoadedCheckpoint,
-    check_state_dict,
-    detect_architecture,
-    drop_unused_keys,
-    expected_entries,
-    load_model,
+    CheckpointInfo,
+    identify_checkpoint,
     model_name_from_path,
     read_checkpoint,
-    resolve_precision,
     sha256_file,
-    unwrap_state_dict,
 )
-from ddcolor.errors import CheckpointError, UnsupportedPrecision
-from ddcolor.layout import identify_checkpoint
+from ddcolor.errors import CheckpointError
+from ddcolor.layout import (
+    UNUSED_KEYS,
+)
 from ddcolor.modeling.ddcolor import DDColor
+from ddcolor.registry import MODELS
 
 #: The three layouts the official weights are published in.
 LAYOUTS = ("basicsr", "huggingface", "safetensors")
@@ -116,12 +116,10 @@ def scratch_dir(tmp_path: Path) -> Iterator[Path]:
     shutil.rmtree(tmp_path, ignore_errors=True)
 
 
-def _meta_state_dict(arch: str) -> StateDict:
-    """A state dict of meta tensors with an architecture's keys and shapes: no memory."""
-    return {
-        key: torch.empty(shape, dtype=dtype, device="meta")
-        for key, (shape, dtype) in expected_entries(ARCHITECTURES[arch]).items()
-    }
+def load(path: Path, model: str | None = None) -> tuple[DDColor, CheckpointInfo]:
+    """Read a checkpoint and build its network, as ``load_colorizer`` does."""
+    state_dict, info = read_checkpoint(path, model=model)
+    return build_ddcolor(model or info.arch, state_dict=state_dict), info
 
 
 def _assert_same_state(model: DDColor, state: StateDict) -> None:
@@ -153,13 +151,14 @@ def test_tiny_checkpoint_in_each_official_layout_reproduces_the_source_model(
     path = tiny_files.files[layout]
     rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(20))
 
-    model = load_model(path)
+    model, info = load(path)
 
     assert not model.training
+    assert not hasattr(model, "checkpoint")  # the caller keeps the provenance
     _assert_same_state(model, tiny_files.state)
     with torch.no_grad():
         torch.testing.assert_close(model(rgb), tiny_model(rgb), rtol=1e-5, atol=1e-6)
-    assert model.checkpoint == LoadedCheckpoint(
+    assert info == CheckpointInfo(
         path=path,
         sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         size_bytes=path.stat().st_size,
@@ -176,11 +175,10 @@ def test_tiny_checkpoint_in_each_official_layout_reproduces_the_source_model(
 def test_large_checkpoint_in_each_official_layout_loads_every_tensor_unchanged(
     layout: str, large_files: CheckpointFiles
 ) -> None:
-    model = load_model(large_files.files[layout])
+    model, info = load(large_files.files[layout])
 
     assert not model.training
-    assert model.checkpoint is not None
-    assert model.checkpoint.arch == "large"
+    assert info.arch == "large"
     _assert_same_state(model, large_files.state)
 
 
@@ -190,7 +188,7 @@ def test_large_checkpoint_reproduces_the_output_of_the_source_model(
 ) -> None:
     rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(21))
 
-    model = load_model(large_files.files["basicsr"])
+    model, _ = load(large_files.files["basicsr"])
 
     with torch.no_grad():
         expected = large_model(rgb)
@@ -205,7 +203,7 @@ def test_identify_checkpoint_gives_the_record_read_checkpoint_gives(
 ) -> None:
     path = tiny_files.files[layout]
 
-    assert identify_checkpoint(path, model=model) == read_checkpoint(path, model=model)[0]
+    assert identify_checkpoint(path, model=model) == read_checkpoint(path, model=model)[1]
 
 
 def test_identify_checkpoint_reads_the_legacy_format_with_torch(
@@ -217,7 +215,7 @@ def test_identify_checkpoint_reads_the_legacy_format_with_torch(
     info = identify_checkpoint(path)
 
     assert (info.model_name, info.arch, info.wrapper) == ("ddcolor_paper_tiny", "tiny", "params")
-    assert info == read_checkpoint(path)[0]
+    assert info == read_checkpoint(path)[1]
 
 
 def test_sha256_file_equals_hashlib_on_the_whole_file(tmp_path: Path) -> None:
@@ -234,38 +232,13 @@ def test_file_format_is_recognised_from_the_content_when_the_suffix_is_unknown(
     link = tmp_path / "weights.dat"
     link.symlink_to(tiny_files.files[layout])
 
-    info, state = read_checkpoint(link)
+    state, info = read_checkpoint(link)
 
     assert info.format == ("safetensors" if layout == "safetensors" else "torch")
     assert set(state) == set(tiny_files.state)
 
 
-# --------------------------------------------------------------------------- precision and names
-
-
-def test_load_model_casts_floating_parameters_to_the_precision(
-    tiny_files: CheckpointFiles,
-) -> None:
-    model = load_model(tiny_files.files["safetensors"], precision="fp16")
-    rgb = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(22))
-
-    dtypes = {value.dtype for value in model.state_dict().values()}
-    assert dtypes == {torch.float16, torch.int64}
-    with torch.no_grad():
-        assert torch.isfinite(model(rgb)).all()
-
-
-def test_load_model_rejects_an_unknown_precision_before_reading(tmp_path: Path) -> None:
-    with pytest.raises(UnsupportedPrecision, match="fp8"):
-        load_model(tmp_path / "absent.pth", precision="fp8")
-
-
-def test_resolve_precision_maps_the_three_names() -> None:
-    assert [resolve_precision(name) for name in ("fp32", "fp16", "bf16")] == [
-        torch.float32,
-        torch.float16,
-        torch.bfloat16,
-    ]
+# --------------------------------------------------------------------------- names and building
 
 
 @pytest.mark.parametrize(
@@ -303,53 +276,63 @@ def test_read_checkpoint_names_the_model_from_the_file_name(
     link = tmp_path / "ddcolor_paper_tiny.pth"
     link.symlink_to(tiny_files.files["basicsr"])
 
-    info, _ = read_checkpoint(link)
+    _, info = read_checkpoint(link)
 
     assert (info.model_name, info.arch) == ("ddcolor_paper_tiny", "tiny")
 
 
-def test_load_model_refuses_a_file_of_the_other_architecture_than_the_named_model(
+def test_read_checkpoint_refuses_a_file_of_the_other_architecture_than_the_named_model(
     tiny_files: CheckpointFiles,
 ) -> None:
     with pytest.raises(CheckpointError, match="holds a tiny DDColor, but ddcolor_paper is large"):
-        load_model(tiny_files.files["basicsr"], model="ddcolor_paper")
+        read_checkpoint(tiny_files.files["basicsr"], model="ddcolor_paper")
 
 
-def test_build_ddcolor_with_weights_loads_them_under_the_given_name(
+def test_build_ddcolor_loads_a_state_dict_under_the_given_name(
     tiny_files: CheckpointFiles,
 ) -> None:
-    model = build_ddcolor("ddcolor_paper_tiny", weights=tiny_files.files["huggingface"])
+    model, info = load(tiny_files.files["huggingface"], model="ddcolor_paper_tiny")
 
     assert not model.training
-    assert model.checkpoint is not None
-    assert model.checkpoint.model_name == "ddcolor_paper_tiny"
+    assert info.model_name == "ddcolor_paper_tiny"
     _assert_same_state(model, tiny_files.state)
 
 
-# --------------------------------------------------------------------------- unwrapping
+def test_weights_saved_in_half_precision_are_built_in_float32(
+    tiny_files: CheckpointFiles, tmp_path: Path
+) -> None:
+    half = {k: v.half() if v.is_floating_point() else v for k, v in tiny_files.state.items()}
+    path = tmp_path / "half.safetensors"
+    safetensors.torch.save_file(half, path)
+
+    model, _ = load(path)
+
+    assert {value.dtype for value in model.state_dict().values()} == {torch.float32, torch.int64}
 
 
-def test_unwrap_prefers_params_over_params_ema() -> None:
-    params, ema = {"a": torch.zeros(1)}, {"a": torch.ones(1)}
+def test_build_ddcolor_loads_strictly(tiny_files: CheckpointFiles) -> None:
+    state = dict(tiny_files.state)
+    del state["mean"]
 
-    state, wrapper = unwrap_state_dict({"params": params, "params_ema": ema})
-
-    assert wrapper == "params"
-    assert torch.equal(state["a"], params["a"])
-
-
-def test_unwrap_uses_params_ema_when_params_is_absent() -> None:
-    state, wrapper = unwrap_state_dict({"params_ema": {"a": torch.ones(1)}})
-
-    assert wrapper == "params_ema"
-    assert torch.equal(state["a"], torch.ones(1))
+    with pytest.raises(
+        CheckpointError, match=r"does not match DDColor ddcolor_paper_tiny: 1 missing key \(mean\)"
+    ):
+        build_ddcolor("ddcolor_paper_tiny", state_dict=state)
 
 
-def test_unwrap_takes_a_bare_state_dict_as_is() -> None:
-    state, wrapper = unwrap_state_dict({"a": torch.ones(2)})
+def test_a_structure_other_than_the_official_ones_is_checked_by_the_strict_load(
+    tiny_files: CheckpointFiles,
+) -> None:
+    shallow = replace(MODELS["ddcolor_paper_tiny"], name="shallow", dec_layers=3)
 
-    assert wrapper is None
-    assert list(state) == ["a"]
+    state, info = read_checkpoint(tiny_files.files["huggingface"], model=shallow)
+
+    assert info.model_name == "shallow"
+    with pytest.raises(CheckpointError, match="does not match DDColor shallow: 108 unexpected"):
+        build_ddcolor(shallow, state_dict=state)
+
+
+# --------------------------------------------------------------------------- not state dicts
 
 
 @pytest.mark.parametrize(
@@ -363,93 +346,14 @@ def test_unwrap_takes_a_bare_state_dict_as_is() -> None:
     ],
     ids=["tensor", "list", "params-list", "int-value", "nested-dict"],
 )
-def test_unwrap_rejects_objects_that_are_not_state_dicts(obj: object) -> None:
+def test_files_that_hold_no_state_dict_are_refused(obj: object, tmp_path: Path) -> None:
+    path = tmp_path / "x.pth"
+    torch.save(obj, path)
+
     with pytest.raises(CheckpointError, match="not a state dict"):
-        unwrap_state_dict(obj, source="x.pth")
-
-
-def test_only_the_two_head_cls_keys_are_dropped() -> None:
-    state = {
-        "encoder.arch.head_cls.weight": torch.zeros(4, 8),
-        "encoder.arch.head_cls.bias": torch.zeros(4),
-        "encoder.arch.head_cls.extra": torch.zeros(1),
-        "encoder.arch.norm.weight": torch.zeros(8),
-    }
-
-    kept, dropped = drop_unused_keys(state)
-
-    assert dropped == UNUSED_KEYS
-    assert sorted(kept) == ["encoder.arch.head_cls.extra", "encoder.arch.norm.weight"]
-
-
-# --------------------------------------------------------------------------- recognition and checks
-
-
-@pytest.mark.parametrize("arch", ["tiny", "large"])
-def test_detect_architecture_recognises_each_architecture_from_shapes(arch: str) -> None:
-    assert detect_architecture(_meta_state_dict(arch)) == arch
-
-
-def test_detect_architecture_still_recognises_a_large_file_without_its_stem() -> None:
-    state = _meta_state_dict("large")
-    del state["encoder.arch.downsample_layers.0.0.weight"]
-
-    assert detect_architecture(state) == "large"
-
-
-def test_detect_architecture_rejects_a_state_dict_of_another_network() -> None:
-    state = {"fc.weight": torch.zeros(10, 4), "fc.bias": torch.zeros(10)}
-
-    with pytest.raises(CheckpointError, match="not a DDColor checkpoint.*fc.weight"):
-        detect_architecture(state, source="resnet.pth")
-
-
-def test_check_state_dict_names_missing_unexpected_and_misshaped_keys() -> None:
-    state = _meta_state_dict("large")
-    del state["decoder.color_decoder.query_feat.weight"]
-    state["decoder.extra.weight"] = torch.empty(3, device="meta")
-    state["refine_net.0.0.weight_orig"] = torch.empty(2, 104, 1, 1, device="meta")
-
-    with pytest.raises(CheckpointError) as caught:
-        check_state_dict(state, ARCHITECTURES["large"], source="damaged.pth")
-
-    message = str(caught.value)
-    assert "damaged.pth" in message
-    assert "1 missing key (decoder.color_decoder.query_feat.weight)" in message
-    assert "1 unexpected key (decoder.extra.weight)" in message
-    assert (
-        "1 mis-shaped key (refine_net.0.0.weight_orig is [2, 104, 1, 1], expected [2, 103, 1, 1])"
-        in message
-    )
-
-
-def test_check_state_dict_counts_all_problems_but_quotes_only_the_first_few() -> None:
-    state = _meta_state_dict("tiny")
-    removed = [key for key in state if key.startswith("encoder.arch.stages.2.")][:12]
-    for key in removed:
-        del state[key]
-
-    with pytest.raises(CheckpointError, match=r"12 missing keys \(.*, and 7 more\)"):
-        check_state_dict(state, ARCHITECTURES["tiny"])
-
-
-def test_check_state_dict_rejects_integer_tensors_for_float_parameters() -> None:
-    state = _meta_state_dict("tiny")
-    state["mean"] = torch.empty(1, 3, 1, 1, dtype=torch.int64, device="meta")
-
-    with pytest.raises(CheckpointError, match="mean is int64, expected float32"):
-        check_state_dict(state, ARCHITECTURES["tiny"])
-
-
-def test_check_state_dict_accepts_the_official_key_list(
-    official_keys: Callable[[str], list[tuple[str, tuple[int, ...], str]]],
-) -> None:
-    for arch in ("tiny", "large"):
-        state = {
-            key: torch.empty(shape, dtype=getattr(torch, dtype), device="meta")
-            for key, shape, dtype in official_keys(arch)
-        }
-        check_state_dict(state, ARCHITECTURES[arch])
+        read_checkpoint(path)
+    with pytest.raises(CheckpointError, match="not a state dict"):
+        identify_checkpoint(path)
 
 
 # --------------------------------------------------------------------------- damaged files
@@ -464,7 +368,7 @@ def test_state_dict_file_missing_a_key_raises_checkpoint_error_naming_it(
     safetensors.torch.save_file(state, path)
 
     with pytest.raises(CheckpointError) as caught:
-        load_model(path)
+        load(path)
     with pytest.raises(CheckpointError) as quick:
         identify_checkpoint(path)
 
@@ -490,7 +394,7 @@ def test_truncated_file_raises_checkpoint_error(
         path.write_bytes(handle.read(TRUNCATED_BYTES))
 
     with pytest.raises(CheckpointError, match="truncated"):
-        load_model(path)
+        load(path)
     with pytest.raises(CheckpointError, match="truncated"):
         identify_checkpoint(path)
 
@@ -503,7 +407,7 @@ def test_random_bytes_raise_checkpoint_error(suffix: str, tmp_path: Path) -> Non
     path.write_bytes(noise.numpy().tobytes())
 
     with pytest.raises(CheckpointError, match=re.escape(str(path))):
-        load_model(path)
+        load(path)
 
 
 class _Payload:
@@ -519,7 +423,7 @@ def test_pickle_with_arbitrary_objects_is_refused_by_weights_only_loading(tmp_pa
         pickle.dump({"params": {"a": 1}, "payload": _Payload()}, handle, protocol=2)
 
     with pytest.raises(CheckpointError, match="weights_only=True"):
-        load_model(path)
+        load(path)
 
 
 def test_torch_file_holding_a_tensor_is_not_a_state_dict(tmp_path: Path) -> None:
@@ -527,7 +431,7 @@ def test_torch_file_holding_a_tensor_is_not_a_state_dict(tmp_path: Path) -> None
     torch.save(torch.zeros(3), path)
 
     with pytest.raises(CheckpointError, match="not a state dict"):
-        load_model(path)
+        load(path)
 
 
 def test_missing_file_raises_checkpoint_error(tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from ddcolor.errors import InvalidSize
 from ddcolor.modeling import DDColor
 
 #: Largest |fp16 - fp32| allowed, as a fraction of the largest |fp32| output value.
@@ -51,7 +50,7 @@ def test_forward_returns_two_ab_channels_at_the_input_resolution(
 def test_forward_rejects_inputs_that_are_not_bx3_multiples_of_32(
     tiny_model: DDColor, shape: tuple[int, ...]
 ) -> None:
-    with pytest.raises(InvalidSize):
+    with pytest.raises(ValueError, match="Bx3xHxW|multiples of 32"):
         tiny_model(torch.rand(shape))
 
 

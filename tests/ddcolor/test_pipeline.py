@@ -18,17 +18,10 @@ from ddcolor.errors import (
     DDColorError,
     InvalidSize,
     OutOfMemoryAtMinimumSize,
+    UnsupportedPrecision,
 )
-from ddcolor.pipeline import (
-    OOM_LADDER,
-    PRESETS,
-    Colorizer,
-    colorize,
-    load_colorizer,
-    network_input,
-    size_ladder,
-    validate_size,
-)
+from ddcolor.pipeline import Colorizer, colorize, load_colorizer, network_input
+from ddcolor.registry import OOM_LADDER, PRESETS, size_ladder, validate_size
 
 #: Factor applied to the random tiny model's ab (about +-1) to give photograph-like colours.
 AB_GAIN = 40.0
@@ -314,6 +307,22 @@ def test_colorizer_applies_its_defaults_and_reports_provenance(rng: np.random.Ge
     assert result.seconds >= result.network_seconds >= 0
     assert colorizer.colorize(np.zeros((4, 4), np.uint8), size=256).size == 256
     assert "constant" in repr(colorizer)
+
+
+def test_colorizer_resolves_the_precision_asked_for_per_image(rng: np.random.Generator) -> None:
+    colorizer = Colorizer(_ConstantAb(1, 2), device="cpu", precision="auto", size=256)
+    image = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+
+    assert colorizer.precision == resolve_precision("auto", "cpu")
+    assert colorizer.colorize(image, precision="bf16").precision == "bf16"
+    assert colorizer.colorize(image, precision="auto").precision == colorizer.precision
+    with pytest.raises(UnsupportedPrecision, match="fp8"):
+        colorizer.colorize(image, precision="fp8")
+
+
+def test_colorize_takes_only_a_resolved_precision() -> None:
+    with pytest.raises(UnsupportedPrecision, match="Colorizer resolves auto"):
+        colorize(_ConstantAb(), np.zeros((8, 8), np.uint8), size=256, precision="auto")
 
 
 def test_untrained_colorizer_is_seeded_and_reproducible() -> None:

@@ -17,7 +17,6 @@ from submit_helpers import COLORIZE_QUEUE, IMAGES, collection, images, run, run_
 
 from catalog import ImageStatus
 from panchro.cli import cli
-from panchro.options import PRESET_SIZES
 
 
 def test_submit_registers_every_image_and_sends_one_task_each(
@@ -99,18 +98,18 @@ def test_submit_records_the_model_name_and_checksum_of_the_weights(
 ) -> None:
     import torch
 
-    from ddcolor.build import get_config
-    from ddcolor.checkpoints import expected_entries, sha256_file
+    from ddcolor.checkpoints import sha256_file
+    from ddcolor.layout import official_layout
 
     # Every floating-point tensor views one shared storage: torch.save writes it once,
     # so a checkpoint of the right keys and shapes takes a few megabytes.
-    entries = expected_entries(get_config("ddcolor_paper_tiny"))
-    shared = torch.zeros(max(torch.Size(shape).numel() for shape, _ in entries.values()))
+    entries = official_layout("tiny")
+    shared = torch.zeros(max(torch.Size(entry.shape).numel() for entry in entries.values()))
     state = {
-        key: shared[: torch.Size(shape).numel()].view(shape)
-        if dtype.is_floating_point
-        else torch.zeros(shape, dtype=dtype)
-        for key, (shape, dtype) in entries.items()
+        key: shared[: torch.Size(entry.shape).numel()].view(entry.shape)
+        if entry.floating
+        else torch.zeros(entry.shape, dtype=getattr(torch, entry.dtype))
+        for key, entry in entries.items()
     }
     weights = tmp_path / "ddcolor_paper_tiny.pth"
     torch.save({"params": state}, weights)
@@ -164,9 +163,3 @@ def test_submit_scans_an_s3_prefix_through_the_configured_endpoint(
     assert "4 new" in result.stdout
     assert broker.llen(COLORIZE_QUEUE) == 4
     assert sorted(images(url)) == sorted(IMAGES)
-
-
-def test_preset_names_are_those_of_the_ddcolor_pipeline() -> None:
-    from ddcolor.pipeline import PRESETS
-
-    assert PRESET_SIZES == PRESETS

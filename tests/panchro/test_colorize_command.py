@@ -183,13 +183,27 @@ def test_colorize_refuses_to_write_over_the_original(tmp_path: Path) -> None:
     assert original.read_bytes() == before
 
 
-def test_cli_choices_are_those_of_the_model_library() -> None:
-    from ddcolor.build import MODELS
-    from ddcolor.pipeline import PRESETS
-    from ddcolor.transforms import DEFAULT_UPSAMPLE, UPSAMPLE_METHODS
-    from panchro.options import MODEL_CHOICES, PRESET_SIZES, UPSAMPLE_CHOICES
+def test_cli_choices_are_those_of_the_model_registry() -> None:
+    import click
 
-    assert set(MODEL_CHOICES) == set(MODELS)
-    assert PRESET_SIZES == PRESETS
-    assert set(UPSAMPLE_CHOICES) == set(UPSAMPLE_METHODS)
-    assert UPSAMPLE_CHOICES[0] == DEFAULT_UPSAMPLE
+    from ddcolor.registry import (
+        DEFAULT_UPSAMPLE,
+        OFFICIAL_MODELS,
+        PRECISION_CHOICES,
+        PRESETS,
+        UPSAMPLE_METHODS,
+    )
+    from panchro.commands.colorize import colorize
+
+    params = {param.name: param for param in colorize.params}
+
+    def choices(name: str) -> tuple[str, ...]:
+        kind = params[name].type
+        assert isinstance(kind, click.Choice)
+        return tuple(kind.choices)
+
+    assert choices("model") == OFFICIAL_MODELS
+    assert choices("upsample") == UPSAMPLE_METHODS
+    assert choices("precision") == PRECISION_CHOICES
+    assert set(choices("preset")) == set(PRESETS)
+    assert params["upsample"].default == DEFAULT_UPSAMPLE

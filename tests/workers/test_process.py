@@ -115,9 +115,9 @@ def test_process_image_upsamples_colour_as_the_collection_asks(
     asked: list[str | None] = []
 
     class Recording(Colorizer):
-        def colorize(self, image: Any, *, size: Any = None, upsample: Any = None) -> Any:
+        def colorize(self, image: Any, *, upsample: Any = None, **options: Any) -> Any:
             asked.append(upsample)
-            return super().colorize(image, size=size, upsample=upsample)
+            return super().colorize(image, upsample=upsample, **options)
 
     recording = Recording(
         tiny_colorizer.model,

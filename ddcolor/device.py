@@ -26,15 +26,12 @@ from typing import Literal
 import torch
 
 from ddcolor.errors import DDColorError, UnsupportedPrecision
+from ddcolor.registry import PRECISION_CHOICES
 
 logger = logging.getLogger(__name__)
 
 Backend = Literal["cuda", "rocm", "cpu"]
 
-#: Precisions the network can run in.
-PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
-#: Accepted precision names: the precisions plus ``auto``.
-PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
 #: Torch dtype of each precision.
 TORCH_DTYPES: dict[str, torch.dtype] = {
     "fp32": torch.float32,

@@ -16,6 +16,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+#: Precisions the network can run in.
+PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
+#: Accepted precision names: the precisions plus ``auto``.
+PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
+
 #: Number of pixel-decoder scales (count) the colour decoder reads; fixed by the U-Net depth.
 NUM_SCALES = 3
 

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from panchro.settings import PRECISIONS
+from ddcolor.registry import PRECISION_CHOICES
 from panchro.weights import OFFICIAL_MODELS
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ weights_option = click.option(
 #: ``--precision``: the numeric precision of the model.
 precision_option = click.option(
     "--precision",
-    type=click.Choice(PRECISIONS),
+    type=click.Choice(PRECISION_CHOICES),
     help="auto is fp16 on GPUs; on the CPU bf16 where the processor computes it natively, "
     "else fp32. Env: PANCHRO_PRECISION.",
 )

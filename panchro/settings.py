@@ -13,14 +13,13 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ddcolor.registry import PRECISION_CHOICES
 from workers.app import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, check_limits
 
 #: Database used when none is configured: a SQLite file in the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
 #: Broker used when none is configured.
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
-#: Precision names accepted everywhere.
-PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 #: Broker URL schemes: Redis (``rediss`` with TLS), and ``memory`` for one process.
 BROKER_SCHEMES = ("redis", "rediss", "memory")
 #: The catalog URLs panchro supports, as said in errors.
@@ -94,8 +93,9 @@ class Settings(BaseSettings):
     @field_validator("precision")
     @classmethod
     def _check_precision(cls, value: str) -> str:
-        if value not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {value!r}")
+        if value not in PRECISION_CHOICES:
+            choices = ", ".join(PRECISION_CHOICES)
+            raise ValueError(f"precision must be one of {choices}, not {value!r}")
         return value
 
     @field_validator("s3_addressing_style")

@@ -7,31 +7,77 @@ collection; ``decode_image()`` and ``encode_image()`` turn files into arrays and
 
 from __future__ import annotations
 
-from storage.base import ObjectInfo, S3Options, Storage, open_storage
-from storage.errors import (
-    AccessDenied,
-    InvalidImage,
-    InvalidURI,
-    ObjectNotFound,
-    OutputExists,
-    StorageError,
-    StorageFull,
-    StorageMisconfigured,
-    StorageUnavailable,
-    UnsupportedImage,
-)
-from storage.imaging import (
-    DecodedImage,
-    ImageMetadata,
-    Provenance,
-    decode_image,
-    encode_image,
-    output_extension,
-    sniff_format,
-)
-from storage.local import LocalStorage
-from storage.scan import ScannedObject, ScanReport, scan
-from storage.uri import URI, join, parse_uri
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from storage.base import ObjectInfo, S3Options, Storage, open_storage
+    from storage.errors import (
+        AccessDenied,
+        InvalidImage,
+        InvalidURI,
+        ObjectNotFound,
+        OutputExists,
+        StorageError,
+        StorageFull,
+        StorageMisconfigured,
+        StorageUnavailable,
+        UnsupportedImage,
+    )
+    from storage.imaging import (
+        DecodedImage,
+        ImageMetadata,
+        Provenance,
+        decode_image,
+        encode_image,
+        output_extension,
+        sniff_format,
+    )
+    from storage.local import LocalStorage
+    from storage.scan import ScannedObject, ScanReport, scan
+    from storage.uri import URI, join, parse_uri
+
+#: The module of each public name: importing ``storage.errors`` (as the CLI does for its
+#: error handling) must not import the rest, so the package imports on first use.
+_SOURCES = {
+    "ObjectInfo": "base",
+    "S3Options": "base",
+    "Storage": "base",
+    "open_storage": "base",
+    "AccessDenied": "errors",
+    "InvalidImage": "errors",
+    "InvalidURI": "errors",
+    "ObjectNotFound": "errors",
+    "OutputExists": "errors",
+    "StorageError": "errors",
+    "StorageFull": "errors",
+    "StorageMisconfigured": "errors",
+    "StorageUnavailable": "errors",
+    "UnsupportedImage": "errors",
+    "DecodedImage": "imaging",
+    "ImageMetadata": "imaging",
+    "Provenance": "imaging",
+    "decode_image": "imaging",
+    "encode_image": "imaging",
+    "output_extension": "imaging",
+    "sniff_format": "imaging",
+    "LocalStorage": "local",
+    "ScanReport": "scan",
+    "ScannedObject": "scan",
+    "scan": "scan",
+    "URI": "uri",
+    "join": "uri",
+    "parse_uri": "uri",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name's module on first access (PEP 562)."""
+    module = _SOURCES.get(name)
+    if module is None:
+        raise AttributeError(f"module 'storage' has no attribute {name!r}")
+    return getattr(import_module(f"storage.{module}"), name)
+
 
 __all__ = [
     "URI",

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
-from panchro.settings import Settings
+if TYPE_CHECKING:
+    from panchro.settings import Settings
 
 #: Seconds a network check may take before it counts as unreachable.
 CHECK_TIMEOUT = 3.0

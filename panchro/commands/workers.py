@@ -31,9 +31,9 @@ from panchro.options import (
     untrained_option,
     weights_option,
 )
-from panchro.settings import Settings
 
 if TYPE_CHECKING:
+    from panchro.settings import Settings
     from workers.devices import WorkerSlot
     from workers.launcher import ChildSpec
     from workers.runtime import WorkerConfig

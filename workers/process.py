@@ -145,6 +145,8 @@ class _Job:
     upsample: str | None
     output_format: str | None
     checkpoint_sha256: str | None
+    model_name: str | None
+    untrained: bool
     output: OutputPlan
 
 
@@ -272,6 +274,8 @@ def _job(db: Session, claim: Claim) -> _Job:
         upsample=collection.upsample,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
+        model_name=collection.model_name,
+        untrained=collection.untrained,
         output=plan_output(db, claim, collection.output),
     )
 
@@ -289,7 +293,7 @@ def _run(
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
     check_output(job.output)
-    _check_weights(job.checkpoint_sha256, colorizer, untrained)
+    _check_weights(job, colorizer, untrained)
     began = time.perf_counter()
     prefetched = None
     if read_ahead is not None:
@@ -395,11 +399,28 @@ def _checkpoint_sha256(colorizer: Colorizer, untrained: bool) -> str:
     return colorizer.checkpoint.sha256
 
 
-def _check_weights(expected: str | None, colorizer: Colorizer, untrained: bool) -> None:
-    """Refuse to colorize a collection submitted for other weights than this worker's."""
-    if expected is None:
-        return
+def _check_weights(job: _Job, colorizer: Colorizer, untrained: bool) -> None:
+    """Refuse to colorize a collection submitted for other weights than this worker's.
+
+    The collection names its checkpoint by SHA-256; or only the model it must run
+    (``submit --model``), or random weights (``submit --untrained``).
+    """
     loaded = _checkpoint_sha256(colorizer, untrained)
+    if job.untrained and loaded != UNTRAINED_CHECKPOINT:
+        raise CheckpointMismatch(
+            "the collection was submitted for untrained random weights, but this worker runs "
+            f"checkpoint sha256 {loaded[:12]}; the image is left for a worker started with "
+            "--untrained"
+        )
+    if job.checkpoint_sha256 is None:
+        if job.model_name is not None and colorizer.model_name != job.model_name:
+            raise CheckpointMismatch(
+                f"the collection was submitted for model {job.model_name}, but this worker "
+                f"runs {colorizer.model_name}; the image is left for a worker started with "
+                "that model's weights, or submit the collection again for this one"
+            )
+        return
+    expected = job.checkpoint_sha256
     if loaded != expected:
         raise CheckpointMismatch(
             f"the collection was submitted for checkpoint sha256 {expected[:12]}, but this "

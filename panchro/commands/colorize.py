@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on, local_path_only
-from panchro.options import chosen_weights, model_options, size_from, size_options
+from panchro.options import (
+    chosen_output_format,
+    chosen_weights,
+    model_options,
+    output_format_options,
+    size_from,
+    size_options,
+)
 
 if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer
@@ -161,7 +168,7 @@ def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) ->
     Args:
         input_path: An image file or a folder.
         output_path: The output file or folder.
-        output_format: The ``--format`` asked for, or None.
+        output_format: The ``--output-format`` asked for, or None.
 
     Returns:
         The jobs, in a stable order.
@@ -229,12 +236,7 @@ def _load(
 )
 @model_options
 @size_options
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["tif", "png", "jpg", "webp"]),
-    help="Output format (default: the original's family: TIFF stays TIFF, JPEG stays JPEG...).",
-)
+@output_format_options
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -255,6 +257,7 @@ def colorize(
     preset: str | None,
     size: int | None,
     output_format: str | None,
+    format_alias: str | None,
     overwrite: bool,
 ) -> None:
     """Colorize INPUT (an image, or a folder of images) into OUTPUT.
@@ -276,6 +279,7 @@ def colorize(
     from storage.local import LocalStorage
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    output_format = chosen_output_format(output_format, format_alias)
     chosen_size = size_from(preset, size)
     jobs = plan_jobs(input_path, output_path, output_format)
     if not jobs:

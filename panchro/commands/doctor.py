@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Literal
 
 import click
 
+from panchro.options import json_options, wants_json
+
 if TYPE_CHECKING:
     from panchro.settings import Settings
 
@@ -193,9 +195,11 @@ _MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 @click.command("doctor")
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint file to validate.")
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON list.")
+@json_options("Print the checks as a JSON list.")
 @click.pass_context
-def doctor(ctx: click.Context, weights: Path | None, as_json: bool) -> None:
+def doctor(
+    ctx: click.Context, weights: Path | None, as_json: bool, report_format: str | None
+) -> None:
     """Check the torch build (CUDA/ROCm/CPU), devices, weights, database, broker and S3.
 
     Exits with status 1 when a check fails (a damaged checkpoint, an unreachable
@@ -204,7 +208,7 @@ def doctor(ctx: click.Context, weights: Path | None, as_json: bool) -> None:
     from panchro.cli import load_settings
 
     checks = run_checks(load_settings(ctx, weights=weights))
-    if as_json:
+    if wants_json(as_json, report_format):
         click.echo(json.dumps([asdict(check) for check in checks], indent=2))
     else:
         width = max(len(check.name) for check in checks)

@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on
-from panchro.options import chosen_weights, model_options, size_from, size_options
+from panchro.options import (
+    chosen_output_format,
+    chosen_weights,
+    model_options,
+    output_format_options,
+    size_from,
+    size_options,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -182,12 +189,7 @@ def _process(
 )
 @model_options
 @size_options
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["tif", "png", "jpg", "webp"]),
-    help="Output format (default: the original's family).",
-)
+@output_format_options
 @click.option(
     "--collection",
     help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
@@ -219,6 +221,7 @@ def run(
     preset: str | None,
     size: int | None,
     output_format: str | None,
+    format_alias: str | None,
     collection: str | None,
     force: bool,
     prefetch: int,
@@ -253,6 +256,7 @@ def run(
     from storage.uri import parse_uri
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    output_format = chosen_output_format(output_format, format_alias)
     chosen_size = size_from(preset, size)
     with fail_on("reading the locations"):
         parse_uri(source)

@@ -225,6 +225,14 @@ def workers_command(
     cannot be used. Exits when every worker has stopped: status 78 if one stopped
     because it cannot work (storage credentials missing or refused, other weights
     than a collection's), 1 if one was given up after failing again and again.
+
+    \b
+    Examples:
+      panchro workers --weights ddcolor_modelscope.pth        # one worker per GPU
+      panchro workers --devices 0,1 --precision bf16          # only GPUs 0 and 1
+      panchro workers --cpu 2 --untrained                     # a demo on a laptop
+      PANCHRO_BROKER_URL=redis://broker:6379/0 \\
+      PANCHRO_DATABASE_URL=postgresql+psycopg://panchro@db/panchro panchro workers
     """
     from panchro.cli import load_settings
     from panchro.preflight import preflight

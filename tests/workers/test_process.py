@@ -367,6 +367,27 @@ def test_collection_submitted_for_other_weights_is_handed_back_not_failed(
     assert not (output / "a.png").exists()
 
 
+def test_collection_submitted_untrained_or_for_another_model_is_left_to_a_matching_worker(
+    sessions: sessionmaker[Session], source: Path, output: Path, checkpoint_file: Path
+) -> None:
+    trained = load_colorizer(
+        checkpoint_file, device="cpu", precision="fp32", size=256, model="ddcolor_paper_tiny"
+    )
+    write_gray_png(source / "a.png")
+    write_gray_png(source / "b.png")
+    untrained = add_collection(sessions, source, output, ["a.png"], name="u", untrained=True)
+    other = add_collection(sessions, source, output, ["b.png"], name="m", model_name="x_model")
+
+    with pytest.raises(CheckpointMismatch, match="untrained random weights"):
+        _process(sessions, untrained["a.png"], trained)
+    with pytest.raises(CheckpointMismatch, match="for model x_model, but this worker runs stub"):
+        _process(sessions, other["b.png"], stub_colorizer(), untrained=True)
+
+    for image_id in (untrained["a.png"], other["b.png"]):
+        assert read_image(sessions, image_id).status is ImageStatus.QUEUED
+    assert not output.exists() or not any(output.iterdir())
+
+
 def test_store_refusing_the_credentials_hands_the_image_back_not_failed(
     sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:

@@ -53,7 +53,7 @@ from bench_servers import private_redis, wait_for
 from kombu.transport.redis import Channel
 
 from workers.app import REDELIVERY_TRANSPORT_OPTIONS, create_app
-from workers.launcher import worker_argv
+from workers.commandline import worker_argv
 from workers.names import COLORIZE
 
 #: Redis list of task starts, one JSON record per start.

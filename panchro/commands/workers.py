@@ -238,7 +238,8 @@ def workers_command(
     from panchro.preflight import preflight
     from workers.devices import plan_workers, probe_devices
     from workers.errors import DeviceError
-    from workers.launcher import NodeReleaser, Supervisor, exit_status
+    from workers.launcher import Supervisor, exit_status
+    from workers.releaser import NodeReleaser
 
     # The launcher's own lines (each start and exit) are what an operator watches: they
     # show even at the command line's default level, WARNING.
@@ -316,7 +317,7 @@ def worker_child_command(
     Exits with ``EX_CONFIG`` (78) when the worker stopped because it cannot work.
     """
     from panchro.cli import load_settings
-    from workers.launcher import node_log_format, worker_argv
+    from workers.commandline import node_log_format, worker_argv
     from workers.tasks import EX_CONFIG, PoolProcess, build_worker_app
 
     settings = load_settings(ctx)

@@ -84,27 +84,23 @@ def colorize_file(
             (out of memory at the smallest size).
     """
     from storage.errors import InvalidImage, OutputExists, StorageError
-    from workers.render import render
+    from workers.colorizing import colorize_original, read_original
 
     if output.resolve() == source.resolve():
         return FileOutcome(source, None, "failed", "refusing to write over the original")
     try:
-        rendered = render(
-            colorizer,
-            source.read_bytes(),
-            name=str(source),
-            size=size,
-            output_format=output_format,
-            untrained=untrained,
+        original = read_original(storage, str(source))
+        colorized = colorize_original(
+            colorizer, original, size=size, output_format=output_format, untrained=untrained
         )
-        storage.write(str(output), rendered.data, overwrite=False, replaceable=replaceable)
+        storage.write(str(output), colorized.data, overwrite=False, replaceable=replaceable)
     except OutputExists:
         return FileOutcome(source, None, "refused", _foreign(output))
     except (InvalidImage, ValueError, OSError, StorageError) as exc:
         return FileOutcome(source, None, "failed", str(exc))
-    result = rendered.result
+    result = colorized.result
     detail = (
-        f"{rendered.decoded.mode_description}, {result.size} px, {result.precision}, "
+        f"{original.decoded.mode_description}, {result.size} px, {result.precision}, "
         f"{result.seconds:.1f} s"
     )
     return FileOutcome(source, output, "done", detail)

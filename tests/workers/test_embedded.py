@@ -28,15 +28,21 @@ from workers.runtime import WorkerConfig, WorkerRuntime
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 WORKER = "cpu0@test"
+#: The originals of every test here, in processing order.
+NAMES = ["a.png", "b.png", "c.png"]
+
+
+def _queued_images(sessions: sessionmaker[Session], source: Path, output: Path) -> dict[str, int]:
+    """Write the originals and queue them as one collection; return their image ids."""
+    for name in NAMES:
+        write_gray_png(source / name)
+    return add_collection(sessions, source, output, NAMES)
 
 
 def test_embedded_worker_hands_back_an_interrupted_run_then_colorizes_all_in_rounds(
     catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
-    names = ["a.png", "b.png", "c.png"]
-    for name in names:
-        write_gray_png(source / name)
-    ids = add_collection(sessions, source, output, names)
+    ids = _queued_images(sessions, source, output)
     with transaction(sessions) as db:  # a run stopped dead while b.png was running
         assert claim_image(db, ids["b.png"], worker=WORKER, device="cpu")
     collection_id = read_image(sessions, ids["a.png"]).collection_id
@@ -54,10 +60,10 @@ def test_embedded_worker_hands_back_an_interrupted_run_then_colorizes_all_in_rou
         runtime.close()
 
     assert handed_back == 3
-    assert [outcome.image_id for outcome in seen] == [ids[name] for name in names]
+    assert [outcome.image_id for outcome in seen] == [ids[name] for name in NAMES]
     assert {outcome.status for outcome in seen} == {ProcessStatus.DONE}
     assert [outcome.read_ahead for outcome in seen] == [False, True, False]  # rounds of 2
-    assert all((output / name).exists() for name in names)
+    assert all((output / name).exists() for name in NAMES)
     [lost, done] = attempts_of(sessions, ids["b.png"])
     assert (lost.outcome, done.outcome) == (AttemptOutcome.LOST, AttemptOutcome.DONE)
 
@@ -65,10 +71,7 @@ def test_embedded_worker_hands_back_an_interrupted_run_then_colorizes_all_in_rou
 def test_process_many_reads_the_next_original_while_the_model_runs(
     sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
-    names = ["a.png", "b.png", "c.png"]
-    for name in names:
-        write_gray_png(source / name)
-    ids = add_collection(sessions, source, output, names)
+    ids = _queued_images(sessions, source, output)
     second_read = threading.Event()
 
     def on_read(uri: str, thread: str) -> None:
@@ -79,7 +82,7 @@ def test_process_many_reads_the_next_original_while_the_model_runs(
     model = WaitsOnFirstForward(StubNet(), second_read)
 
     outcomes = process_many(
-        [ids[name] for name in names],
+        [ids[name] for name in NAMES],
         sessions=sessions,
         storage_for=lambda uri: store,
         colorizer=stub_colorizer(model),
@@ -90,27 +93,24 @@ def test_process_many_reads_the_next_original_while_the_model_runs(
     assert model.event_seen == [True], "b.png was not read while a.png was in the model"
     assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 3
     assert [o.read_ahead for o in outcomes] == [False, True, True]
-    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in store.reads) == names  # once each
+    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in store.reads) == NAMES  # once each
 
 
 def test_process_many_hands_the_current_image_back_when_interrupted(
     sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
-    names = ["a.png", "b.png", "c.png"]
-    for name in names:
-        write_gray_png(source / name)
-    ids = add_collection(sessions, source, output, names)
+    ids = _queued_images(sessions, source, output)
 
     with pytest.raises(KeyboardInterrupt):
         process_many(
-            [ids[name] for name in names],
+            [ids[name] for name in NAMES],
             sessions=sessions,
             storage_for=lambda uri: LocalStorage(),
             colorizer=stub_colorizer(InterruptOnForward(StubNet(), when=2)),
             worker=WORKER,
         )
 
-    statuses = [read_image(sessions, ids[name]).status for name in names]
+    statuses = [read_image(sessions, ids[name]).status for name in NAMES]
     assert statuses == [ImageStatus.DONE, ImageStatus.PENDING, ImageStatus.QUEUED]
     [interrupted] = attempts_of(sessions, ids["b.png"])
     assert interrupted.outcome is AttemptOutcome.FAILED and interrupted.finished_at is not None

@@ -201,12 +201,27 @@ def test_output_format_chooses_the_format_and_format_still_works_as_its_old_spel
     common = ("--untrained", "--size", SIZE)
     for folder in ("new", "old", "both"):
         (tmp_path / folder).mkdir()
-    new = run("colorize", str(EXAMPLES / "camera.jpg"), str(tmp_path / "new"), *common,
-              "--output-format", "png")  # fmt: skip
-    old = run("colorize", str(EXAMPLES / "camera.jpg"), str(tmp_path / "old"), *common,
-              "--format", "png")  # fmt: skip
-    both = run("colorize", str(EXAMPLES / "camera.jpg"), str(tmp_path / "both"), *common,
-               "--format", "png", "--output-format", "webp")  # fmt: skip
+    new = run(
+        "colorize",
+        str(EXAMPLES / "camera.jpg"),
+        str(tmp_path / "new"),
+        *common,
+        "--output-format",
+        "png",
+    )
+    old = run(
+        "colorize", str(EXAMPLES / "camera.jpg"), str(tmp_path / "old"), *common, "--format", "png"
+    )
+    both = run(
+        "colorize",
+        str(EXAMPLES / "camera.jpg"),
+        str(tmp_path / "both"),
+        *common,
+        "--format",
+        "png",
+        "--output-format",
+        "webp",
+    )
 
     assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
     for folder in ("new", "old"):

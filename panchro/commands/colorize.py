@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -127,19 +126,19 @@ def panchro_copy(path: Path) -> str | None:
         The hex digest of its content, or None when it is not panchro's (or unreadable).
     """
     from storage.errors import StorageError
-    from storage.imaging import decode_image
+    from storage.local import LocalStorage
     from storage.metadata import last_edited_by_panchro
+    from workers.colorizing import read_original
 
     if path.is_symlink() or not path.is_file():
         return None
     try:
-        data = path.read_bytes()
-        decoded = decode_image(data, name=str(path))
+        existing = read_original(LocalStorage(), str(path))
     except (OSError, StorageError, ValueError):
         return None
-    if not last_edited_by_panchro(decoded.metadata.xmp):
+    if not last_edited_by_panchro(existing.decoded.metadata.xmp):
         return None
-    return hashlib.sha256(data).hexdigest()
+    return existing.sha256
 
 
 @dataclass(frozen=True)

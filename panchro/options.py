@@ -189,7 +189,7 @@ def chosen_output_format(output_format: str | None, format_alias: str | None) ->
 
 
 def json_options(help_text: str) -> Callable[[F], F]:
-    """Add ``--json``, and hidden ``--format text|json``, the spelling ``panchro list`` uses.
+    """Add ``--json``, and hidden ``--format table|json``, the spelling ``panchro list`` uses.
 
     Args:
         help_text: The help of ``--json``.
@@ -203,7 +203,7 @@ def json_options(help_text: str) -> Callable[[F], F]:
         func = click.option(
             "--format",
             "report_format",
-            type=click.Choice(("text", "json")),
+            type=click.Choice(("table", "json")),
             hidden=True,
             help="--format json is --json.",
         )(func)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
@@ -46,3 +47,14 @@ def test_user_errors_still_become_one_line_cli_errors_once_their_module_is_loade
     with pytest.raises(KeyError):
         with fail_on("listing"):
             raise KeyError("not a user error")
+
+
+@pytest.mark.parametrize("package", ["catalog", "storage", "scheduler", "ddcolor"])
+def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+
+    assert missing == []
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018

@@ -54,7 +54,7 @@ from kombu.transport.redis import Channel
 
 from workers.app import create_app
 from workers.broker import REDELIVERY_TRANSPORT_OPTIONS
-from workers.launcher import worker_argv
+from workers.commandline import worker_argv
 from workers.names import COLORIZE
 
 #: Redis list of task starts, one JSON record per start.

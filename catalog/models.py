@@ -19,7 +19,7 @@ are their source.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from enum import Enum, StrEnum
+from enum import Enum
 from typing import Any
 
 from sqlalchemy import (
@@ -38,6 +38,12 @@ from sqlalchemy import (
 from sqlalchemy import Enum as SAEnum
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The enums the columns hold, importable from here beside the models.
+from catalog.states import OPEN_STATUSES as OPEN_STATUSES
+from catalog.states import AttemptOutcome as AttemptOutcome
+from catalog.states import CollectionStatus as CollectionStatus
+from catalog.states import ImageStatus as ImageStatus
+
 #: Constraint and index names, so that migrations can refer to them by a stable name.
 NAMING_CONVENTION: dict[str, str] = {
     "ix": "ix_%(column_0_label)s",
@@ -50,43 +56,6 @@ NAMING_CONVENTION: dict[str, str] = {
 #: Length of the string columns that hold an enum value, in characters; leaves room for
 #: new values without a column type change.
 STATUS_LENGTH = 16
-
-
-class ImageStatus(StrEnum):
-    """Where one image is in its life: pending -> queued -> running -> done/failed."""
-
-    PENDING = "pending"
-    QUEUED = "queued"
-    RUNNING = "running"
-    DONE = "done"
-    FAILED = "failed"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-
-
-class CollectionStatus(StrEnum):
-    """Whether the dispatcher should feed a collection's images to the workers."""
-
-    ACTIVE = "active"
-    CANCELLED = "cancelled"
-    DONE = "done"
-
-
-class AttemptOutcome(StrEnum):
-    """How one try at an image ended; an attempt still running has no outcome."""
-
-    DONE = "done"
-    OOM_RETRY = "oom_retry"
-    FAILED = "failed"
-    LOST = "lost"
-
-
-#: Statuses of images that still need work (the dispatcher or a worker owns them).
-OPEN_STATUSES: tuple[ImageStatus, ...] = (
-    ImageStatus.PENDING,
-    ImageStatus.QUEUED,
-    ImageStatus.RUNNING,
-)
 
 
 def _enum_values(enum_class: type[Enum]) -> list[str]:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-from pydantic import ValidationError
 
-from panchro.settings import Settings
+if TYPE_CHECKING:
+    from panchro.settings import Settings
 
 #: Options of the group that override a Settings field of the same name.
 _SETTING_OPTIONS = ("database_url", "broker_url", "s3_endpoint_url")
@@ -27,6 +27,10 @@ def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
     Raises:
         click.ClickException: The configuration is invalid; the message names the field.
     """
+    from pydantic import ValidationError
+
+    from panchro.settings import Settings
+
     values: dict[str, Any] = dict((ctx.find_root().obj or {}).get("overrides", {}))
     values.update({key: value for key, value in overrides.items() if value is not None})
     try:

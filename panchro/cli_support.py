@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import click
 
-from catalog.errors import CatalogError
-from ddcolor.errors import DDColorError
-from scheduler.errors import SchedulerError
-from storage.errors import StorageError
-from workers.errors import WorkerSetupError
-
-#: Errors of the libraries that are a user's to fix, shown without a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (
-    CatalogError,
-    DDColorError,
-    SchedulerError,
-    StorageError,
-    WorkerSetupError,
+#: Errors of the libraries that are a user's to fix, shown without a traceback: their
+#: module and class name. Named, not imported, so that ``panchro --help`` imports none of
+#: the libraries (``workers.errors`` imports Celery); an error can only be one of them if
+#: its module was imported.
+USER_ERRORS: tuple[tuple[str, str], ...] = (
+    ("catalog.errors", "CatalogError"),
+    ("ddcolor.errors", "DDColorError"),
+    ("scheduler.errors", "SchedulerError"),
+    ("storage.errors", "StorageError"),
+    ("workers.errors", "WorkerSetupError"),
 )
+
+
+def user_error_types() -> tuple[type[Exception], ...]:
+    """The classes of ``USER_ERRORS`` whose module is imported.
+
+    Returns:
+        The classes; one whose module was never imported cannot have been raised.
+    """
+    return tuple(
+        getattr(sys.modules[module], name) for module, name in USER_ERRORS if module in sys.modules
+    )
 
 
 #: The start of a URI (``s3://``, ``ftp://``) once ``pathlib`` has folded its ``//``.
@@ -59,7 +68,9 @@ def fail_on(doing: str) -> Iterator[None]:
     """
     try:
         yield
-    except USER_ERRORS as exc:
+    except Exception as exc:
+        if not isinstance(exc, user_error_types()):
+            raise
         raise click.ClickException(one_line(f"{doing}: {exc}")) from exc
 
 

@@ -20,9 +20,13 @@ from ddcolor.registry import (
     UPSAMPLE_METHODS,
     validate_size,
 )
+from storage.codecs.formats import EXTENSIONS
 
 if TYPE_CHECKING:
     from panchro.settings import Settings
+
+#: Image formats a colorized copy can be written in, by their extension.
+OUTPUT_FORMAT_CHOICES = tuple(sorted(extension.lstrip(".") for extension in EXTENSIONS.values()))
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -125,18 +129,109 @@ untrained_option = click.option(
 )
 
 
+#: ``--upsample``: how colour is brought to full resolution.
+upsample_option = click.option(
+    "--upsample",
+    type=click.Choice(UPSAMPLE_METHODS),
+    default=DEFAULT_UPSAMPLE,
+    show_default=True,
+    help="How the model's colour (ab) is brought to full resolution: guided (edge-aware,"
+    " follows the full-resolution luminance), or nearest (the published pipeline, bit"
+    " for bit), bilinear, bicubic. See docs/upsampling.md.",
+)
+#: ``--model``: the official model the checkpoint holds, or the one built untrained.
+model_option = click.option(
+    "--model",
+    type=click.Choice(OFFICIAL_MODELS),
+    help="The model the checkpoint must hold (default: recognised from its shapes); "
+    f"with --untrained, the architecture to build (default {UNTRAINED_MODEL}).",
+)
+
+
+def output_format_options(func: F) -> F:
+    """Add ``--output-format``, and ``--format``, its older spelling, hidden.
+
+    ``--format`` names the listing format of ``panchro list``; for the image format of a
+    copy it is kept working so that existing scripts do not break. Read the value with
+    :func:`chosen_output_format`.
+    """
+    func = click.option(
+        "--format",
+        "format_alias",
+        type=click.Choice(OUTPUT_FORMAT_CHOICES),
+        hidden=True,
+        help="Older spelling of --output-format.",
+    )(func)
+    return click.option(
+        "--output-format",
+        type=click.Choice(OUTPUT_FORMAT_CHOICES),
+        help="Image format of the copies (default: the original's family: TIFF stays TIFF, "
+        "JPEG stays JPEG, other formats become PNG or TIFF).",
+    )(func)
+
+
+def chosen_output_format(output_format: str | None, format_alias: str | None) -> str | None:
+    """The image format asked for with ``--output-format`` or its older spelling ``--format``.
+
+    Args:
+        output_format: The value of ``--output-format``.
+        format_alias: The value of ``--format``.
+
+    Returns:
+        The format, or None for the original's family.
+
+    Raises:
+        click.UsageError: If both were given with different values.
+    """
+    if format_alias is None:
+        return output_format
+    click.secho("--format is deprecated here; use --output-format", fg="yellow", err=True)
+    if output_format not in (None, format_alias):
+        raise click.UsageError("--output-format and --format disagree: give --output-format")
+    return format_alias
+
+
+def json_options(help_text: str) -> Callable[[F], F]:
+    """Add ``--json``, and hidden ``--format table|json``, the spelling ``panchro list`` uses.
+
+    Args:
+        help_text: The help of ``--json``.
+
+    Returns:
+        A decorator; the command receives ``as_json`` and ``report_format`` (read both with
+        :func:`wants_json`).
+    """
+
+    def add(func: F) -> F:
+        func = click.option(
+            "--format",
+            "report_format",
+            type=click.Choice(("table", "json")),
+            hidden=True,
+            help="--format json is --json.",
+        )(func)
+        return click.option("--json", "as_json", is_flag=True, help=help_text)(func)
+
+    return add
+
+
+def wants_json(as_json: bool, report_format: str | None) -> bool:
+    """Whether JSON was asked for, with ``--json`` or ``--format json``.
+
+    Args:
+        as_json: The value of ``--json``.
+        report_format: The value of ``--format``.
+
+    Returns:
+        True for JSON output.
+    """
+    return as_json or report_format == "json"
+
+
 def model_options(func: F) -> F:
     """Add the options that load a model: weights, model, untrained, precision, device, upsample."""
     options = [
-        click.option(
-            "--upsample",
-            type=click.Choice(UPSAMPLE_METHODS),
-            default=DEFAULT_UPSAMPLE,
-            show_default=True,
-            help="How the model's colour (ab) is brought to full resolution: guided (edge-aware,"
-            " follows the full-resolution luminance), or nearest (the published pipeline, bit"
-            " for bit), bilinear, bicubic. See docs/upsampling.md.",
-        ),
+        upsample_option,
         click.option(
             "--device",
             help="auto (the first GPU, else the CPU), cpu, cuda or cuda:N; ROCm GPUs are cuda "
@@ -144,12 +239,7 @@ def model_options(func: F) -> F:
         ),
         precision_option,
         untrained_option,
-        click.option(
-            "--model",
-            type=click.Choice(OFFICIAL_MODELS),
-            help="The model the checkpoint must hold (default: recognised from its shapes); "
-            f"with --untrained, the architecture to build (default {UNTRAINED_MODEL}).",
-        ),
+        model_option,
         weights_option,
     ]
     for option in options:

@@ -26,7 +26,7 @@ from storage.codecs.formats import (
     output_format,
     sniff_format,
 )
-from storage.metadata import DIGITAL_SOURCE_TYPE, ImageMetadata, Provenance
+from storage.metadata import DIGITAL_SOURCE_TYPE, ImageMetadata, ProvenanceStamp
 
 __all__ = [
     "DIGITAL_SOURCE_TYPE",
@@ -36,7 +36,7 @@ __all__ = [
     "WRITABLE_FORMATS",
     "DecodedImage",
     "ImageMetadata",
-    "Provenance",
+    "ProvenanceStamp",
     "decode_image",
     "encode_image",
     "output_extension",

@@ -113,12 +113,16 @@ class ImageMetadata:
 
 
 @dataclass(frozen=True)
-class Provenance:
-    """How a colorized copy was made; written into its metadata.
+class ProvenanceStamp:
+    """How a colorized copy was made, as stamped into the copy's own metadata.
+
+    The part of an image's provenance that travels with the file (XMP history, text
+    fields); the catalog's record of the same image (``catalog.Provenance``) has more:
+    output checksum, device, sizes tried, the original's checksum and shape.
 
     Attributes:
         software: Name and version of the software, e.g. ``"panchro 0.1.0"``.
-        model: Model name, e.g. ``"ddcolor_paper"``.
+        model_name: Model name, e.g. ``"ddcolor_paper"``.
         checkpoint_sha256: Hex SHA-256 of the checkpoint file that was loaded.
         input_size: Square input size the model actually ran at, in pixels.
         created: When the copy was made; naive datetimes are taken as UTC.
@@ -126,14 +130,14 @@ class Provenance:
     """
 
     software: str
-    model: str
+    model_name: str
     checkpoint_sha256: str
     input_size: int
     created: datetime
     precision: str | None = None
 
 
-def provenance_note(provenance: Provenance) -> str:
+def provenance_note(provenance: ProvenanceStamp) -> str:
     """Return the one-line provenance note for plain text fields (PNG tEXt, TIFF, JPEG COM).
 
     Args:
@@ -145,14 +149,14 @@ def provenance_note(provenance: Provenance) -> str:
     """
     precision = f", {provenance.precision}" if provenance.precision else ""
     return (
-        f"Colorized by {provenance.software} with {provenance.model} "
+        f"Colorized by {provenance.software} with {provenance.model_name} "
         f"(checkpoint sha256 {provenance.checkpoint_sha256[:12]}, input {provenance.input_size}"
         f" px{precision}) on {_iso(provenance.created)[:10]}. The luminance is the original "
         "photograph's; the colours were predicted by a trained model."
     )
 
 
-def build_xmp(provenance: Provenance, *, base: bytes | None = None) -> bytes:
+def build_xmp(provenance: ProvenanceStamp, *, base: bytes | None = None) -> bytes:
     """Build the XMP packet of a colorized copy, merged into the original's packet if any.
 
     Args:
@@ -175,7 +179,7 @@ def build_xmp(provenance: Provenance, *, base: bytes | None = None) -> bytes:
     _text(description, "xmp", "ModifyDate", when)
     _text(description, "xmp", "MetadataDate", when)
     _text(description, "panchro", "Software", provenance.software)
-    _text(description, "panchro", "Model", provenance.model)
+    _text(description, "panchro", "Model", provenance.model_name)
     _text(description, "panchro", "CheckpointSHA256", provenance.checkpoint_sha256)
     _text(description, "panchro", "InputSize", str(provenance.input_size))
     if provenance.precision:
@@ -190,7 +194,7 @@ def build_xmp(provenance: Provenance, *, base: bytes | None = None) -> bytes:
         event,
         "stEvt",
         "parameters",
-        f"colorized with {provenance.model} at input size {provenance.input_size}",
+        f"colorized with {provenance.model_name} at input size {provenance.input_size}",
     )
     return _packet(rdf)
 

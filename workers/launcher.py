@@ -2,7 +2,8 @@
 
 The launcher is a small parent process. It starts each worker as a separate program
 (``celery worker --pool=prefork --concurrency=1`` on one device, built by
-:func:`worker_argv`), restarts a worker that dies, and stops them all on a signal::
+:func:`workers.commandline.worker_argv`), restarts a worker that dies, and stops them all
+on a signal::
 
     children = [ChildSpec("gpu0@render-07", argv, env), ...]
     outcomes = Supervisor(children).run()      # returns when every worker has stopped
@@ -27,8 +28,8 @@ launcher says so; once no worker is left it exits with ``EX_CONFIG`` too.
 
 When a worker exits, its whole process group is killed (a pool process that outlived
 its worker must not finish an image the restarted worker gets again) and the images it
-was running are given back in the catalog (:class:`NodeReleaser`), so they run again
-within seconds instead of after Redis's visibility timeout. Their messages, still
+was running are given back in the catalog (:class:`workers.releaser.NodeReleaser`), so
+they run again within seconds instead of after Redis's visibility timeout. Their messages, still
 unacknowledged in Redis, are put back by the scheduler's reaper or, at the latest, by the
 visibility-timeout sweep, and then find nothing to do; see ``docs/workers.md``.
 """
@@ -51,7 +52,6 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from workers.broker import COLORIZE_QUEUE
 from workers.errors import EX_CONFIG
 
 logger = logging.getLogger(__name__)
@@ -72,71 +72,6 @@ _POLL_S = 0.5
 _IDLE_S = 5.0
 #: ``prctl`` option that sends a signal to a process when its parent dies (Linux).
 _PR_SET_PDEATHSIG = 1
-
-
-def worker_argv(
-    node: str,
-    *,
-    loglevel: str = "INFO",
-    max_memory_per_child_kib: int | None = None,
-    queues: Sequence[str] = (COLORIZE_QUEUE,),
-) -> list[str]:
-    """Return the Celery worker arguments of one device's worker.
-
-    One prefork pool process runs the tasks: prefork keeps hard time limits and
-    ``max_memory_per_child`` working, and a single process owns the device. Task events
-    are on for Flower. Gossip and mingle are off: the workers need nothing from each
-    other (mingle only shares revoked task ids at start-up, about a second per start, and
-    panchro never revokes), and with dozens of them every worker would otherwise receive
-    every other worker's events.
-
-    Args:
-        node: The node name, e.g. ``gpu0@render-07``.
-        loglevel: Celery's log level name.
-        max_memory_per_child_kib: Resident memory, in KiB, after which the pool process
-            is replaced once its current task has finished; None for no limit.
-        queues: Queues to consume.
-
-    Returns:
-        Arguments for ``app.worker_main()`` (or after ``celery -A <module>``).
-
-    Raises:
-        ValueError: If the memory limit is not positive.
-    """
-    argv = [
-        "worker",
-        "--pool=prefork",
-        "--concurrency=1",
-        f"--queues={','.join(queues)}",
-        f"--hostname={node}",
-        "--task-events",
-        "--without-gossip",
-        "--without-mingle",
-        f"--loglevel={loglevel}",
-    ]
-    if max_memory_per_child_kib is not None:
-        if max_memory_per_child_kib < 1:
-            raise ValueError(
-                f"max_memory_per_child_kib must be positive, not {max_memory_per_child_kib}"
-            )
-        argv.append(f"--max-memory-per-child={max_memory_per_child_kib}")
-    return argv
-
-
-def node_log_format(node: str, *, task: bool = False) -> str:
-    """Return a Celery log format that names the worker, so interleaved logs stay readable.
-
-    Args:
-        node: The worker's node name.
-        task: The format of lines logged inside a task (with its name and id).
-
-    Returns:
-        A ``logging`` format string for ``worker_log_format`` or ``worker_task_log_format``.
-    """
-    head = f"[%(asctime)s: %(levelname)s/%(processName)s {node}]"
-    if task:
-        return f"{head} %(task_name)s[%(task_id)s]: %(message)s"
-    return f"{head} %(message)s"
 
 
 @dataclass(frozen=True)
@@ -465,65 +400,6 @@ class Supervisor:
                 logger.error("stopping worker %s: the launcher is failing", child.spec.name)
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(child.proc.pid, signal.SIGTERM)
-
-
-class NodeReleaser:
-    """Gives up, in the catalog, the tries of a worker that has exited.
-
-    Node names are unique and a worker runs one task at a time, so once worker N has
-    exited and its whole process group is killed, every image still ``running`` under N
-    is certainly dead: its try is closed as ``lost`` and the image goes back to
-    ``pending`` (``catalog.release_lost``), for the scheduler's next pass to send it
-    again, before N is restarted. Its old message, if Redis still holds it, finds the
-    image no longer running under its task id and does nothing. Tries left by an earlier
-    launcher (a host that crashed) are not released at start: a worker of that name
-    might still be finishing them; the scheduler's reaper asks the live workers and
-    hands them back. The catalog's sessions are made on first use; nothing here touches
-    a device.
-
-    Args:
-        database_url: The catalog database.
-    """
-
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
-        self._sessions: Any = None
-
-    def __call__(self, node: str) -> int:
-        """Release the tries of worker ``node``.
-
-        Args:
-            node: The worker's node name (``images.worker_host``).
-
-        Returns:
-            How many images were released (to pending or, at the lost-try cap, failed).
-
-        Raises:
-            CatalogError: If the catalog cannot be reached or used.
-        """
-        from catalog import make_sessionmaker, release_lost, transaction
-
-        if self._sessions is None:
-            self._sessions = make_sessionmaker(self.database_url)
-        with transaction(self._sessions) as db:
-            released = release_lost(db, worker=node)
-        count = released.requeued + released.failed
-        if count:
-            logger.warning(
-                "worker %s: released %d image(s) it held (%d back to pending, %d failed "
-                "after too many lost tries)",
-                node,
-                count,
-                released.requeued,
-                released.failed,
-            )
-        return count
-
-    def close(self) -> None:
-        """Release the catalog's connections."""
-        if self._sessions is not None:
-            self._sessions.kw["bind"].dispose()
-            self._sessions = None
 
 
 def exit_status(outcomes: Sequence[ChildOutcome]) -> int:

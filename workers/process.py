@@ -8,7 +8,7 @@ no transaction stays open while reading, running the model or writing::
     decode     validate and decode
     colorize   at the collection's input size; the out-of-memory ladder runs inside ddcolor
     record     one ``oom_retry`` attempt per input size that ran out of memory
-    encode     the original's format family with provenance metadata (``workers.render``)
+    encode     the original's format family with provenance metadata (``workers.colorizing``)
     write      atomically, only at the planned location, never over a file that is not
                an output recorded for this image (its SHA-256 is recorded just before)
     record     done with full provenance, or failed with a reason a person can act on
@@ -27,7 +27,6 @@ back and propagates.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import time
 from collections.abc import Iterable, MutableMapping
@@ -53,22 +52,20 @@ from catalog import (
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.registry import size_ladder
-from storage.imaging import decode_image
+from workers.colorizing import colorize_original, read_original
 from workers.errors import (
     RETRYABLE,
     WORKER_FAULTS,
-    CheckpointMismatch,
     describe_failure,
     is_named_failure,
 )
 from workers.outputs import OutputPlan, check_output, plan_output, write_output
-from workers.render import UNTRAINED_CHECKPOINT, describe_weights, render
+from workers.weights import check_weights, describe_weights
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from ddcolor.pipeline import Colorizer
-    from storage.imaging import DecodedImage
     from workers.readahead import ReadAhead, StorageFor
 
 __all__ = [
@@ -146,6 +143,8 @@ class _Job:
     precision: str | None  # None when the collection leaves it to the worker (auto)
     output_format: str | None
     checkpoint_sha256: str | None
+    model_name: str | None
+    untrained: bool
     output: OutputPlan
 
 
@@ -274,6 +273,8 @@ def _job(db: Session, claim: Claim) -> _Job:
         precision=None if collection.precision == "auto" else collection.precision,
         output_format=str(output_format) if output_format else None,
         checkpoint_sha256=collection.checkpoint_sha256,
+        model_name=collection.model_name,
+        untrained=collection.untrained,
         output=plan_output(db, claim, collection.output),
     )
 
@@ -291,20 +292,28 @@ def _run(
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
     check_output(job.output)
-    _check_weights(job.checkpoint_sha256, colorizer, untrained)
+    check_weights(
+        colorizer,
+        untrained,
+        checkpoint_sha256=job.checkpoint_sha256,
+        model_name=job.model_name,
+        untrained_collection=job.untrained,
+    )
     began = time.perf_counter()
-    prefetched = None
+    original = None
     if read_ahead is not None:
         read_ahead.after_claim(claim.collection_id)
-        prefetched = read_ahead.take(claim.image_id, claim.source_uri, job.source_checksum)
-    decoded: DecodedImage
-    if prefetched is not None:
-        data, decoded, attempt.read_ahead = prefetched.data, prefetched.decoded, True
-    else:
-        data = storage_for(claim.source_uri).read(claim.source_uri)
-        attempt.phase = "decode"
-        decoded = decode_image(data, name=claim.source_uri)
-    source_sha256 = hashlib.sha256(data).hexdigest()
+        original = read_ahead.take(claim.image_id, claim.source_uri, job.source_checksum)
+    attempt.read_ahead = original is not None
+    if original is None:
+
+        def decoding() -> None:
+            attempt.phase = "decode"
+
+        original = read_original(
+            storage_for(claim.source_uri), claim.source_uri, on_decode=decoding
+        )
+    decoded = original.decoded
     read_seconds = time.perf_counter() - began
 
     attempt.phase = "colorize"
@@ -312,16 +321,14 @@ def _run(
     precision = colorizer.resolve_precision(job.precision or colorizer.precision)
     attempt.input_size, attempt.precision = size, precision
     try:
-        rendered = render(
+        colorized = colorize_original(
             colorizer,
-            data,
-            name=claim.source_uri,
+            original,
             size=size,
             upsample=job.upsample,
             precision=precision,
             output_format=job.output_format,
             untrained=untrained,
-            decoded=decoded,
         )
     except OutOfMemoryAtMinimumSize:
         ladder = size_ladder(size)
@@ -329,7 +336,7 @@ def _run(
         _record_out_of_memory(sessions, attempt, ladder[:-1])
         attempt.input_size = ladder[-1]
         raise
-    result = rendered.result
+    result = colorized.result
     attempt.input_size, attempt.precision = result.size, result.precision
     attempt.sizes_tried = result.sizes_tried
     attempt.out_of_memory_steps = len(result.sizes_tried) - 1
@@ -345,8 +352,8 @@ def _run(
         image_id=claim.image_id,
         attempt_id=attempt.attempt_id,
         uri=claim.output_uri,
-        data=rendered.data,
-        extension=rendered.extension,
+        data=colorized.data,
+        extension=colorized.extension,
     )
     if output_sha256 is None:
         log.warning("the try was taken over meanwhile; nothing written")
@@ -357,7 +364,7 @@ def _run(
     info = describe_device(colorizer.device)
     provenance = Provenance(
         output_sha256=output_sha256,
-        output_size=len(rendered.data),
+        output_size=len(colorized.data),
         input_size=result.size,
         precision=result.precision,
         sizes_tried=result.sizes_tried,
@@ -365,7 +372,7 @@ def _run(
         device=result.device[:128],
         model_name=(colorizer.model_name or "ddcolor")[:64],
         checkpoint_sha256=describe_weights(colorizer, untrained)[1],
-        source_sha256=source_sha256,
+        source_sha256=original.sha256,
         width=decoded.width,
         height=decoded.height,
         mode=decoded.mode[:16],
@@ -391,20 +398,6 @@ def _run(
         claim.output_uri,
     )
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
-
-
-def _check_weights(expected: str | None, colorizer: Colorizer, untrained: bool) -> None:
-    """Refuse to colorize a collection submitted for other weights than this worker's."""
-    if expected is None:
-        return
-    loaded = describe_weights(colorizer, untrained)[1]
-    if loaded != expected:
-        raise CheckpointMismatch(
-            f"the collection was submitted for checkpoint sha256 {expected[:12]}, but this "
-            f"worker runs {loaded[:12] if loaded != UNTRAINED_CHECKPOINT else 'random weights'}"
-            "; the image is left for a worker started with that checkpoint (PANCHRO_WEIGHTS)"
-            ", or submit the collection again with this worker's weights"
-        )
 
 
 def _record_out_of_memory(

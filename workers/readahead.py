@@ -3,39 +3,31 @@
 :class:`ReadAhead` reads and decodes the originals a process will probably get next on
 background threads, so the device does not wait on S3 or on decoding a large TIFF. It
 never claims anything: a prefetched original is used only by the task for that image, and
-only if its source and checksum are still the ones the catalog has. ``process_many()``,
-the embedded pipeline of ``panchro run``, uses it to read ahead of the model.
+only if its source and checksum are still the ones the catalog has. The embedded worker
+of ``panchro run`` (``workers.embedded``) tells it which images come next.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 from catalog import CatalogError, Image, ImageStatus, get_image, list_images, transaction
 from storage.base import Storage
 from storage.errors import StorageError
-from storage.imaging import DecodedImage, decode_image
+from workers.colorizing import Original, read_original
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from ddcolor.pipeline import Colorizer
-    from workers.process import Outcome
-
 __all__ = [
-    "DEFAULT_PREFETCH",
     "READ_AHEAD_MAX_BYTES",
-    "Prefetched",
     "ReadAhead",
     "StorageFor",
-    "process_many",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,30 +36,9 @@ logger = logging.getLogger(__name__)
 READ_AHEAD_MAX_BYTES: Final = 1024 * 1024 * 1024
 #: Images a process keeps read ahead at most (each one held decoded in memory).
 READ_AHEAD_CAPACITY: Final = 2
-#: Images read ahead by ``process_many()`` while the model runs.
-DEFAULT_PREFETCH: Final = 2
 
 #: Returns the store that holds a location (``file`` or ``s3`` scheme).
 StorageFor = Callable[[str], Storage]
-
-
-@dataclass(frozen=True, eq=False)
-class Prefetched:
-    """An original read and decoded ahead of its task.
-
-    Attributes:
-        source_uri: Where it was read from.
-        checksum: The catalog's source checksum when it was read.
-        data: The file's bytes.
-        decoded: The decoded image.
-        seconds: Time spent reading and decoding, in seconds.
-    """
-
-    source_uri: str
-    checksum: str | None
-    data: bytes
-    decoded: DecodedImage
-    seconds: float
 
 
 class ReadAhead:
@@ -104,7 +75,7 @@ class ReadAhead:
         self._capacity = capacity
         self._max_bytes = max_bytes
         self._executor: ThreadPoolExecutor | None = None
-        self._entries: OrderedDict[int, tuple[str, str | None, Future[Prefetched]]] = OrderedDict()
+        self._entries: OrderedDict[int, tuple[str, str | None, Future[Original]]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
@@ -164,13 +135,13 @@ class ReadAhead:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="read-ahead")
             key = (image.source_uri, image.source_checksum)
-            future = self._executor.submit(_read, where, *key, self._storage_for)
+            future = self._executor.submit(_read, where, image.source_uri, self._storage_for)
             self._entries[image.id] = (*key, future)
             while len(self._entries) > self._capacity:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
                 dropped.cancel()
 
-    def take(self, image_id: int, source_uri: str, checksum: str | None) -> Prefetched | None:
+    def take(self, image_id: int, source_uri: str, checksum: str | None) -> Original | None:
         """Hand out what was read ahead for an image, waiting if the read is under way.
 
         A read that has not started yet is cancelled instead: it waits behind another
@@ -182,7 +153,7 @@ class ReadAhead:
             checksum: Its source checksum now, according to the catalog.
 
         Returns:
-            The prefetched image, or None when there is none, it is for another version
+            The original read ahead, or None when there is none, it is for another version
             of the source, or reading it failed (the caller then reads it itself and
             meets the failure where it is handled).
         """
@@ -217,86 +188,7 @@ class ReadAhead:
                 self._executor = None
 
 
-def _read(where: str, source_uri: str, checksum: str | None, storage_for: StorageFor) -> Prefetched:
-    began = time.perf_counter()
-    data = storage_for(source_uri).read(source_uri)
-    decoded = decode_image(data, name=source_uri)
-    seconds = time.perf_counter() - began
-    logger.debug("%s: read ahead in %.2f s", where, seconds)
-    return Prefetched(source_uri, checksum, data, decoded, seconds)
-
-
-def process_many(
-    image_ids: Iterable[int],
-    *,
-    sessions: sessionmaker[Session],
-    storage_for: StorageFor,
-    colorizer: Colorizer,
-    worker: str,
-    device: str | None = None,
-    untrained: bool = False,
-    prefetch: int = DEFAULT_PREFETCH,
-    on_outcome: Callable[[Outcome], None] | None = None,
-) -> list[Outcome]:
-    """Colorize queued images in order, reading and decoding ahead while the model runs.
-
-    The embedded pipeline of ``panchro run``: before each image is processed, the next
-    ``prefetch`` images are read and decoded on background threads, so the model never
-    waits for storage or a decoder. Nothing is claimed ahead: each image is claimed when
-    its turn comes, and a prefetched original is used only if the catalog still has the
-    same source and checksum.
-
-    Stops cleanly on Ctrl-C: the image being processed is handed back as ``pending``
-    (its attempt closed), prefetched data is dropped, and ``KeyboardInterrupt``
-    propagates. A failure that may pass (store or database unreachable) hands the image
-    back as ``pending`` too, and propagates.
-
-    Args:
-        image_ids: Queued images, in the order to process them.
-        sessions: The catalog's session factory.
-        storage_for: Returns the store of a location.
-        colorizer: The loaded model.
-        worker: Host name recorded on each attempt.
-        device: Device description; None for the model's.
-        untrained: The weights are random.
-        prefetch: Images read ahead; 0 reads each one when its turn comes.
-        on_outcome: Told each image's outcome as soon as it is known (progress bars).
-
-    Returns:
-        The outcome of every image, in order.
-
-    Raises:
-        DatabaseUnavailable: If the catalog cannot be reached.
-        StorageUnavailable: If a store cannot be reached.
-        KeyboardInterrupt: If interrupted.
-    """
-    from workers.process import process_image
-
-    ids = list(image_ids)
-    read_ahead = None
-    if prefetch > 0:
-        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=prefetch + 1)
-    outcomes: list[Outcome] = []
-    try:
-        for index, image_id in enumerate(ids):
-            if read_ahead is not None:
-                for upcoming in ids[index + 1 : index + 1 + prefetch]:
-                    read_ahead.prefetch(upcoming)
-            outcome = process_image(
-                image_id,
-                sessions=sessions,
-                storage_for=storage_for,
-                colorizer=colorizer,
-                worker=worker,
-                device=device,
-                untrained=untrained,
-                read_ahead=read_ahead,
-                release_to=ImageStatus.PENDING,
-            )
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
-    finally:
-        if read_ahead is not None:
-            read_ahead.close()
-    return outcomes
+def _read(where: str, source_uri: str, storage_for: StorageFor) -> Original:
+    original = read_original(storage_for(source_uri), source_uri)
+    logger.debug("%s: read ahead in %.2f s", where, original.seconds)
+    return original

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 class Provenance:
     """How an output was made; written on the image when it is done.
 
+    The catalog's full record; the copy itself carries a stamp of part of it in its
+    metadata (``storage.metadata.ProvenanceStamp``: model, checkpoint, input size).
+
     Attributes:
         output_sha256: SHA-256 of the written output.
         output_size: Size of the written output in bytes.

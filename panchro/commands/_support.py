@@ -17,13 +17,14 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from sqlalchemy.engine import make_url
-from sqlalchemy.orm import Session, sessionmaker
 
 from panchro.cli_support import fail_on
-from panchro.settings import redact_url
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,8 @@ UPGRADE_HINT = "run `panchro db upgrade` first"
 
 def _sqlite_file(url: str) -> Path | None:
     """Return the file of an SQLite URL; None for other databases and in-memory SQLite."""
+    from sqlalchemy.engine import make_url
+
     parsed = make_url(url)
     if parsed.get_backend_name() != "sqlite":
         return None
@@ -48,6 +51,7 @@ def _check_schema(url: str, *, create: bool) -> None:
     from alembic.util.exc import CommandError
 
     from migrations.runner import current, head, upgrade
+    from panchro.settings import redact_url
 
     wanted = head()
     found = current(url)

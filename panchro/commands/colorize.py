@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import time
@@ -14,7 +13,14 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on, local_path_only
-from panchro.options import chosen_weights, model_options, size_from, size_options
+from panchro.options import (
+    chosen_output_format,
+    chosen_weights,
+    model_options,
+    output_format_options,
+    size_from,
+    size_options,
+)
 
 if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer
@@ -77,27 +83,23 @@ def colorize_file(
             (out of memory at the smallest size).
     """
     from storage.errors import InvalidImage, OutputExists, StorageError
-    from workers.render import render
+    from workers.colorizing import colorize_original, read_original
 
     if output.resolve() == source.resolve():
         return FileOutcome(source, None, "failed", "refusing to write over the original")
     try:
-        rendered = render(
-            colorizer,
-            source.read_bytes(),
-            name=str(source),
-            size=size,
-            output_format=output_format,
-            untrained=untrained,
+        original = read_original(storage, str(source))
+        colorized = colorize_original(
+            colorizer, original, size=size, output_format=output_format, untrained=untrained
         )
-        storage.write(str(output), rendered.data, overwrite=False, replaceable=replaceable)
+        storage.write(str(output), colorized.data, overwrite=False, replaceable=replaceable)
     except OutputExists:
         return FileOutcome(source, None, "refused", _foreign(output))
     except (InvalidImage, ValueError, OSError, StorageError) as exc:
         return FileOutcome(source, None, "failed", str(exc))
-    result = rendered.result
+    result = colorized.result
     detail = (
-        f"{rendered.decoded.mode_description}, {result.size} px, {result.precision}, "
+        f"{original.decoded.mode_description}, {result.size} px, {result.precision}, "
         f"{result.seconds:.1f} s"
     )
     return FileOutcome(source, output, "done", detail)
@@ -124,19 +126,19 @@ def panchro_copy(path: Path) -> str | None:
         The hex digest of its content, or None when it is not panchro's (or unreadable).
     """
     from storage.errors import StorageError
-    from storage.imaging import decode_image
+    from storage.local import LocalStorage
     from storage.metadata import last_edited_by_panchro
+    from workers.colorizing import read_original
 
     if path.is_symlink() or not path.is_file():
         return None
     try:
-        data = path.read_bytes()
-        decoded = decode_image(data, name=str(path))
+        existing = read_original(LocalStorage(), str(path))
     except (OSError, StorageError, ValueError):
         return None
-    if not last_edited_by_panchro(decoded.metadata.xmp):
+    if not last_edited_by_panchro(existing.decoded.metadata.xmp):
         return None
-    return hashlib.sha256(data).hexdigest()
+    return existing.sha256
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,7 @@ def plan_jobs(input_path: Path, output_path: Path, output_format: str | None) ->
     Args:
         input_path: An image file or a folder.
         output_path: The output file or folder.
-        output_format: The ``--format`` asked for, or None.
+        output_format: The ``--output-format`` asked for, or None.
 
     Returns:
         The jobs, in a stable order.
@@ -230,12 +232,7 @@ def _load(
 )
 @model_options
 @size_options
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["tif", "png", "jpg", "webp"]),
-    help="Output format (default: the original's family: TIFF stays TIFF, JPEG stays JPEG...).",
-)
+@output_format_options
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -256,6 +253,7 @@ def colorize(
     preset: str | None,
     size: int | None,
     output_format: str | None,
+    format_alias: str | None,
     overwrite: bool,
 ) -> None:
     """Colorize INPUT (an image, or a folder of images) into OUTPUT.
@@ -277,6 +275,7 @@ def colorize(
     from storage.local import LocalStorage
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    output_format = chosen_output_format(output_format, format_alias)
     chosen_size = size_from(preset, size)
     jobs = plan_jobs(input_path, output_path, output_format)
     if not jobs:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from panchro.cli_support import fail_on
-from panchro.settings import redact_url
 
 
 @click.group("db")
@@ -20,6 +19,7 @@ def upgrade_command(ctx: click.Context, revision: str) -> None:
     """Create the catalog tables, or migrate them to the newest schema (alembic upgrade head)."""
     from migrations.runner import upgrade
     from panchro.cli import load_settings
+    from panchro.settings import redact_url
 
     settings = load_settings(ctx)
     with fail_on("upgrading the database"):

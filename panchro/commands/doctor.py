@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import click
 
-from panchro.settings import Settings
-from storage.options import StorageOptions
+from panchro.options import json_options, wants_json
+
+if TYPE_CHECKING:
+    from panchro.settings import Settings
+    from storage.options import StorageOptions
 
 #: Seconds a network check may take before it counts as unreachable.
 CHECK_TIMEOUT = 3.0
@@ -190,9 +193,11 @@ _MARKS = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL"}
 
 @click.command("doctor")
 @click.option("--weights", type=click.Path(path_type=Path), help="Checkpoint file to validate.")
-@click.option("--json", "as_json", is_flag=True, help="Print the checks as a JSON list.")
+@json_options("Print the checks as a JSON list.")
 @click.pass_context
-def doctor(ctx: click.Context, weights: Path | None, as_json: bool) -> None:
+def doctor(
+    ctx: click.Context, weights: Path | None, as_json: bool, report_format: str | None
+) -> None:
     """Check the torch build (CUDA/ROCm/CPU), devices, weights, database, broker and S3.
 
     Exits with status 1 when a check fails (a damaged checkpoint, an unreachable
@@ -201,7 +206,7 @@ def doctor(ctx: click.Context, weights: Path | None, as_json: bool) -> None:
     from panchro.cli import load_settings
 
     checks = run_checks(load_settings(ctx, weights=weights))
-    if as_json:
+    if wants_json(as_json, report_format):
         click.echo(json.dumps([asdict(check) for check in checks], indent=2))
     else:
         width = max(len(check.name) for check in checks)

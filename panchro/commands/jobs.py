@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from catalog.models import ImageStatus
+from catalog.states import ImageStatus
 from panchro.cli_support import fail_on
 from panchro.commands._support import open_catalog
 

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from catalog.models import ImageStatus
+from catalog.states import ImageStatus
 from panchro.cli_support import fail_on
 from panchro.commands._support import open_catalog
 
@@ -161,10 +161,10 @@ def _pages(
         last_id = page[-1].id
 
 
-def _write(pages: Iterator[list[Image]], output_format: str) -> int:
+def _write(pages: Iterator[list[Image]], listing_format: str) -> int:
     """Write every page in the format, one write per page; return the images written."""
     count = 0
-    if output_format == "csv":
+    if listing_format == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(FIELDS)
@@ -176,7 +176,7 @@ def _write(pages: Iterator[list[Image]], output_format: str) -> int:
             click.echo(buffer.getvalue(), nl=False)
             buffer.seek(0)
             buffer.truncate()
-    elif output_format == "json":
+    elif listing_format == "json":
         click.echo("[", nl=False)
         for page in pages:
             chunk = []
@@ -203,11 +203,18 @@ def _write(pages: Iterator[list[Image]], output_format: str) -> int:
 )
 @click.option(
     "--format",
-    "output_format",
+    "listing_format",
     type=click.Choice(FORMATS),
     default="table",
     show_default=True,
     help="table for people; csv and json (an array of objects) for programs.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    hidden=True,
+    help="--format json, as --json means for status and doctor.",
 )
 @click.option(
     "--limit",
@@ -217,7 +224,12 @@ def _write(pages: Iterator[list[Image]], output_format: str) -> int:
 )
 @click.pass_context
 def list_command(
-    ctx: click.Context, name: str, status: str | None, output_format: str, limit: int | None
+    ctx: click.Context,
+    name: str,
+    status: str | None,
+    listing_format: str,
+    as_json: bool,
+    limit: int | None,
 ) -> None:
     """List the images of collection NAME in scan order, with status and provenance.
 
@@ -243,6 +255,8 @@ def list_command(
     from panchro.cli import load_settings
 
     settings = load_settings(ctx)
+    if as_json:
+        listing_format = "json"
     wanted = ImageStatus(status) if status is not None else None
     with open_catalog(settings.database_url) as sessions, fail_on("listing images"):
         pages = _pages(sessions, name, wanted, limit)
@@ -250,13 +264,13 @@ def list_command(
         # clean error, not a half-written document.
         first = next(pages)
         try:
-            count = _write(chain([first], pages), output_format)
+            count = _write(chain([first], pages), listing_format)
         except BrokenPipeError:
             # The reader (head, less) went away: stop quietly, as Unix tools do.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             ctx.exit(0)
-    if count == 0 and output_format == "table":
+    if count == 0 and listing_format == "table":
         what = f"{status} images" if status else "images"
         click.echo(f"collection {name} has no {what}", err=True)
     logger.debug("collection %s: listed %d images", name, count)

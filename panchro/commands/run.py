@@ -1,10 +1,11 @@
 """``panchro run``: the whole pipeline on one machine, with no servers.
 
 The embedded default: a SQLite catalog under DEST, the same ``scheduler.submit()`` (register
-only, no broker) and the same ``process_image()`` the Celery workers use, run in this
-process on the available device, reading and decoding ahead of the model. Stopping with
-Ctrl-C hands the current image back; running the same command again resumes and never
-redoes a finished image.
+only, no broker), and the embedded worker (``workers.embedded.EmbeddedWorker``) running the
+same ``process_image()`` as the Celery workers, in this process on the available device.
+This command parses its input, builds those parts, shows a progress bar and a summary.
+Stopping with Ctrl-C hands the current image back; running the same command again resumes
+and never redoes a finished image.
 """
 
 from __future__ import annotations
@@ -13,27 +14,32 @@ import logging
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
 from panchro.cli_support import fail_on
-from panchro.options import chosen_weights, model_options, size_from, size_options
+from panchro.options import (
+    chosen_output_format,
+    chosen_weights,
+    model_options,
+    output_format_options,
+    size_from,
+    size_options,
+)
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
     from panchro.settings import Settings
     from scheduler import SubmitSummary
+    from workers.embedded import EmbeddedWorker
     from workers.process import Outcome
     from workers.runtime import WorkerRuntime
 
 logger = logging.getLogger(__name__)
 
-#: Images queued and handed to the model per round; the catalog is re-read between rounds.
-ROUND_SIZE = 500
 #: Most failure reasons listed in the summary.
 SUMMARY_REASONS = 5
 
@@ -105,39 +111,10 @@ def _runtime(
     return WorkerRuntime(config)
 
 
-def _recover(sessions: sessionmaker[Session], collection_id: int) -> None:
-    """Hand back what an interrupted run of this collection left behind."""
-    from catalog import release_lost, transaction, unqueue_stale
-
-    with transaction(sessions) as db:
-        released = release_lost(db, collection_id=collection_id)
-        requeued = unqueue_stale(db, queued_before=datetime.now(UTC), collection_id=collection_id)
-    if released.requeued or released.failed or requeued:
-        logger.info(
-            "resuming collection %s: %d interrupted, %d queued images handed back",
-            collection_id,
-            released.requeued + released.failed,
-            requeued,
-        )
-
-
-def _process(
-    runtime: WorkerRuntime,
-    collection_id: int,
-    *,
-    total: int,
-    untrained: bool,
-    prefetch: int,
-) -> RunTally:
-    """Queue and colorize the collection's pending images in rounds, with a progress bar."""
+def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunTally:
+    """Run the embedded worker on the collection, with a progress bar."""
     from tqdm import tqdm
 
-    from catalog import queue_pending, transaction, unqueue
-    from workers.readahead import process_many
-
-    sessions = runtime.sessions()
-    colorizer = runtime.colorizer()
-    device = runtime.device_label()
     tally = RunTally()
     with tqdm(total=total, unit="img", dynamic_ncols=True, desc="colorizing") as bar:
 
@@ -146,27 +123,8 @@ def _process(
             bar.set_postfix(done=tally.done, failed=tally.failed, refresh=False)
             bar.update(1)
 
-        while True:
-            with transaction(sessions) as db:
-                ids = queue_pending(db, collection_id, ROUND_SIZE)
-            if not ids:
-                return tally
-            try:
-                process_many(
-                    ids,
-                    sessions=sessions,
-                    storage_for=runtime.storage_for,
-                    colorizer=colorizer,
-                    worker=runtime.config.node_name,
-                    device=device,
-                    untrained=untrained,
-                    prefetch=prefetch,
-                    on_outcome=seen,
-                )
-            finally:
-                # Images of this round not reached (Ctrl-C, an unreachable store) go back.
-                with transaction(sessions) as db:
-                    unqueue(db, ids)
+        worker.work(collection_id, on_outcome=seen)
+    return tally
 
 
 @click.command("run")
@@ -180,12 +138,7 @@ def _process(
 )
 @model_options
 @size_options
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["tif", "png", "jpg", "webp"]),
-    help="Output format (default: the original's family).",
-)
+@output_format_options
 @click.option(
     "--collection",
     help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
@@ -217,6 +170,7 @@ def run(
     preset: str | None,
     size: int | None,
     output_format: str | None,
+    format_alias: str | None,
     collection: str | None,
     force: bool,
     prefetch: int,
@@ -249,8 +203,10 @@ def run(
     from scheduler import CollectionSettings, check_locations, submit
     from storage.registry import open_storage
     from storage.uri import parse_uri
+    from workers.embedded import EmbeddedWorker
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    output_format = chosen_output_format(output_format, format_alias)
     chosen_size = size_from(preset, size)
     with fail_on("reading the locations"):
         parse_uri(source)
@@ -306,7 +262,9 @@ def run(
             ),
             force=force,
         )
-    _recover(sessions, summary.collection_id)
+    worker = EmbeddedWorker(runtime, prefetch=prefetch)
+    with fail_on("resuming"):
+        worker.recover(summary.collection_id)
     remaining = _count_pending(sessions, summary.collection_id)
     click.echo(
         f"{summary.registered} images in {source} ({summary.new} new, {summary.changed} "
@@ -317,13 +275,7 @@ def run(
     )
     try:
         with fail_on("colorizing"):
-            tally = _process(
-                runtime,
-                summary.collection_id,
-                total=remaining,
-                untrained=untrained,
-                prefetch=prefetch,
-            )
+            tally = _colorize(worker, summary.collection_id, total=remaining)
     except KeyboardInterrupt:
         click.echo("\ninterrupted: run the same command again to resume", err=True)
         ctx.exit(130)

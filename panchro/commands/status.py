@@ -28,6 +28,7 @@ import click
 
 from panchro.cli_support import fail_on
 from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
+from panchro.options import json_options, wants_json
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -314,12 +315,9 @@ def _watch(
     "running, or only images running for longer than the time limit (no live worker) are "
     "left; Ctrl-C stops watching, not the work.",
 )
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    help="Print the report as JSON (shape below); with --watch, one JSON object per line "
-    "at every refresh.",
+@json_options(
+    "Print the report as JSON (shape below); with --watch, one JSON object per line "
+    "at every refresh."
 )
 @click.option(
     "--interval",
@@ -331,7 +329,12 @@ def _watch(
 )
 @click.pass_context
 def status_command(
-    ctx: click.Context, name: str | None, watch: bool, as_json: bool, interval: float
+    ctx: click.Context,
+    name: str | None,
+    watch: bool,
+    as_json: bool,
+    report_format: str | None,
+    interval: float,
 ) -> None:
     """Show how far collection NAME is, or every collection without NAME.
 
@@ -362,6 +365,7 @@ def status_command(
     from panchro.cli import load_settings
 
     settings = load_settings(ctx)
+    as_json = wants_json(as_json, report_format)
     with open_catalog(settings.database_url) as sessions, fail_on("reading the status"):
         try:
             if watch:

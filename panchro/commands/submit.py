@@ -19,7 +19,15 @@ import click
 from panchro.cli_support import fail_on
 from panchro.commands._skipped import skipped_lines
 from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
-from panchro.options import size_from, size_options
+from panchro.options import (
+    chosen_output_format,
+    model_option,
+    output_format_options,
+    size_from,
+    size_options,
+    untrained_option,
+    upsample_option,
+)
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -46,18 +54,29 @@ def _check_not_before(
     return value
 
 
-def _checkpoint(weights: Path | None) -> tuple[str | None, str | None]:
-    """Return the model name and SHA-256 of a checkpoint file, after validating it.
+def _checkpoint(
+    weights: Path | None, *, model: str | None, untrained: bool
+) -> tuple[str | None, str | None]:
+    """Return the model name and SHA-256 the collection is meant for, after validating them.
 
     The file's layout is checked without loading its weights (nor, for the official
-    formats, importing torch): the workers load it.
+    formats, importing torch): the workers load it. Without a file, ``--model`` alone
+    names the model the workers must run; with ``--untrained``, the random-weights model.
+
+    Raises:
+        click.ClickException: If the checkpoint is not a DDColor one, or holds another
+            model than ``--model``.
     """
-    if weights is None:
-        return None, None
+    if weights is None or untrained:
+        return model, None
     from ddcolor.checkpoints import identify_checkpoint
 
     with fail_on("reading the checkpoint"):
         info = identify_checkpoint(weights)
+    if model is not None and info.model_name != model:
+        raise click.ClickException(
+            f"the checkpoint {weights} holds {info.model_name}, not --model {model}"
+        )
     return info.model_name, info.sha256
 
 
@@ -202,8 +221,12 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     "--weights",
     type=click.Path(dir_okay=False, path_type=Path),
     help="DDColor checkpoint the collection is meant for; its model name and SHA-256 are "
-    "recorded. Env: PANCHRO_WEIGHTS.",
+    "recorded, and only workers running it colorize the collection. Env: PANCHRO_WEIGHTS.",
 )
+@model_option
+@untrained_option
+@upsample_option
+@output_format_options
 @click.option(
     "--not-before",
     metavar="HH:MM",
@@ -241,6 +264,11 @@ def submit_command(
     preset: str | None,
     size: int | None,
     weights: Path | None,
+    model: str | None,
+    untrained: bool,
+    upsample: str,
+    output_format: str | None,
+    format_alias: str | None,
     not_before: str | None,
     priority: int,
     force: bool,
@@ -263,6 +291,12 @@ def submit_command(
       panchro submit s3://archive/scans/1920s --collection 1920s \\
           --output s3://archive/colour/1920s --preset portrait --not-before 22:00
       panchro submit ./scans --collection family --output ./colour --size 768
+      panchro submit ./scans --collection demo --output ./colour --untrained \\
+          --upsample nearest --output-format png
+
+    Workers colorize the collection as recorded here: with its checkpoint (--weights; or
+    --model, the model they must run; --untrained: only `panchro workers --untrained`),
+    input size, --upsample and --output-format.
 
     Exit status: 0; 1 on an error (also when the images were registered but the broker
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
@@ -273,14 +307,19 @@ def submit_command(
     from storage.registry import open_storage
 
     input_size = size_from(preset, size)
+    if untrained and weights is not None:
+        raise click.UsageError("--untrained and --weights exclude each other: give one of them")
     settings = load_settings(ctx, weights=weights)
-    model_name, sha256 = _checkpoint(settings.weights)
+    model_name, sha256 = _checkpoint(settings.weights, model=model, untrained=untrained)
     collection_settings = CollectionSettings(
         preset=preset,
         input_size=input_size,
         model_name=model_name,
         checkpoint_sha256=sha256,
         precision=settings.precision,
+        upsample=upsample,
+        untrained=untrained,
+        output_format=chosen_output_format(output_format, format_alias),
         not_before=not_before,
         priority=priority,
     )
@@ -322,8 +361,16 @@ def submit_command(
     finally:
         if app is not None:
             app.close()
-    model = f"{model_name}, sha256 {sha256}" if model_name else None
-    click.echo(render_summary(summary, model=model, dispatching=dispatch))
+    described = model_name or "any"
+    if sha256:
+        described += f", sha256 {sha256}"
+    elif untrained:
+        described += ", UNTRAINED random weights"
+    click.echo(
+        render_summary(
+            summary, model=described if model_name or untrained else None, dispatching=dispatch
+        )
+    )
     if summary.dispatch_error is not None:
         raise click.ClickException(
             f"dispatching failed: {summary.dispatch_error.rstrip('.')}. The images stay "

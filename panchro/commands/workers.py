@@ -31,9 +31,9 @@ from panchro.options import (
     untrained_option,
     weights_option,
 )
-from panchro.settings import Settings
 
 if TYPE_CHECKING:
+    from panchro.settings import Settings
     from workers.devices import WorkerSlot
     from workers.launcher import ChildSpec
     from workers.runtime import WorkerConfig
@@ -225,12 +225,21 @@ def workers_command(
     cannot be used. Exits when every worker has stopped: status 78 if one stopped
     because it cannot work (storage credentials missing or refused, other weights
     than a collection's), 1 if one was given up after failing again and again.
+
+    \b
+    Examples:
+      panchro workers --weights ddcolor_modelscope.pth        # one worker per GPU
+      panchro workers --devices 0,1 --precision bf16          # only GPUs 0 and 1
+      panchro workers --cpu 2 --untrained                     # a demo on a laptop
+      PANCHRO_BROKER_URL=redis://broker:6379/0 \\
+      PANCHRO_DATABASE_URL=postgresql+psycopg://panchro@db/panchro panchro workers
     """
     from panchro.cli import load_settings
     from panchro.preflight import preflight
     from workers.devices import plan_workers, probe_devices
     from workers.errors import DeviceError
-    from workers.launcher import NodeReleaser, Supervisor, exit_status
+    from workers.launcher import Supervisor, exit_status
+    from workers.releaser import NodeReleaser
 
     # The launcher's own lines (each start and exit) are what an operator watches: they
     # show even at the command line's default level, WARNING.
@@ -308,7 +317,7 @@ def worker_child_command(
     Exits with ``EX_CONFIG`` (78) when the worker stopped because it cannot work.
     """
     from panchro.cli import load_settings
-    from workers.launcher import node_log_format, worker_argv
+    from workers.commandline import node_log_format, worker_argv
     from workers.tasks import EX_CONFIG, PoolProcess, build_worker_app
 
     settings = load_settings(ctx)

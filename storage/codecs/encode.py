@@ -31,7 +31,7 @@ from storage.codecs.formats import JPEG, PNG, TIFF, WEBP, output_format
 from storage.codecs.samples import to_8_bits, to_dtype
 from storage.metadata import (
     ImageMetadata,
-    Provenance,
+    ProvenanceStamp,
     build_xmp,
     carry_xmp,
     ifd0_text_tags,
@@ -77,7 +77,7 @@ def encode_image(
     alpha: NDArray[Any] | None = None,
     source: DecodedImage | None = None,
     format: str | None = None,
-    provenance: Provenance | None = None,
+    provenance: ProvenanceStamp | None = None,
 ) -> bytes:
     """Encode a colorized image, carrying over the original's metadata.
 

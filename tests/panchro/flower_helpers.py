@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import redis
 
 from workers.app import create_app
-from workers.launcher import worker_argv
+from workers.commandline import worker_argv
 from workers.names import COLORIZE
 
 #: Redis list of the image ids whose task started, in order.

@@ -123,6 +123,11 @@ def test_submit_records_the_model_name_and_checksum_of_the_weights(
     assert stored.model_name == "ddcolor_paper_tiny"
     assert stored.checkpoint_sha256 == sha256_file(weights)
     assert f"ddcolor_paper_tiny, sha256 {stored.checkpoint_sha256}" in result.stdout
+    again = (catalog_url, redis_url, scans, tmp_path / "out", "--weights", str(weights))
+    other = run_submit(*again, "--model", "ddcolor_paper", "--no-dispatch")
+    both = run_submit(*again, "--untrained", "--no-dispatch")
+    assert other.exit_code == 1 and "holds ddcolor_paper_tiny, not --model" in other.output
+    assert both.exit_code == 2 and "exclude each other" in both.output
 
 
 @pytest.mark.s3

@@ -207,3 +207,41 @@ def test_cli_choices_are_those_of_the_model_registry() -> None:
     assert choices("precision") == PRECISION_CHOICES
     assert set(choices("preset")) == set(PRESETS)
     assert params["upsample"].default == DEFAULT_UPSAMPLE
+
+
+def test_output_format_chooses_the_format_and_format_still_works_as_its_old_spelling(
+    tmp_path: Path,
+) -> None:
+    common = ("--untrained", "--size", SIZE)
+    for folder in ("new", "old", "both"):
+        (tmp_path / folder).mkdir()
+    new = run(
+        "colorize",
+        str(EXAMPLES / "camera.jpg"),
+        str(tmp_path / "new"),
+        *common,
+        "--output-format",
+        "png",
+    )
+    old = run(
+        "colorize", str(EXAMPLES / "camera.jpg"), str(tmp_path / "old"), *common, "--format", "png"
+    )
+    both = run(
+        "colorize",
+        str(EXAMPLES / "camera.jpg"),
+        str(tmp_path / "both"),
+        *common,
+        "--format",
+        "png",
+        "--output-format",
+        "webp",
+    )
+
+    assert new.exit_code == 0 and old.exit_code == 0, new.output + old.output
+    for folder in ("new", "old"):
+        with Image.open(tmp_path / folder / "camera.jpg.png") as image:
+            assert image.format == "PNG"
+    assert "deprecated" in old.stderr and "deprecated" not in new.stderr
+    assert both.exit_code == 2 and "disagree" in both.output
+    shown = run("colorize", "--help").stdout
+    assert "--output-format" in shown and "--format" not in shown

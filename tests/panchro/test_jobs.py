@@ -374,6 +374,20 @@ def test_list_json_parses_back_and_filters_by_status(catalog_url: str) -> None:
     assert all(image["finished_at"].endswith("+00:00") for image in images)
 
 
+def test_json_and_format_json_are_the_same_on_list_status_and_doctor(catalog_url: str) -> None:
+    seed(catalog_url, "1920s", MIXED)
+
+    listed = run(catalog_url, "list", "1920s", "--json")
+    status = run(catalog_url, "status", "1920s", "--format", "json")
+
+    assert listed.stdout == run(catalog_url, "list", "1920s", "--format", "json").stdout
+    assert len(json.loads(listed.stdout)) == 14
+    assert json.loads(status.stdout)["collections"][0]["total"] == 14
+    for command in ("list", "status", "doctor"):
+        shown = run(catalog_url, command, "--help").stdout
+        assert ("--format" in shown) != ("--json" in shown), command
+
+
 def test_list_json_of_no_images_is_an_empty_array(catalog_url: str) -> None:
     seed(catalog_url, "1920s", {ImageStatus.DONE: 2})
 

@@ -23,15 +23,15 @@ from storage.codecs.png import write_png
 from storage.imaging import (
     DIGITAL_SOURCE_TYPE,
     DecodedImage,
-    Provenance,
+    ProvenanceStamp,
     decode_image,
     encode_image,
 )
 from storage.metadata import srgb_icc
 
-PROVENANCE = Provenance(
+PROVENANCE = ProvenanceStamp(
     software="panchro 0.1.0",
-    model="ddcolor_paper",
+    model_name="ddcolor_paper",
     checkpoint_sha256="ab" * 32,
     input_size=512,
     created=datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC),

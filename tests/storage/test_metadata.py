@@ -10,7 +10,7 @@ from PIL import Image
 from storage.metadata import (
     DIGITAL_SOURCE_TYPE,
     NAMESPACES,
-    Provenance,
+    ProvenanceStamp,
     build_xmp,
     carry_xmp,
     descriptive_exif,
@@ -19,9 +19,9 @@ from storage.metadata import (
     reset_orientation,
 )
 
-PROVENANCE = Provenance(
+PROVENANCE = ProvenanceStamp(
     software="panchro 0.1.0",
-    model="ddcolor_paper",
+    model_name="ddcolor_paper",
     checkpoint_sha256="0123456789abcdef" * 4,
     input_size=512,
     created=datetime(2025, 3, 4, 5, 6, 7, tzinfo=UTC),
@@ -83,9 +83,9 @@ def test_build_xmp_records_digital_source_type_and_model_run() -> None:
 
 
 def test_build_xmp_escapes_markup_in_values() -> None:
-    hostile = Provenance(
+    hostile = ProvenanceStamp(
         software='panchro <beta> & "friends"',
-        model="m</panchro:Model><evil/>",
+        model_name="m</panchro:Model><evil/>",
         checkpoint_sha256="ff" * 32,
         input_size=256,
         created=datetime(2025, 1, 1, tzinfo=UTC),
@@ -99,8 +99,8 @@ def test_build_xmp_escapes_markup_in_values() -> None:
 
 
 def test_build_xmp_treats_naive_datetime_as_utc() -> None:
-    naive = Provenance("s", "m", "00" * 32, 512, datetime(2025, 6, 1, 12, 0, 0))
-    offset = Provenance(
+    naive = ProvenanceStamp("s", "m", "00" * 32, 512, datetime(2025, 6, 1, 12, 0, 0))
+    offset = ProvenanceStamp(
         "s", "m", "00" * 32, 512, datetime(2025, 6, 1, 14, 0, tzinfo=timezone(timedelta(hours=2)))
     )
 

@@ -15,16 +15,9 @@ from launcher_helpers import Workers, wait_until
 
 from workers.app import create_app
 from workers.broker import REDELIVERY_TRANSPORT_OPTIONS
+from workers.commandline import node_log_format, worker_argv
 from workers.errors import EX_CONFIG
-from workers.launcher import (
-    ChildOutcome,
-    ChildSpec,
-    RestartPolicy,
-    Supervisor,
-    exit_status,
-    node_log_format,
-    worker_argv,
-)
+from workers.launcher import ChildOutcome, ChildSpec, RestartPolicy, Supervisor, exit_status
 
 #: Restart quickly: the tests check what happens, not how long it takes.
 FAST = RestartPolicy(initial_delay_s=0.01, max_delay_s=0.05, stable_after_s=60.0, max_failures=3)

@@ -1,4 +1,4 @@
-"""process_image() and process_many() on a real SQLite catalog, local folders and models."""
+"""process_image() on a real SQLite catalog, local folders and models."""
 
 from __future__ import annotations
 
@@ -13,12 +13,10 @@ from PIL import Image as PILImage
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
-    InterruptOnForward,
     NaNUnderAutocast,
     ObservedStorage,
     OutOfMemoryAbove,
     StubNet,
-    WaitsOnFirstForward,
     add_collection,
     attempts_of,
     read_image,
@@ -42,8 +40,8 @@ from ddcolor.pipeline import Colorizer, load_colorizer
 from storage import AccessDenied, LocalStorage, StorageUnavailable
 from workers.errors import CheckpointMismatch
 from workers.process import Outcome, ProcessStatus, process_image
-from workers.readahead import ReadAhead, process_many
-from workers.render import UNTRAINED_CHECKPOINT
+from workers.readahead import ReadAhead
+from workers.weights import UNTRAINED_CHECKPOINT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -367,6 +365,27 @@ def test_collection_submitted_for_other_weights_is_handed_back_not_failed(
     assert not (output / "a.png").exists()
 
 
+def test_collection_submitted_untrained_or_for_another_model_is_left_to_a_matching_worker(
+    sessions: sessionmaker[Session], source: Path, output: Path, checkpoint_file: Path
+) -> None:
+    trained = load_colorizer(
+        checkpoint_file, device="cpu", precision="fp32", size=256, model="ddcolor_paper_tiny"
+    )
+    write_gray_png(source / "a.png")
+    write_gray_png(source / "b.png")
+    untrained = add_collection(sessions, source, output, ["a.png"], name="u", untrained=True)
+    other = add_collection(sessions, source, output, ["b.png"], name="m", model_name="x_model")
+
+    with pytest.raises(CheckpointMismatch, match="untrained random weights"):
+        _process(sessions, untrained["a.png"], trained)
+    with pytest.raises(CheckpointMismatch, match="for model x_model, but this worker runs stub"):
+        _process(sessions, other["b.png"], stub_colorizer(), untrained=True)
+
+    for image_id in (untrained["a.png"], other["b.png"]):
+        assert read_image(sessions, image_id).status is ImageStatus.QUEUED
+    assert not output.exists() or not any(output.iterdir())
+
+
 def test_store_refusing_the_credentials_hands_the_image_back_not_failed(
     sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
@@ -387,61 +406,6 @@ def test_store_refusing_the_credentials_hands_the_image_back_not_failed(
     [attempt] = attempts_of(sessions, ids["a.png"])
     assert attempt.outcome is AttemptOutcome.FAILED
     assert "InvalidAccessKeyId" in (attempt.error or "")
-
-
-def test_process_many_reads_the_next_original_while_the_model_runs(
-    sessions: sessionmaker[Session], source: Path, output: Path
-) -> None:
-    names = ["a.png", "b.png", "c.png"]
-    for name in names:
-        write_gray_png(source / name)
-    ids = add_collection(sessions, source, output, names)
-    second_read = threading.Event()
-
-    def on_read(uri: str, thread: str) -> None:
-        if uri.endswith("b.png") and thread != threading.main_thread().name:
-            second_read.set()
-
-    store = ObservedStorage(on_read=on_read)
-    model = WaitsOnFirstForward(StubNet(), second_read)
-
-    outcomes = process_many(
-        [ids[name] for name in names],
-        sessions=sessions,
-        storage_for=lambda uri: store,
-        colorizer=stub_colorizer(model),
-        worker=WORKER,
-        prefetch=2,
-    )
-
-    assert model.event_seen == [True], "b.png was not read while a.png was in the model"
-    assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 3
-    assert [o.read_ahead for o in outcomes] == [False, True, True]
-    assert sorted(uri.rsplit("/", 1)[-1] for uri, _ in store.reads) == names  # once each
-
-
-def test_process_many_hands_the_current_image_back_when_interrupted(
-    sessions: sessionmaker[Session], source: Path, output: Path
-) -> None:
-    names = ["a.png", "b.png", "c.png"]
-    for name in names:
-        write_gray_png(source / name)
-    ids = add_collection(sessions, source, output, names)
-
-    with pytest.raises(KeyboardInterrupt):
-        process_many(
-            [ids[name] for name in names],
-            sessions=sessions,
-            storage_for=lambda uri: LocalStorage(),
-            colorizer=stub_colorizer(InterruptOnForward(StubNet(), when=2)),
-            worker=WORKER,
-        )
-
-    statuses = [read_image(sessions, ids[name]).status for name in names]
-    assert statuses == [ImageStatus.DONE, ImageStatus.PENDING, ImageStatus.QUEUED]
-    [interrupted] = attempts_of(sessions, ids["b.png"])
-    assert interrupted.outcome is AttemptOutcome.FAILED and interrupted.finished_at is not None
-    assert read_image(sessions, ids["b.png"]).task_id is None
 
 
 def test_read_ahead_guesses_the_next_queued_image_after_each_claim(

@@ -214,7 +214,8 @@ def test_a_supervised_node_killed_with_its_group_has_its_image_released_and_done
     rig: _Rig, redis_url: str
 ) -> None:
     from scheduler import celery_sender, dispatch
-    from workers.launcher import ChildSpec, NodeReleaser, Supervisor
+    from workers.launcher import ChildSpec, Supervisor
+    from workers.releaser import NodeReleaser
 
     image = rig.images(["a.png"])["a.png"]
     releaser = NodeReleaser(rig.database_url)

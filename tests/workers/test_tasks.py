@@ -12,12 +12,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from billiard.pool import EX_RECYCLE
 from celery import Celery, Task
 from celery.exceptions import Reject, SoftTimeLimitExceeded
 from celery.utils.time import get_exponential_backoff_interval
+from click.testing import CliRunner
+from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
     WAIT_S,
@@ -33,8 +36,18 @@ from workers_helpers import (
     write_gray_png,
 )
 
-from catalog import DatabaseUnavailable, ImageStatus, list_images, make_sessionmaker, transaction
+from catalog import (
+    DatabaseUnavailable,
+    ImageStatus,
+    get_collection,
+    list_images,
+    make_sessionmaker,
+    queue_pending,
+    transaction,
+)
+from ddcolor.pipeline import Colorizer
 from migrations import upgrade
+from panchro.cli import cli
 from storage import AccessDenied, InvalidImage, StorageUnavailable, open_storage
 from workers.app import create_app
 from workers.errors import ImageFailed, WorkerSetupError
@@ -132,6 +145,41 @@ def test_colorize_task_as_a_plain_function_colorizes_with_the_message_id(
     row = read_image(sessions, ids["a.png"])
     assert (row.status, row.task_id, row.worker_host) == (ImageStatus.DONE, "m-1", "cpu0@host")
     assert (output / "a.png").exists()
+
+
+def test_collection_options_of_panchro_submit_reach_the_colorize_task(
+    app: Celery,
+    catalog_url: str,
+    sessions: sessionmaker[Session],
+    source: Path,
+    output: Path,
+    tiny_colorizer: Colorizer,
+) -> None:
+    write_gray_png(source / "a.png", size=(72, 40))
+    options = ["--untrained", "--model", "ddcolor_paper_tiny", "--upsample", "nearest"]
+    options += ["--output-format", "tif", "--size", "256", "--no-dispatch"]
+    submitted = CliRunner().invoke(
+        cli,
+        ["--database-url", catalog_url, "submit", str(source), "--collection", "c"]
+        + ["--output", str(output), *options],
+    )
+    assert submitted.exit_code == 0, submitted.output
+    with transaction(sessions) as db:
+        [image_id] = queue_pending(db, get_collection(db, "c").id, 10)
+    runtime = WorkerRuntime(
+        WorkerConfig(database_url=catalog_url, untrained=True, device="cpu", node_name=NODE),
+        colorizer_factory=lambda _: tiny_colorizer,
+    )
+
+    _call(register_tasks(app, runtime), image_id, id="m-1", hostname=NODE)
+
+    gray = np.asarray(PILImage.open(source / "a.png"))
+    with PILImage.open(output / "a.png.tif") as written:
+        assert written.format == "TIFF"
+        colour = np.asarray(written.convert("RGB"))
+    nearest = tiny_colorizer.colorize(gray, size=256, upsample="nearest").image
+    guided = tiny_colorizer.colorize(gray, size=256, upsample="guided").image
+    assert np.array_equal(colour, nearest) and not np.array_equal(colour, guided)
 
 
 def test_colorize_task_raises_image_failed_after_recording_a_corrupt_image(

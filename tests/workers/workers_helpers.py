@@ -277,7 +277,7 @@ def run_worker(
         colorizer_factory: Builds the colorizer instead of the tiny model, or None.
         **options: Further ``create_app()`` settings (time limits).
     """
-    from workers.launcher import worker_argv
+    from workers.commandline import worker_argv
     from workers.runtime import WorkerConfig, WorkerRuntime
     from workers.tasks import build_worker_app
 

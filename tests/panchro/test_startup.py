@@ -1,0 +1,60 @@
+"""The command line starts without importing the heavy libraries: help stays cheap."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+import click
+import pytest
+
+from catalog.errors import CollectionNotFound
+from panchro.cli_support import fail_on
+
+#: Libraries that take 0.05 to 1 s to import each; help needs none of them.
+HEAVY = ("torch", "sqlalchemy", "celery", "kombu", "numpy", "PIL", "boto3", "pydantic")
+
+#: Imports the CLI, renders the help of the group and of every command, prints what loaded.
+_PROBE = """
+import sys
+import click
+from panchro.cli import cli
+
+context = click.Context(cli, info_name="panchro")
+cli.get_help(context)
+for name in cli.list_commands(context):
+    command = cli.get_command(context, name)
+    command.get_help(click.Context(command, info_name=name, parent=context))
+print(" ".join(name for name in {heavy!r} if name in sys.modules))
+"""
+
+
+def test_cli_help_imports_none_of_the_heavy_libraries() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE.format(heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert done.stdout.split() == []
+
+
+def test_user_errors_still_become_one_line_cli_errors_once_their_module_is_loaded() -> None:
+    with pytest.raises(click.ClickException, match="listing: no collection\\s*x"):
+        with fail_on("listing"):
+            raise CollectionNotFound("no collection\n x")
+    with pytest.raises(KeyError):
+        with fail_on("listing"):
+            raise KeyError("not a user error")
+
+
+@pytest.mark.parametrize("package", ["catalog", "storage", "scheduler", "ddcolor"])
+def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
+    module = importlib.import_module(package)
+
+    missing = [name for name in module.__all__ if getattr(module, name, None) is None]
+
+    assert missing == []
+    with pytest.raises(AttributeError):
+        module.no_such_name  # noqa: B018

@@ -1,0 +1,213 @@
+"""The embedded worker of ``panchro run``: one collection colorized in this process, no broker.
+
+rq's ``SimpleWorker`` idea beside the Celery task: the same ``process_image()``, fed
+from the catalog instead of a queue. Each round queues a batch of the collection's
+pending images (``pending -> queued``), then claims and colorizes them one by one in
+id order while the next originals are read and decoded on background threads
+(:class:`workers.readahead.ReadAhead`), so the model never waits for storage::
+
+    worker = EmbeddedWorker(WorkerRuntime(config), prefetch=2)
+    worker.recover(collection_id)       # hand back what an interrupted run left behind
+    worker.work(collection_id, on_outcome=progress)    # until nothing is pending
+
+Stopping with Ctrl-C hands the image being processed back as ``pending`` and the rest of
+the round too, so running again resumes where it stopped and never redoes a finished
+image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Final
+
+from catalog import (
+    ImageStatus,
+    queue_pending,
+    release_lost,
+    transaction,
+    unqueue,
+    unqueue_stale,
+)
+from workers.process import Outcome, process_image
+from workers.readahead import ReadAhead, StorageFor
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from ddcolor.pipeline import Colorizer
+    from workers.runtime import WorkerRuntime
+
+__all__ = ["DEFAULT_PREFETCH", "ROUND_SIZE", "EmbeddedWorker", "process_many"]
+
+logger = logging.getLogger(__name__)
+
+#: Images queued and handed to the model per round; the catalog is re-read between rounds.
+ROUND_SIZE: Final = 500
+#: Images read and decoded ahead while the model runs.
+DEFAULT_PREFETCH: Final = 2
+
+#: Told each image's outcome as soon as it is known (a progress bar).
+OnOutcome = Callable[[Outcome], None]
+
+
+class EmbeddedWorker:
+    """Colorizes the pending images of a collection in this process, reading ahead.
+
+    Args:
+        runtime: The model, stores and catalog of this process (``untrained`` and the node
+            name come from its config, as for a Celery worker).
+        prefetch: Images read and decoded ahead; 0 reads each one when its turn comes.
+        round_size: Images queued per round.
+    """
+
+    def __init__(
+        self,
+        runtime: WorkerRuntime,
+        *,
+        prefetch: int = DEFAULT_PREFETCH,
+        round_size: int = ROUND_SIZE,
+    ) -> None:
+        self.runtime = runtime
+        self.prefetch = prefetch
+        self.round_size = round_size
+
+    def recover(self, collection_id: int) -> int:
+        """Hand back what an interrupted run of this collection left running or queued.
+
+        Args:
+            collection_id: The collection.
+
+        Returns:
+            How many images were handed back.
+
+        Raises:
+            DatabaseUnavailable: If the catalog cannot be reached.
+        """
+        with transaction(self.runtime.sessions()) as db:
+            released = release_lost(db, collection_id=collection_id)
+            requeued = unqueue_stale(
+                db, queued_before=datetime.now(UTC), collection_id=collection_id
+            )
+        count = released.requeued + released.failed + requeued
+        if count:
+            logger.info(
+                "collection %s: resuming; %d interrupted, %d queued images handed back",
+                collection_id,
+                released.requeued + released.failed,
+                requeued,
+            )
+        return count
+
+    def work(self, collection_id: int, *, on_outcome: OnOutcome | None = None) -> None:
+        """Colorize the collection's pending images, round after round, until none is left.
+
+        Args:
+            collection_id: The collection.
+            on_outcome: Told each image's outcome as soon as it is known.
+
+        Raises:
+            DatabaseUnavailable: If the catalog cannot be reached.
+            StorageUnavailable: If a store cannot be reached.
+            WorkerSetupError: If this process cannot colorize the collection (other weights).
+            KeyboardInterrupt: If interrupted; the round's images were handed back.
+        """
+        runtime = self.runtime
+        sessions = runtime.sessions()
+        colorizer = runtime.colorizer()
+        device = runtime.device_label()
+        while True:
+            with transaction(sessions) as db:
+                ids = queue_pending(db, collection_id, self.round_size)
+            if not ids:
+                return
+            try:
+                process_many(
+                    ids,
+                    sessions=sessions,
+                    storage_for=runtime.storage_for,
+                    colorizer=colorizer,
+                    worker=runtime.config.node_name,
+                    device=device,
+                    untrained=runtime.config.untrained,
+                    prefetch=self.prefetch,
+                    on_outcome=on_outcome,
+                )
+            finally:
+                # Images of this round not reached (Ctrl-C, an unreachable store) go back.
+                with transaction(sessions) as db:
+                    unqueue(db, ids)
+
+
+def process_many(
+    image_ids: Iterable[int],
+    *,
+    sessions: sessionmaker[Session],
+    storage_for: StorageFor,
+    colorizer: Colorizer,
+    worker: str,
+    device: str | None = None,
+    untrained: bool = False,
+    prefetch: int = DEFAULT_PREFETCH,
+    on_outcome: OnOutcome | None = None,
+) -> list[Outcome]:
+    """Colorize queued images in order, reading and decoding ahead while the model runs.
+
+    Before each image is processed, the next ``prefetch`` images are read and decoded
+    on background threads. Nothing is claimed ahead: each image is claimed when its turn
+    comes, and an original read ahead is used only if the catalog still has the same
+    source and checksum.
+
+    Stops cleanly on Ctrl-C: the image being processed is handed back as ``pending``
+    (its attempt closed), what was read ahead is dropped, and ``KeyboardInterrupt``
+    propagates. A failure that may pass (store or database unreachable) hands the image
+    back as ``pending`` too, and propagates.
+
+    Args:
+        image_ids: Queued images, in the order to process them.
+        sessions: The catalog's session factory.
+        storage_for: Returns the store of a location.
+        colorizer: The loaded model.
+        worker: Host name recorded on each attempt.
+        device: Device description; None for the model's.
+        untrained: The weights are random.
+        prefetch: Images read ahead; 0 reads each one when its turn comes.
+        on_outcome: Told each image's outcome as soon as it is known.
+
+    Returns:
+        The outcome of every image, in order.
+
+    Raises:
+        DatabaseUnavailable: If the catalog cannot be reached.
+        StorageUnavailable: If a store cannot be reached.
+        KeyboardInterrupt: If interrupted.
+    """
+    ids = list(image_ids)
+    read_ahead = None
+    if prefetch > 0:
+        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=prefetch + 1)
+    outcomes: list[Outcome] = []
+    try:
+        for index, image_id in enumerate(ids):
+            if read_ahead is not None:
+                for upcoming in ids[index + 1 : index + 1 + prefetch]:
+                    read_ahead.prefetch(upcoming)
+            outcome = process_image(
+                image_id,
+                sessions=sessions,
+                storage_for=storage_for,
+                colorizer=colorizer,
+                worker=worker,
+                device=device,
+                untrained=untrained,
+                read_ahead=read_ahead,
+                release_to=ImageStatus.PENDING,
+            )
+            outcomes.append(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+    finally:
+        if read_ahead is not None:
+            read_ahead.close()
+    return outcomes

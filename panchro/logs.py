@@ -22,8 +22,10 @@ each of those set-ups, and puts the JSON formatter on the handlers it installed.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -144,6 +146,8 @@ def configure_logging(*, level: int | str | None = None, log_format: str | None 
     if log_format is not None:
         formatter = make_formatter(log_format)
         _CURRENT["format"] = log_format
+        # Python's warnings go to stderr unformatted; as log records they are JSON too.
+        logging.captureWarnings(log_format == "json")
         for handler in root.handlers:
             if getattr(handler, _OWN_HANDLER, False):
                 handler.setFormatter(formatter)
@@ -173,6 +177,29 @@ def json_in_celery(static: Mapping[str, Any] | None = None) -> None:
     # weak=False: the receiver is a closure that nothing else keeps alive.
     signals.after_setup_logger.connect(use_json, weak=False)
     signals.after_setup_task_logger.connect(use_json, weak=False)
+    _celery_notices_as_json(static)
+
+
+def _celery_notices_as_json(static: Mapping[str, Any] | None) -> None:
+    """Turn the notices a Celery worker writes from its signal handlers into JSON lines.
+
+    ``celery.apps.worker.safe_say`` writes "worker: Warm shutdown (MainProcess)" and the
+    like straight to a file descriptor, bypassing logging (a signal handler must not take
+    logging's locks). Its replacement keeps to one ``os.write`` of an already built line.
+    """
+    from celery.apps import worker as celery_worker
+
+    if not callable(getattr(celery_worker, "safe_say", None)):
+        return
+    formatter = JsonFormatter(static)
+
+    def say(msg: str, f: Any = sys.__stderr__) -> None:
+        record = logging.LogRecord("celery.apps.worker", logging.WARNING, "", 0, msg, (), None)
+        if f is not None and hasattr(f, "fileno"):
+            with contextlib.suppress(OSError):  # a lost notice must not stop the shutdown
+                os.write(f.fileno(), f"{formatter.format(record)}\n".encode())
+
+    celery_worker.safe_say = say
 
 
 def _set_format(ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -349,7 +349,27 @@ class _Sending:
             )
             raise
         self._current = None
+        _log_queued(requests)
         return len(requests)
+
+
+def _log_queued(requests: Sequence[TaskRequest]) -> None:
+    """One line per image whose task reached the broker: its change to ``queued``."""
+    if not logger.isEnabledFor(logging.INFO):
+        return  # a pass of 100,000 images spends no time on lines nobody reads
+    for request in requests:
+        logger.info(
+            "collection %s image %s: queued (%s)",
+            request.collection,
+            request.image_id,
+            request.relative_path,
+            extra={
+                "collection": request.collection,
+                "collection_id": request.collection_id,
+                "image_id": request.image_id,
+                "status": "queued",
+            },
+        )
 
 
 def _unqueue_unsent(

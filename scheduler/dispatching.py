@@ -228,7 +228,14 @@ def dispatch(
         done.append(CollectionDispatch(collection.id, collection.name, sent))
         if not room_left:
             break
-    logger.info("dispatch pass: sent %d tasks, %d of %d in flight", total, in_flight, max_in_flight)
+    # A pass that sent nothing is the common case of a busy cluster: not worth a line.
+    logger.log(
+        logging.INFO if total else logging.DEBUG,
+        "dispatch pass: sent %d tasks, %d of %d in flight",
+        total,
+        in_flight,
+        max_in_flight,
+    )
     return DispatchReport(
         sent=total, in_flight=in_flight, max_in_flight=max_in_flight, collections=tuple(done)
     )

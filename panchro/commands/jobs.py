@@ -182,11 +182,11 @@ def scheduler_command(
     from scheduler import run_scheduler
     from workers.app import create_app
 
-    configure_logging(level=loglevel)
     settings = load_settings(ctx, max_in_flight=max_in_flight)
     # Fail now, with a clear message, rather than at every pass.
     with open_catalog(settings.database_url):
         pass
+    configure_logging(level=loglevel)
     app = create_app(broker_url=settings.broker_url, **settings.celery_limits())
     try:
         run_scheduler(

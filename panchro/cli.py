@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from panchro.logs import configure_logging, log_format_option
+
 if TYPE_CHECKING:
     from panchro.settings import Settings
 
@@ -68,6 +70,7 @@ def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
     help="S3 endpoint for S3-compatible stores (MinIO, Ceph...). Env: PANCHRO_S3_ENDPOINT_URL.",
 )
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+@log_format_option
 @click.version_option(package_name="panchro")
 @click.pass_context
 def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
@@ -78,8 +81,7 @@ def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
     A collection on a cluster:    panchro submit s3://bucket/scans --collection NAME --output ...
     What is installed and found:  panchro doctor
     """
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level=logging.WARNING - 10 * min(verbose, 2))
     ctx.obj = {"overrides": {k: v for k, v in options.items() if k in _SETTING_OPTIONS and v}}
 
 

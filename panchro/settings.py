@@ -23,6 +23,8 @@ DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 #: Broker URL schemes: Redis (``rediss`` with TLS), and ``memory`` for one process.
 BROKER_SCHEMES = ("redis", "rediss", "memory")
+#: Fewest characters of a Flower password: the dashboard can cancel and shut down workers.
+MIN_FLOWER_PASSWORD = 12
 #: The catalog URLs panchro supports, as said in errors.
 DATABASE_FORMS = "postgresql+psycopg://USER@HOST/DB or sqlite:///PATH"
 
@@ -91,6 +93,11 @@ class Settings(BaseSettings):
             )
         return value
 
+    @field_validator("flower_password")
+    @classmethod
+    def _check_flower_password(cls, value: str | None) -> str | None:
+        return check_flower_password(value)
+
     @field_validator("precision")
     @classmethod
     def _check_precision(cls, value: str) -> str:
@@ -144,6 +151,28 @@ class Settings(BaseSettings):
             region=self.s3_region,
             addressing_style=self.s3_addressing_style,
         )
+
+
+def check_flower_password(value: str | None) -> str | None:
+    """Refuse a Flower password shorter than :data:`MIN_FLOWER_PASSWORD` characters.
+
+    Args:
+        value: The password, or None (no password).
+
+    Returns:
+        The password, or None for None and for an empty value (unset).
+
+    Raises:
+        ValueError: If it is too short.
+    """
+    if not value:
+        return None
+    if len(value) < MIN_FLOWER_PASSWORD:
+        raise ValueError(
+            f"the Flower password has {len(value)} characters; use at least "
+            f"{MIN_FLOWER_PASSWORD} (e.g. `openssl rand -base64 18`)"
+        )
+    return value
 
 
 def check_database_url(value: str) -> str:

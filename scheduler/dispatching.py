@@ -228,7 +228,14 @@ def dispatch(
         done.append(CollectionDispatch(collection.id, collection.name, sent))
         if not room_left:
             break
-    logger.info("dispatch pass: sent %d tasks, %d of %d in flight", total, in_flight, max_in_flight)
+    # A pass that sent nothing is the common case of a busy cluster: not worth a line.
+    logger.log(
+        logging.INFO if total else logging.DEBUG,
+        "dispatch pass: sent %d tasks, %d of %d in flight",
+        total,
+        in_flight,
+        max_in_flight,
+    )
     return DispatchReport(
         sent=total, in_flight=in_flight, max_in_flight=max_in_flight, collections=tuple(done)
     )
@@ -349,7 +356,27 @@ class _Sending:
             )
             raise
         self._current = None
+        _log_queued(requests)
         return len(requests)
+
+
+def _log_queued(requests: Sequence[TaskRequest]) -> None:
+    """One line per image whose task reached the broker: its change to ``queued``."""
+    if not logger.isEnabledFor(logging.INFO):
+        return  # a pass of 100,000 images spends no time on lines nobody reads
+    for request in requests:
+        logger.info(
+            "collection %s image %s: queued (%s)",
+            request.collection,
+            request.image_id,
+            request.relative_path,
+            extra={
+                "collection": request.collection,
+                "collection_id": request.collection_id,
+                "image_id": request.image_id,
+                "status": "queued",
+            },
+        )
 
 
 def _unqueue_unsent(

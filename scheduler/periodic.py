@@ -1,21 +1,21 @@
-"""The periodic top-up behind ``panchro scheduler``: Celery beat runs dispatch() every N s.
+"""The periodic top-up behind ``panchro scheduler``: dispatch() every N seconds.
 
 ``panchro scheduler`` builds the Celery app and calls::
 
     run_scheduler(app, database_url=settings.database_url,
                   max_in_flight=settings.max_in_flight, interval=10.0)
 
-which registers the ``panchro.dispatch`` task on the app, adds a beat entry that sends it
-to the ``scheduler`` queue every ``interval`` seconds, and runs a Celery worker with an
-embedded beat that consumes only that queue; the argv is :func:`scheduler_argv`, so the
-same process can also be started as ``celery -A <module> worker --beat -Q scheduler -c 1``
-from a module that calls :func:`install_dispatcher` on its app.
+which runs one pass (:func:`dispatcher`) every ``interval`` seconds in its own process
+until SIGTERM or SIGINT. The scheduler only sends: it is no Celery worker, and the passes
+are no tasks, so Flower's task list shows the colorize tasks and its worker list the
+colorize workers, nothing else. The same pass can also run as a Celery task with beat
+inside a worker that does other work (:func:`install_dispatcher`, :func:`scheduler_argv`).
 
-Each tick is one :func:`~scheduler.dispatching.dispatch` pass: it tops the broker up to
+Each pass is one :func:`~scheduler.dispatching.dispatch`: it tops the broker up to
 ``max_in_flight`` queued images, in priority order, honouring start windows. A pass that
 cannot reach the broker or the catalog logs a warning and leaves the rest to the next
-tick; ticks that wait while a long pass runs expire instead of piling up. Running two
-schedulers is safe (the passes take turns), just useless.
+one; a pass that takes longer than the interval delays the next instead of piling up.
+Running two schedulers is safe (the passes take turns), just useless.
 
 Before each pass, what no live worker holds is handed back (:mod:`scheduler.reaping`):
 delivered messages of workers that are gone go back to the front of the queue, and
@@ -33,8 +33,12 @@ does nothing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import signal
+import threading
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta, tzinfo
+from types import FrameType
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -133,27 +137,25 @@ def hand_back_lost(
     give_back_orphans(app, sessions, orphan_after=orphan_after)
 
 
-def install_dispatcher(
+def dispatcher(
     app: Any,
     *,
     database_url: str,
     max_in_flight: int,
-    interval: float = DISPATCH_INTERVAL_S,
     tz: tzinfo | None = None,
     orphan_after: float = ORPHAN_AFTER_S,
     reap_after: float = REAP_AFTER_S,
     inspect_timeout: float = INSPECT_TIMEOUT_S,
-) -> None:
-    """Register the dispatch task on a Celery app and schedule it every ``interval``.
+) -> Callable[[], int]:
+    """Return one dispatch pass: hand back what was lost, then top the broker up.
 
-    The catalog's sessions are created lazily, in the process that runs the task (a
-    forked pool process), never in the parent.
+    The catalog's sessions are created lazily, in the process that runs the passes (for
+    a Celery worker, a forked pool process), never in the parent.
 
     Args:
         app: The Celery app (``workers.app.create_app(broker_url=...)``).
         database_url: The catalog database.
         max_in_flight: Most images queued at once over all collections.
-        interval: Seconds between two dispatch passes.
         tz: The local time zone of ``--not-before`` times; None means this machine's.
         orphan_after: Seconds after which a queued image with no message in the broker
             is sent again.
@@ -161,16 +163,18 @@ def install_dispatcher(
             live worker holds is handed back (``scheduler.reaping``).
         inspect_timeout: Seconds the reaper waits for the workers' answers.
 
+    Returns:
+        A callable that runs one pass and returns the number of tasks it sent; a pass
+        that cannot reach the broker or the catalog logs a warning and returns 0.
+
     Raises:
-        ValueError: If ``max_in_flight`` or ``interval`` is not positive.
+        ValueError: If ``max_in_flight`` is not positive.
     """
     if max_in_flight < 1:
         raise ValueError(f"max_in_flight must be at least 1, not {max_in_flight}")
-    if interval <= 0:
-        raise ValueError(f"interval must be positive, not {interval}")
     cache: dict[str, sessionmaker[Session]] = {}
     send = celery_sender(app)
-    # Kept by the process that runs the passes (one pool process, for its whole life).
+    # Kept by the process that runs the passes, for its whole life.
     suspects: set[str] = set()
 
     def sessions() -> sessionmaker[Session]:
@@ -178,8 +182,6 @@ def install_dispatcher(
             cache["sessions"] = make_sessionmaker(database_url)
         return cache["sessions"]
 
-    # Not acks_late: a pass lost with its worker needs no redelivery, beat sends the next.
-    @app.task(name=DISPATCH, ignore_result=True, acks_late=False, shared=False)  # type: ignore[untyped-decorator]
     def dispatch_pass() -> int:
         """Run one dispatch pass; return the number of tasks sent."""
         try:
@@ -197,6 +199,54 @@ def install_dispatcher(
             return 0
         return report.sent
 
+    return dispatch_pass
+
+
+def install_dispatcher(
+    app: Any,
+    *,
+    database_url: str,
+    max_in_flight: int,
+    interval: float = DISPATCH_INTERVAL_S,
+    tz: tzinfo | None = None,
+    orphan_after: float = ORPHAN_AFTER_S,
+    reap_after: float = REAP_AFTER_S,
+    inspect_timeout: float = INSPECT_TIMEOUT_S,
+) -> None:
+    """Register the dispatch pass as a Celery task and schedule it every ``interval``.
+
+    For running the dispatcher inside a Celery worker with beat (``celery -A <module>
+    worker --beat``, argv :func:`scheduler_argv`), beside other tasks. ``panchro
+    scheduler`` does not: it runs the same pass in its own loop (:func:`run_scheduler`),
+    so that Flower lists neither a dispatch task every few seconds nor the scheduler as
+    a worker.
+
+    Args:
+        app: The Celery app (``workers.app.create_app(broker_url=...)``).
+        database_url: The catalog database.
+        max_in_flight: Most images queued at once over all collections.
+        interval: Seconds between two dispatch passes.
+        tz: The local time zone of ``--not-before`` times; None means this machine's.
+        orphan_after: See :func:`dispatcher`.
+        reap_after: See :func:`dispatcher`.
+        inspect_timeout: See :func:`dispatcher`.
+
+    Raises:
+        ValueError: If ``max_in_flight`` or ``interval`` is not positive.
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be positive, not {interval}")
+    dispatch_pass = dispatcher(
+        app,
+        database_url=database_url,
+        max_in_flight=max_in_flight,
+        tz=tz,
+        orphan_after=orphan_after,
+        reap_after=reap_after,
+        inspect_timeout=inspect_timeout,
+    )
+    # Not acks_late: a pass lost with its worker needs no redelivery, beat sends the next.
+    app.task(name=DISPATCH, ignore_result=True, acks_late=False, shared=False)(dispatch_pass)
     app.conf.beat_scheduler = BEAT_SCHEDULER
     app.conf.beat_schedule = {
         BEAT_ENTRY: {
@@ -213,11 +263,11 @@ def install_dispatcher(
 def scheduler_argv(
     *, loglevel: str = "INFO", queues: Sequence[str] = (SCHEDULER_QUEUE,)
 ) -> list[str]:
-    """Return the Celery worker argv of ``panchro scheduler``.
+    """Return the Celery worker argv that runs an app of :func:`install_dispatcher`.
 
     Args:
         loglevel: Celery's log level name.
-        queues: Queues to consume; only the scheduler queue in production.
+        queues: Queues to consume; the scheduler queue, and any others of the worker.
 
     Returns:
         Arguments for ``app.worker_main()`` (or after ``celery -A <module>``).
@@ -239,23 +289,74 @@ def run_scheduler(
     database_url: str,
     max_in_flight: int,
     interval: float = DISPATCH_INTERVAL_S,
-    loglevel: str = "INFO",
     tz: tzinfo | None = None,
-) -> None:
-    """Run the dispatcher until the process is stopped: ``panchro scheduler``.
+    stop: threading.Event | None = None,
+    after_pass: Callable[[int], None] | None = None,
+    **options: float,
+) -> int:
+    """Run a dispatch pass every ``interval`` until stopped: ``panchro scheduler``.
+
+    The passes run in this process, one after the other: the app only sends (colorize
+    tasks, which Flower shows, and the reaper's questions to the workers), so the
+    scheduler is no Celery worker and no dispatch task ever reaches the broker. A pass
+    starts ``interval`` seconds after the previous one started, or at once if that one
+    took longer. SIGTERM or SIGINT (in the main thread) stops the loop after the running
+    pass.
 
     Args:
         app: The Celery app (``workers.app.create_app(broker_url=...)``).
         database_url: The catalog database.
         max_in_flight: Most images queued at once over all collections.
-        interval: Seconds between two dispatch passes.
-        loglevel: Celery's log level name.
+        interval: Seconds between the starts of two dispatch passes.
         tz: The local time zone of ``--not-before`` times; None means this machine's.
+        stop: Set to stop the loop; None makes one that only the signals set.
+        after_pass: Called after each pass with the number of tasks it sent (a health
+            check's heartbeat, for example).
+        **options: ``orphan_after``, ``reap_after`` or ``inspect_timeout`` of
+            :func:`dispatcher`.
+
+    Returns:
+        The number of passes run.
 
     Raises:
         ValueError: If ``max_in_flight`` or ``interval`` is not positive.
     """
-    install_dispatcher(
-        app, database_url=database_url, max_in_flight=max_in_flight, interval=interval, tz=tz
+    if interval <= 0:
+        raise ValueError(f"interval must be positive, not {interval}")
+    dispatch_pass = dispatcher(
+        app, database_url=database_url, max_in_flight=max_in_flight, tz=tz, **options
     )
-    app.worker_main(argv=scheduler_argv(loglevel=loglevel))
+    stop = threading.Event() if stop is None else stop
+    restore = _stop_on_signals(stop)
+    logger.info("scheduler: a pass every %ss, at most %d tasks in flight", interval, max_in_flight)
+    passes = 0
+    try:
+        while not stop.is_set():
+            began = time.monotonic()
+            sent = dispatch_pass()
+            passes += 1
+            if after_pass is not None:
+                after_pass(sent)
+            stop.wait(max(0.0, interval - (time.monotonic() - began)))
+    finally:
+        restore()
+    logger.info("scheduler stopped after %d passes", passes)
+    return passes
+
+
+def _stop_on_signals(stop: threading.Event) -> Callable[[], None]:
+    """Set ``stop`` on SIGTERM and SIGINT; return what restores the previous handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logger.info("scheduler: %s, stopping after this pass", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    return restore

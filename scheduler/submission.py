@@ -266,6 +266,15 @@ class _Skips:
         rows = [self._row(entry) for entry in entries]
         with transaction(self._sessions) as db:
             register_images(db, self._collection_id, rows)
+        for row in rows:
+            fields = {"collection_id": self._collection_id, "status": "skipped"}
+            logger.info(
+                "collection %s %s: skipped: %s",
+                self._collection_id,
+                row.relative_path,
+                row.skipped,
+                extra=fields,
+            )
 
     def _row(self, entry: SkippedEntry) -> ScannedImage:
         source = entry.uri or _below(self._source, entry.relative)

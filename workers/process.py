@@ -137,6 +137,7 @@ class _Job:
     """What the claim transaction learned about the image and its collection."""
 
     claim: Claim
+    collection: str
     source_checksum: str | None
     input_size: int | None
     upsample: str | None
@@ -162,15 +163,41 @@ class _Try:
 
 
 class _ImageLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the collection and the image."""
+    """Prefixes every line with the collection and the image, and passes them as fields.
 
-    def __init__(self, image_id: int) -> None:
-        super().__init__(logger)
+    The fields (``collection``, ``collection_id``, ``image_id``, ``device``, and the
+    ``status`` and ``duration_s`` of a state change) are what ``--log-format json`` shows.
+    """
+
+    def __init__(self, image_id: int, device: str) -> None:
+        super().__init__(logger, {"image_id": image_id, "device": device})
         self.image_id = image_id
-        self.collection_id: int | None = None
+        self.collection: str | None = None
+
+    def claimed(self, job: _Job) -> None:
+        """Name the collection in every later line."""
+        self.collection = job.collection
+        self.extra = {
+            **(self.extra or {}),
+            "collection": job.collection,
+            "collection_id": job.claim.collection_id,
+        }
 
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        return f"collection {self.collection_id} image {self.image_id}: {msg}", kwargs
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        where = f"image {self.image_id}"
+        if self.collection is not None:
+            where = f"collection {self.collection} {where}"
+        return f"{where}: {msg}", kwargs
+
+    def changed(
+        self, level: int, status: str, msg: str, *args: Any, began: float | None = None
+    ) -> None:
+        """Log a change of the image's status, with its duration when known."""
+        extra: dict[str, Any] = {"status": status}
+        if began is not None:
+            extra["duration_s"] = round(time.perf_counter() - began, 3)
+        self.log(level, msg, *args, extra=extra)
 
 
 def process_image(
@@ -226,19 +253,29 @@ def process_image(
         KeyboardInterrupt: If interrupted; the image was handed back.
     """
     began = time.perf_counter()
-    log = _ImageLog(image_id)
     if device is None:
         device = str(describe_device(colorizer.device))
+    log = _ImageLog(image_id, device)
     with transaction(sessions) as db:
         claim = claim_image(db, image_id, worker=worker, device=device[:128], task_id=task_id)
         job = _job(db, claim) if claim is not None else None
     if job is None:
         log.info("not claimed by %s: finished, cancelled or held by another try", worker)
         return Outcome(image_id, ProcessStatus.NOT_CLAIMED, seconds=time.perf_counter() - began)
-    log.collection_id = job.claim.collection_id
+    log.claimed(job)
+    log.changed(
+        logging.INFO,
+        "running",
+        "running: claimed by %s on %s (try %d)",
+        worker,
+        device,
+        job.claim.attempt_number,
+    )
     attempt = _Try(job.claim.attempt_id)
     try:
-        outcome = _run(job, attempt, sessions, storage_for, colorizer, untrained, read_ahead, log)
+        outcome = _run(
+            job, attempt, sessions, storage_for, colorizer, untrained, read_ahead, log, began
+        )
     except WORKER_FAULTS as exc:
         log.warning("this worker cannot work (%s); handing the image back", exc)
         _hand_back(sessions, job, attempt, f"handed back: {exc}", release_to, log)
@@ -267,6 +304,7 @@ def _job(db: Session, claim: Claim) -> _Job:
     output_format = (collection.options or {}).get(OUTPUT_FORMAT_OPTION)
     return _Job(
         claim=claim,
+        collection=collection.name,
         source_checksum=image.source_checksum,
         input_size=collection.input_size,
         upsample=collection.upsample,
@@ -288,6 +326,7 @@ def _run(
     untrained: bool,
     read_ahead: ReadAhead | None,
     log: _ImageLog,
+    claimed_at: float,
 ) -> Outcome:
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
     claim = job.claim
@@ -387,8 +426,11 @@ def _run(
     timings += (
         f"{result.network_seconds:.2f} of {result.seconds:.2f} s, write {write_seconds:.2f} s"
     )
-    log.info(
-        "done: %s at %d px, %s, tried %s, on %s (%s) -> %s",
+    log.changed(
+        logging.INFO,
+        "done",
+        "done in %.2f s: %s at %d px, %s, tried %s, on %s (%s) -> %s",
+        time.perf_counter() - claimed_at,
         decoded.mode_description,
         result.size,
         result.precision,
@@ -396,6 +438,7 @@ def _run(
         result.device,
         timings,
         claim.output_uri,
+        began=claimed_at,
     )
     return _outcome(job, attempt, ProcessStatus.DONE, output_uri=claim.output_uri)
 
@@ -461,7 +504,7 @@ def _fail(
             precision=attempt.precision if ran else None,
         )
     if recorded:
-        log.warning("failed: %s", reason)
+        log.changed(logging.WARNING, "failed", "failed: %s", reason, began=began)
     else:
         log.warning("failed (%s), but the try was taken over meanwhile; not recorded", reason)
     status = ProcessStatus.FAILED if recorded else ProcessStatus.DROPPED
@@ -487,4 +530,5 @@ def _hand_back(
         log.warning("could not hand the image back (%s); it stays running", exc)
         return
     if released:
-        log.info("handed back as %s: %s", status.value, reason)
+        change = "retrying" if status is ImageStatus.QUEUED else "released"
+        log.changed(logging.INFO, change, "%s (back to %s): %s", change, status.value, reason)

@@ -366,7 +366,15 @@ def record_time_limit(
                 task_id,
             )
             return False
-        return mark_failed(db, image_id, attempt_id, reason)
+        failed = mark_failed(db, image_id, attempt_id, reason)
+    if failed:
+        logger.warning(
+            "image %s: failed: %s",
+            image_id,
+            reason,
+            extra={"image_id": image_id, "status": "failed", "duration_s": limit},
+        )
+    return failed
 
 
 class _ProcessHooks:

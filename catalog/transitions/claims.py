@@ -18,7 +18,6 @@ from catalog.transitions._common import (
     close_open_attempts,
     lost_reason,
     open_attempt,
-    returned_ids,
 )
 
 logger = logging.getLogger(__name__)
@@ -183,7 +182,8 @@ def claim_image(
     attempt_id = open_attempt(
         db, image_id, claimed.attempts, worker=worker, device=device, started_at=now
     )
-    logger.info(
+    # The worker logs the change with the collection, device and timings.
+    logger.debug(
         "image %s: claimed by %s on %s (try %d)", image_id, worker, device, claimed.attempts
     )
     return Claim(
@@ -240,7 +240,7 @@ def release_lost(
         conditions.append(Image.task_id.is_not(None))
         if held_task_ids:
             conditions.append(Image.task_id.not_in(sorted(held_task_ids)))
-    failed = returned_ids(
+    failed = _returned_images(
         db,
         update(Image)
         .where(*conditions, Image.lost_attempts + 1 >= MAX_LOST_ATTEMPTS)
@@ -249,11 +249,9 @@ def release_lost(
             lost_attempts=Image.lost_attempts + 1,
             last_error=lost_reason(MAX_LOST_ATTEMPTS),
             finished_at=now,
-        )
-        .returning(Image.id)
-        .execution_options(synchronize_session=False),
+        ),
     )
-    requeued = returned_ids(
+    requeued = _returned_images(
         db,
         update(Image)
         .where(*conditions)
@@ -262,20 +260,29 @@ def release_lost(
             lost_attempts=Image.lost_attempts + 1,
             task_id=None,
             queued_at=None,
-        )
-        .returning(Image.id)
-        .execution_options(synchronize_session=False),
+        ),
     )
-    close_open_attempts(db, failed + requeued, now)
-    if failed or requeued:
-        logger.warning(
-            "collection %s: released %d lost images to pending (%s), failed %d",
-            collection_id,
-            len(requeued),
-            ", ".join(str(image_id) for image_id in requeued[:20]) or "none",
-            len(failed),
-        )
+    close_open_attempts(db, sorted(failed) + sorted(requeued), now)
+    for ids, status, what in ((requeued, "lost", "back to pending"), (failed, "failed", "")):
+        for image_id, owner in sorted(ids.items()):
+            logger.warning(
+                "collection %s image %s: its worker is gone; %s",
+                owner,
+                image_id,
+                what or lost_reason(MAX_LOST_ATTEMPTS),
+                extra={"collection_id": owner, "image_id": image_id, "status": status},
+            )
     return Released(requeued=len(requeued), failed=len(failed))
+
+
+def _returned_images(db: Session, statement: Any) -> dict[int, int]:
+    """Execute an UPDATE of images; return the collection of each image it changed."""
+    rows = db.execute(
+        statement.returning(Image.id, Image.collection_id).execution_options(
+            synchronize_session=False
+        )
+    ).all()
+    return {image_id: collection_id for image_id, collection_id in rows}
 
 
 @database_errors()

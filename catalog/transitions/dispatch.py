@@ -125,16 +125,18 @@ def unqueue_stale(
         conditions.append(Image.collection_id == collection_id)
     if keep:
         conditions.append(Image.id.not_in(sorted(keep)))
-    back = returned_ids(
-        db,
+    back = db.execute(
         update(Image)
         .where(*conditions)
         .values(status=ImageStatus.PENDING, queued_at=None)
-        .returning(Image.id)
-        .execution_options(synchronize_session=False),
-    )
-    if back:
+        .returning(Image.id, Image.collection_id)
+        .execution_options(synchronize_session=False)
+    ).all()
+    for image_id, owner in sorted(back):
         logger.warning(
-            "collection %s: %d stale queued images back to pending", collection_id, len(back)
+            "collection %s image %s: its message is lost; back to pending",
+            owner,
+            image_id,
+            extra={"collection_id": owner, "image_id": image_id, "status": "lost"},
         )
     return len(back)

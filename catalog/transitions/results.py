@@ -239,7 +239,8 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
         },
     )
     if done:
-        logger.info("image %s: done at %d px", image_id, provenance.input_size)
+        # The worker logs the change with the collection, device and duration.
+        logger.debug("image %s: done at %d px", image_id, provenance.input_size)
     return done
 
 
@@ -282,5 +283,6 @@ def mark_failed(
         },
     )
     if failed:
-        logger.warning("image %s: failed: %s", image_id, reason)
+        # The worker logs the change with the collection, device and duration.
+        logger.debug("image %s: failed: %s", image_id, reason)
     return failed

@@ -10,6 +10,7 @@ and ``scheduler``.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
@@ -17,6 +18,7 @@ import click
 from catalog.states import ImageStatus
 from panchro.cli_support import fail_on
 from panchro.commands._support import open_catalog
+from panchro.logs import configure_logging, log_format_option, loglevel_option
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -129,10 +131,6 @@ def cancel_command(ctx: click.Context, name: str) -> None:
     )
 
 
-#: Celery log levels ``panchro scheduler --loglevel`` accepts.
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
 @click.command("scheduler")
 @click.option(
     "--interval",
@@ -150,23 +148,30 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
     "Env: PANCHRO_MAX_IN_FLIGHT (default 200).",
 )
 @click.option(
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="info",
-    show_default=True,
-    help="Log level of the dispatcher process.",
+    "--heartbeat-file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="PATH",
+    help="Touch this file after every pass, for a health check that tests its age "
+    "(e.g. find PATH -mmin -2).",
 )
+@loglevel_option(help_text="Log level of the dispatcher.")
+@log_format_option
 @click.pass_context
 def scheduler_command(
-    ctx: click.Context, interval: float, max_in_flight: int | None, loglevel: str
+    ctx: click.Context,
+    interval: float,
+    max_in_flight: int | None,
+    heartbeat_file: Path | None,
+    loglevel: str,
 ) -> None:
     """Run the dispatcher: keep the broker topped up with tasks until stopped.
 
-    Every interval, one pass sends pending images to the workers, highest priority
-    first, honouring each collection's --not-before window, and keeping at most
-    --max-in-flight tasks in the broker. It runs as a Celery worker with an embedded beat
-    that consumes only the "scheduler" queue. Run one per cluster (a second one is safe,
-    just useless); stop it with Ctrl-C or SIGTERM.
+    Every interval, one pass hands back what lost workers held, then sends pending
+    images to the workers, highest priority first, honouring each collection's
+    --not-before window, and keeping at most --max-in-flight tasks in the broker. The
+    passes run in this process: it is not a Celery worker, and Flower shows only the
+    colorize tasks it sends. Run one per cluster (a second one is safe, just useless);
+    stop it with Ctrl-C or SIGTERM (the running pass finishes first).
 
     \b
     Example:
@@ -178,21 +183,21 @@ def scheduler_command(
     from workers.app import create_app
 
     settings = load_settings(ctx, max_in_flight=max_in_flight)
-    # Fail now, with a clear message, rather than at every pass inside the worker.
+    # Fail now, with a clear message, rather than at every pass.
     with open_catalog(settings.database_url):
         pass
-    # The scheduler's worker also sweeps for expired deliveries: the same timeout.
+    configure_logging(level=loglevel)
     app = create_app(broker_url=settings.broker_url, **settings.celery_limits())
-    logger.info(
-        "scheduler: every %ss, at most %d tasks in flight", interval, settings.max_in_flight
-    )
-    run_scheduler(
-        app,
-        database_url=settings.database_url,
-        max_in_flight=settings.max_in_flight,
-        interval=interval,
-        loglevel=loglevel.upper(),
-    )
+    try:
+        run_scheduler(
+            app,
+            database_url=settings.database_url,
+            max_in_flight=settings.max_in_flight,
+            interval=interval,
+            after_pass=None if heartbeat_file is None else lambda _sent: heartbeat_file.touch(),
+        )
+    finally:
+        app.close()
 
 
 def register(group: click.Group) -> None:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on
+from panchro.logs import log_format_option
 from panchro.options import (
     chosen_output_format,
     chosen_weights,
@@ -156,6 +157,7 @@ def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunT
     show_default=True,
     help="Images read and decoded ahead while the model runs.",
 )
+@log_format_option
 @click.pass_context
 def run(
     ctx: click.Context,

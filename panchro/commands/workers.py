@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from panchro.logs import current_log_format, log_format_option, loglevel_option
 from panchro.options import (
     precision_option,
     time_limit_options,
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 
 #: Prefix of the environment variables that ``Settings`` reads.
 SETTINGS_PREFIX = "PANCHRO_"
-#: Celery log levels accepted by ``--loglevel``.
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 #: Port Flower listens on by default (Flower's own default).
 FLOWER_PORT = 5555
 #: Address Flower listens on by default: this machine only.
@@ -87,12 +86,14 @@ def worker_child_argv(
     loglevel: str,
     max_memory_per_child_kib: int | None = None,
     untrained: bool = False,
+    log_format: str = "text",
 ) -> tuple[str, ...]:
     """Return the command line of one worker process: this CLI's ``worker-child``.
 
     Args:
         slot: The worker.
         loglevel: Celery's log level name.
+        log_format: ``text`` or ``json`` (``panchro.logs``).
         max_memory_per_child_kib: Memory limit of the pool process in KiB, or None.
         untrained: Run with random weights.
 
@@ -106,6 +107,7 @@ def worker_child_argv(
         "worker-child",
         f"--node={slot.node_name}",
         f"--loglevel={loglevel}",
+        f"--log-format={log_format}",
     ]
     if max_memory_per_child_kib is not None:
         argv.append(f"--max-memory-per-child={max_memory_per_child_kib}")
@@ -159,6 +161,7 @@ def plan_children(
             loglevel=loglevel,
             max_memory_per_child_kib=max_memory_per_child_kib,
             untrained=untrained,
+            log_format=current_log_format(),
         )
         env = child_environment(slot, settings_environment(pinned, base_env))
         children.append(ChildSpec(slot.node_name, argv, env))
@@ -192,13 +195,8 @@ def plan_children(
     "exceeds this many MiB (guards against slow leaks). Default: no limit.",
 )
 @untrained_option
-@click.option(
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    help="Log level of the workers.",
-)
+@loglevel_option(help_text="Log level of the workers.")
+@log_format_option
 @time_limit_options
 @click.pass_context
 def workers_command(
@@ -264,7 +262,7 @@ def workers_command(
             settings,
             slots,
             base_env=base_env,
-            loglevel=loglevel.upper(),
+            loglevel=loglevel,
             max_memory_per_child_kib=None
             if max_memory_per_child is None
             else max_memory_per_child * KIB_PER_MIB,
@@ -288,13 +286,8 @@ def workers_command(
 
 @click.command("worker-child", hidden=True)
 @click.option("--node", required=True, help="Celery node name, e.g. gpu0@render-07.")
-@click.option(
-    "--loglevel",
-    type=click.Choice(LOG_LEVELS, case_sensitive=False),
-    default="INFO",
-    show_default=True,
-    help="Celery's log level.",
-)
+@loglevel_option(help_text="Celery's log level.")
+@log_format_option
 @click.option(
     "--max-memory-per-child",
     type=click.IntRange(min=1),
@@ -317,6 +310,7 @@ def worker_child_command(
     Exits with ``EX_CONFIG`` (78) when the worker stopped because it cannot work.
     """
     from panchro.cli import load_settings
+    from panchro.logs import json_in_celery
     from workers.commandline import node_log_format, worker_argv
     from workers.tasks import EX_CONFIG, PoolProcess, build_worker_app
 
@@ -331,11 +325,12 @@ def worker_child_command(
         worker_log_format=node_log_format(node),
         worker_task_log_format=node_log_format(node, task=True),
     )
-    app.worker_main(
-        argv=worker_argv(
-            node, loglevel=loglevel.upper(), max_memory_per_child_kib=max_memory_per_child
-        )
-    )
+    argv = worker_argv(node, loglevel=loglevel, max_memory_per_child_kib=max_memory_per_child)
+    if current_log_format() == "json":
+        # Celery's start-up banner is not a log line: left out, so every line is JSON.
+        argv = ["--quiet", *argv]
+        json_in_celery({"worker": node})
+    app.worker_main(argv=argv)
     if pool.stop_reason is not None:
         ctx.exit(EX_CONFIG)
 
@@ -407,7 +402,8 @@ def flower_basic_auth(user: str | None, password: str | None) -> str | None:
         ``user:password``, or None when neither is set.
 
     Raises:
-        click.ClickException: If only one is set, or a value cannot be passed to Flower.
+        click.ClickException: If only one is set, the password is shorter than
+            ``MIN_FLOWER_PASSWORD`` characters, or a value cannot be passed to Flower.
     """
     if not user and not password:
         return None
@@ -419,6 +415,12 @@ def flower_basic_auth(user: str | None, password: str | None) -> str | None:
         raise click.ClickException(
             "the Flower user may not contain ':' or ',' and the password may not contain ','"
         )
+    from panchro.settings import check_flower_password
+
+    try:
+        check_flower_password(password)
+    except ValueError as exc:
+        raise click.ClickException(f"PANCHRO_FLOWER_PASSWORD: {exc}") from exc
     return f"{user}:{password}"
 
 

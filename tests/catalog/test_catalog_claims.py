@@ -242,7 +242,10 @@ def test_release_lost_returns_running_images_to_pending_and_closes_their_tries(
 
 
 def test_release_lost_fails_images_that_reach_the_cap(
-    sessions: sessionmaker[Session], queued_id: int, force_status: Callable[..., None]
+    sessions: sessionmaker[Session],
+    queued_id: int,
+    force_status: Callable[..., None],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     _claim(sessions, queued_id, task_id="t")
     force_status(queued_id, ImageStatus.RUNNING, lost_attempts=MAX_LOST_ATTEMPTS - 1)
@@ -251,6 +254,14 @@ def test_release_lost_fails_images_that_reach_the_cap(
         released = release_lost(db)
 
     assert released == (0, 1)
+    # Released across every collection: the line still names the image's own.
+    [record] = [r for r in caplog.records if r.name == "catalog.transitions.claims"]
+    collection_id = read_image(sessions, queued_id).collection_id
+    assert record.getMessage().startswith(f"collection {collection_id} image {queued_id}: ")
+    assert (record.__dict__["collection_id"], record.__dict__["status"]) == (
+        collection_id,
+        "failed",
+    )
     image = read_image(sessions, queued_id)
     assert image.status is ImageStatus.FAILED
     assert image.last_error is not None and "worker died" in image.last_error

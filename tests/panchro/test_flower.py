@@ -3,7 +3,9 @@
 One Flower process (``python -m panchro.cli flower``) and one stand-in worker (the
 launcher's worker arguments, a colorize task without a model) run for the module; the
 tasks are sent by the scheduler's real sender, so Flower shows the ``argsrepr`` that the
-scheduler sets: the image id, the collection and the source path.
+scheduler sets: the image id, the collection and the source path. Then a real ``panchro
+scheduler`` dispatches a submitted collection to the same worker, and Flower must show
+its colorize tasks, but neither a dispatch task nor the scheduler as a worker.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 import redis
 from click.testing import CliRunner
@@ -32,6 +35,8 @@ from flower_helpers import (
     wait_for,
     wait_for_port,
 )
+from PIL import Image as PILImage
+from submit_helpers import run_submit
 
 from panchro.commands.workers import flower_basic_auth, is_loopback, register
 from scheduler.dispatching import TaskRequest
@@ -44,13 +49,17 @@ pytestmark = pytest.mark.slow
 #: Redis database of this module's broker (the per-test ``redis_url`` databases are
 #: handed out from 1 upwards; this module needs one for all its tests).
 MODULE_DB = 15
-USER, PASSWORD = "archivist", "s3cret-pw"
+USER, PASSWORD = "archivist", "s3cret-passphrase"
 NODE = node_name("cpu", 0, "flower-test")
 REQUESTS = [
     TaskRequest(101, 7, "1920s", "album/p001.tif"),
     TaskRequest(102, 7, "1920s", "album/p002.tif"),
     TaskRequest(103, 7, "1920s", "loose/scan 3.png"),
 ]
+#: The collection that ``panchro scheduler`` dispatches, and its number of images.
+NIGHT, NIGHT_IMAGES = "night-shift", 3
+#: Seconds between two passes of the test's scheduler: several passes run meanwhile.
+SCHEDULER_INTERVAL_S = 0.2
 #: Seconds Chromium may run scripts of the page before it prints the DOM.
 CHROMIUM_BUDGET_MS = 10_000
 
@@ -61,6 +70,8 @@ class FlowerSite:
 
     url: str
     log: Path
+    #: What ``/api/workers`` listed while the scheduler was running.
+    workers_with_scheduler: dict[str, Any]
 
 
 def _tasks(url: str) -> dict[str, Any]:
@@ -129,13 +140,48 @@ def flower_site(
             ),
             "Flower to see every task succeed",
         )
-        yield FlowerSite(url, flower_log)
+        seen_workers = _run_the_scheduler(broker_url, url, logs, env)
+        yield FlowerSite(url, flower_log, seen_workers)
     finally:
         app.close()
         stop_process(flower)
         stop_process(worker)
         client.flushdb()
         client.close()
+
+
+def _run_the_scheduler(
+    broker_url: str, url: str, logs: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """Submit a collection, let ``panchro scheduler`` dispatch it; return Flower's workers."""
+    scans = logs / "scans"
+    scans.mkdir()
+    for number in range(NIGHT_IMAGES):
+        PILImage.new("L", (24, 16), 40 * number).save(scans / f"page-{number}.png")
+    catalog = f"sqlite:///{logs / 'catalog.sqlite3'}"
+    submitted = run_submit(catalog, broker_url, scans, logs / "colour", "--no-dispatch", name=NIGHT)
+    assert submitted.exit_code == 0, submitted.output
+    log = logs / "scheduler.log"
+    argv = [sys.executable, "-m", "panchro.cli", "--database-url", catalog, "scheduler"]
+    scheduler = start_process([*argv, f"--interval={SCHEDULER_INTERVAL_S}"], log, env)
+    try:
+
+        def night_done() -> bool:
+            assert scheduler.poll() is None, _tail(log)
+            done = [
+                task
+                for task in _tasks(url).values()
+                if NIGHT in str(task.get("args")) and task["state"] == "SUCCESS"
+            ]
+            return len(done) == NIGHT_IMAGES
+
+        wait_for(night_done, f"Flower to see {NIGHT} done; scheduler log:\n{_tail(log)}")
+        workers: dict[str, Any] = get_json(
+            f"{url}/api/workers?refresh=1", user=USER, password=PASSWORD
+        )
+    finally:
+        stop_process(scheduler)
+    return workers
 
 
 def _tail(log: Path, lines: int = 40) -> str:
@@ -163,6 +209,24 @@ def test_flower_api_shows_each_task_with_its_collection_and_source(
     assert shown == {
         request.argsrepr: ("panchro.colorize", "SUCCESS", NODE) for request in REQUESTS
     }
+
+
+def test_flower_shows_the_scheduler_colorize_tasks_and_no_dispatch_task(
+    flower_site: FlowerSite,
+) -> None:
+    names = {task.get("name") for task in _tasks(flower_site.url).values()} - {None}
+    night = [task for task in _tasks(flower_site.url).values() if NIGHT in str(task.get("args"))]
+
+    assert [task["name"] for task in night] == ["panchro.colorize"] * NIGHT_IMAGES
+    assert "panchro.dispatch" not in names
+    assert names == {"panchro.colorize"}
+
+
+def test_flower_does_not_list_the_scheduler_as_a_worker(flower_site: FlowerSite) -> None:
+    listed = set(flower_site.workers_with_scheduler)
+    listed |= set(get_json(f"{flower_site.url}/api/workers", user=USER, password=PASSWORD))
+
+    assert listed == {NODE}
 
 
 def test_flower_refuses_requests_without_the_password(flower_site: FlowerSite) -> None:
@@ -245,8 +309,29 @@ def test_flower_basic_auth_needs_both_user_and_password() -> None:
     import click
 
     assert flower_basic_auth(None, None) is None
-    assert flower_basic_auth("a", "b") == "a:b"
+    assert flower_basic_auth("a", "twelve-chars") == "a:twelve-chars"
     with pytest.raises(click.ClickException, match="both"):
         flower_basic_auth("a", None)
     with pytest.raises(click.ClickException, match="may not contain"):
-        flower_basic_auth("a:b", "c")
+        flower_basic_auth("a:b", "twelve-chars")
+
+
+@pytest.mark.parametrize("password", ["x", "eleven-char"])
+def test_flower_passwords_shorter_than_twelve_characters_are_refused(password: str) -> None:
+    import click
+
+    with pytest.raises(click.ClickException, match="use at least 12"):
+        flower_basic_auth("archivist", password)
+
+
+def test_settings_refuse_a_short_flower_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PANCHRO_FLOWER_PASSWORD", "hunter2")
+    group = click.Group("panchro")
+    register(group)
+
+    result = CliRunner().invoke(group, ["flower"])
+
+    assert result.exit_code == 1
+    assert "flower_password: the Flower password has 7 characters; use at least 12" in (
+        result.output
+    )

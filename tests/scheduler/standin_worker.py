@@ -1,9 +1,9 @@
 """A Celery worker for the scheduler tests: the real dispatcher and a stand-in colorize task.
 
-Run as a script by ``test_worker.py``. It builds the project's app, installs the periodic
-dispatcher exactly as ``panchro scheduler`` does, and registers, under the real task name,
-a task that only claims the image (``queued -> running``) and records the id it received
-in Redis. Configuration comes from the environment:
+Run as a script by ``test_worker.py``. It builds the project's app, installs the dispatch
+pass of ``panchro scheduler`` as a periodic task with beat, and registers, under the real
+task name, a task that only claims the image (``queued -> running``) and records the id
+it received in Redis. Configuration comes from the environment:
 
 - ``STANDIN_BROKER_URL``: the Redis broker (the records go to the same database).
 - ``STANDIN_DATABASE_URL``: the catalog.

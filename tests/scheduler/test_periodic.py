@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,7 @@ import redis
 from scheduler_testing import queue_length, statuses, submit_night
 from sqlalchemy.orm import Session, sessionmaker
 
-from scheduler import SCHEDULER_QUEUE, install_dispatcher, scheduler_argv
+from scheduler import SCHEDULER_QUEUE, install_dispatcher, run_scheduler, scheduler_argv
 from scheduler.periodic import colorize_messages
 from workers.app import create_app
 from workers.names import DISPATCH
@@ -197,3 +198,40 @@ def test_an_unreachable_broker_cannot_say_how_many_messages_it_holds() -> None:
     )
 
     assert colorize_messages(app) is None
+
+
+# ------------------------------------------------------------------------- panchro scheduler
+
+
+def test_run_scheduler_runs_passes_in_its_own_process_until_stopped(
+    celery_app: Any,
+    database_url: str,
+    sessions: sessionmaker[Session],
+    redis_url: str,
+    tmp_path: Path,
+) -> None:
+    _register(sessions, tmp_path, 3)
+    stop = threading.Event()
+    sent: list[int] = []
+
+    def after_pass(count: int) -> None:
+        sent.append(count)
+        if len(sent) == 2:
+            stop.set()
+
+    passes = run_scheduler(
+        celery_app,
+        database_url=database_url,
+        max_in_flight=2,
+        interval=0.01,
+        stop=stop,
+        after_pass=after_pass,
+        inspect_timeout=0.2,
+    )
+
+    assert passes == 2
+    assert sent == [2, 0]
+    assert queue_length(redis_url) == 2
+    # The passes are no Celery tasks: nothing was registered or scheduled on the app.
+    assert DISPATCH not in celery_app.tasks
+    assert not celery_app.conf.beat_schedule

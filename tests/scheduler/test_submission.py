@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from collections import Counter
@@ -348,15 +349,21 @@ def test_submit_refuses_an_s3_output_inside_the_s3_source(
 
 
 def test_submit_records_skipped_files_and_non_utf8_names_and_is_idempotent(
-    sessions: sessionmaker[Session], source: Path, tmp_path: Path
+    sessions: sessionmaker[Session], source: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     odd = os.path.join(os.fsencode(source), b"caf\xe9.png")
     with open(odd, "wb") as file:
         file.write(MAGIC["png"])
     (source / "empty.jpg").write_bytes(b"")
     output = tmp_path / "colour"
+    caplog.set_level(logging.INFO, logger="scheduler.submission")
     first = _submit(sessions, source, output, None)
     rows = image_rows(sessions)
+    skips = [r for r in caplog.records if r.__dict__.get("status") == "skipped"]
+    assert sorted(r.getMessage().split(": ")[0].split()[-1] for r in skips) == [
+        "empty.jpg",
+        "readme.txt",
+    ]
 
     again = _submit(sessions, source, output, None)
 

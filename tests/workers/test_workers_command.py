@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -115,6 +116,10 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
                 "-m",
                 "panchro.cli",
                 "workers",
+                "--log-format",
+                "json",
+                "--loglevel",
+                "info",
                 "--cpu",
                 "1",
                 "--untrained",
@@ -159,6 +164,12 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
     assert [queue["name"] for queue in queues] == ["colorize"]
     assert f"started worker {node}" in output
     assert f"worker {node} exited with exit code 0" in output
+    # Every line is one JSON object: the launcher's, the worker's (Celery's own handlers,
+    # banner left out) and its pool process's, which Celery set up again after the fork.
+    entries = [json.loads(line) for line in output.splitlines() if line.strip()]
+    pool_lines = [e for e in entries if e["process"].startswith("ForkPoolWorker")]
+    assert any("loads the model" in entry["message"] for entry in pool_lines), output
+    assert all(entry["worker"] == node for entry in pool_lines)
 
 
 @pytest.mark.parametrize(

@@ -25,6 +25,8 @@ PRECISIONS = ("auto", "fp16", "bf16", "fp32")
 BROKER_SCHEMES = ("redis", "rediss", "memory")
 #: The catalog URLs panchro supports, as said in errors.
 DATABASE_FORMS = "postgresql+psycopg://USER@HOST/DB or sqlite:///PATH"
+#: Fewest characters of the ``panchro metrics`` password.
+MIN_METRICS_PASSWORD_LENGTH = 12
 
 
 class Settings(BaseSettings):
@@ -47,6 +49,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(200, ge=1, description="Most tasks kept in the broker at once")
     flower_user: str | None = Field(None, description="Flower basic-auth user")
     flower_password: str | None = Field(None, description="Flower basic-auth password")
+    metrics_user: str | None = Field(None, description="`panchro metrics` basic-auth user")
+    metrics_password: str | None = Field(
+        None,
+        description=f"`panchro metrics` basic-auth password, at least "
+        f"{MIN_METRICS_PASSWORD_LENGTH} characters",
+    )
     soft_time_limit: float = Field(
         SOFT_TIME_LIMIT_S, gt=0, description="Seconds after which a task is asked to stop"
     )
@@ -111,6 +119,27 @@ class Settings(BaseSettings):
         if value in ("auto", "cpu", "cuda") or (value.startswith("cuda:") and value[5:].isdigit()):
             return value
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
+
+    @field_validator("metrics_user", "metrics_password")
+    @classmethod
+    def _check_metrics_credential(cls, value: str | None) -> str | None:
+        return value or None  # an empty variable (compose's ${VAR:-}) means unset
+
+    @model_validator(mode="after")
+    def _check_metrics_auth(self) -> Self:
+        if bool(self.metrics_user) != bool(self.metrics_password):
+            raise ValueError(
+                "set both PANCHRO_METRICS_USER and PANCHRO_METRICS_PASSWORD, or neither"
+            )
+        if self.metrics_user is not None and ":" in self.metrics_user:
+            raise ValueError("the metrics user may not contain ':'")
+        password = self.metrics_password
+        if password is not None and len(password) < MIN_METRICS_PASSWORD_LENGTH:
+            raise ValueError(
+                f"PANCHRO_METRICS_PASSWORD must have at least {MIN_METRICS_PASSWORD_LENGTH} "
+                f"characters, not {len(password)}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_limits(self) -> Self:

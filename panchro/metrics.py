@@ -157,7 +157,7 @@ def _work(snapshot: MetricsSnapshot) -> Iterator[Metric]:
     yield from (durations, oom, lost)
 
 
-def _queue(broker: BrokerSnapshot, collection_of: dict[int, str]) -> Metric:
+def _queue(broker: BrokerSnapshot, collection_of: dict[int, str], names: Iterable[str]) -> Metric:
     queue = GaugeMetricFamily(
         "panchro_queue_messages",
         "Colorize messages in the broker: waiting in the queue, or delivered to a worker "
@@ -171,7 +171,10 @@ def _queue(broker: BrokerSnapshot, collection_of: dict[int, str]) -> Metric:
         collection_of.get(d.image_id, UNKNOWN_COLLECTION) if d.image_id is not None else ""
         for d in broker.delivered
     )
-    for name in sorted(set(waiting) | set(unacked) | set(collection_of.values())):
+    # Every collection of the catalog, at zero when it has no message; unknown ones only
+    # when there are some.
+    shown = set(names) | {name for name in (*waiting, *unacked) if waiting[name] or unacked[name]}
+    for name in sorted(shown):
         queue.add_metric([name, "waiting"], waiting.get(name, 0))
         queue.add_metric([name, "unacked"], unacked.get(name, 0))
     return queue
@@ -279,7 +282,7 @@ class PanchroCollector(Collector):
             yield from _images(snapshot)
             yield from _work(snapshot)
         if broker is not None:
-            yield _queue(broker, collection_of)
+            yield _queue(broker, collection_of, snapshot.images if snapshot else ())
             replies = self._ask_workers()
             if replies is not None:
                 yield from _workers(replies)

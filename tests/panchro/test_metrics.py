@@ -7,7 +7,11 @@ it holds) and the broker a real Redis, with colorize messages sent by Celery its
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +20,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from metrics_helpers import closed_port, get, scrape, serve
+from metrics_helpers import PASSWORD, USER, closed_port, get, scrape, serve
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import make_sessionmaker
@@ -202,3 +206,33 @@ def test_grafana_dashboard_queries_only_metrics_the_endpoint_serves(
     ids = [panel["id"] for panel in dashboard["panels"]]
     assert len(ids) == len(set(ids))
     assert all(panel["datasource"]["uid"] == "${datasource}" for panel in dashboard["panels"])
+
+
+def test_panchro_metrics_serves_until_interrupted(
+    empty_postgres_catalog: str, redis_url: str
+) -> None:
+    env = {
+        **os.environ,
+        "PANCHRO_DATABASE_URL": empty_postgres_catalog,
+        "PANCHRO_BROKER_URL": redis_url,
+        "PANCHRO_METRICS_USER": USER,
+        "PANCHRO_METRICS_PASSWORD": PASSWORD,
+    }
+    argv = [sys.executable, "-m", "panchro.cli", "metrics", "--port", "0"]
+    proc = subprocess.Popen(
+        [*argv, "--inspect-timeout", "0.1"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        match = re.search(r"(http://127\.0\.0\.1:\d+/metrics) \(basic auth\)", line)
+        assert match, line + proc.stderr.read()
+        got = scrape(match.group(1))
+        assert got.value("panchro_catalog_up") == 1
+        assert got.value("panchro_broker_up") == 1
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

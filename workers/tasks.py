@@ -65,7 +65,7 @@ from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
 from workers.redelivery import install_redelivery
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
-from workers.warmth import Warmth
+from workers.warmth import Warmth, install_warm_command
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -382,6 +382,7 @@ class _ProcessHooks:
         self.pool = pool
         # Made here, before the pool forks: the worker answers ``panchro_warm`` from it.
         self.warmth = Warmth()
+        install_warm_command()
         worker_process_init.connect(self.on_process_init)
         worker_process_shutdown.connect(self.on_process_shutdown)
         task_failure.connect(self.on_task_failure, sender=task)

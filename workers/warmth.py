@@ -10,8 +10,10 @@ from it, so one broadcast tells a monitor which workers are up and which are war
     replies = app.control.broadcast(WARM_COMMAND, reply=True, timeout=1.0)
     # [{"gpu0@node1": {"colorize": True, "warm": True}}, {"scheduler@node1": {...}}]
 
-Only processes that run the colorize task answer ``"colorize": True``; the scheduler,
-which is a Celery worker too, answers ``False``.
+Every Celery worker of panchro must know the command (:func:`install_warm_command`):
+one that does not logs an error with a traceback at every broadcast. Only processes that
+run the colorize task answer ``"colorize": True``; the scheduler, a Celery worker too,
+answers ``False``.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import multiprocessing
 import os
 from typing import Any
 
-from celery.worker.control import inspect_command
+from celery.worker.control import Panel, inspect_command
 
 from workers.names import COLORIZE
 
-__all__ = ["WARM_COMMAND", "Warmth", "warm_reply"]
+__all__ = ["WARM_COMMAND", "Warmth", "install_warm_command", "warm_reply"]
 
 #: Name of the inspect command a worker answers with its warmth.
 WARM_COMMAND = "panchro_warm"
@@ -74,7 +76,16 @@ def warm_reply(warmth: Warmth | None, pool_pids: list[int] | None) -> dict[str, 
     return {"colorize": True, "warm": alive}
 
 
-@inspect_command(name=WARM_COMMAND)  # type: ignore[untyped-decorator]
+def install_warm_command() -> None:
+    """Teach this process's Celery workers to answer ``panchro_warm`` (idempotent).
+
+    Celery's remote-control commands are global to the process, like its own built-in
+    ones; call this before the worker starts.
+    """
+    if WARM_COMMAND not in Panel.data:
+        inspect_command(name=WARM_COMMAND)(_panchro_warm)
+
+
 def _panchro_warm(state: Any, **_: Any) -> dict[str, bool]:
     """Whether this worker runs colorize tasks and has its model loaded."""
     consumer = state.consumer

@@ -176,6 +176,7 @@ def scheduler_command(
     from panchro.cli import load_settings
     from scheduler import run_scheduler
     from workers.app import create_app
+    from workers.warmth import install_warm_command
 
     settings = load_settings(ctx, max_in_flight=max_in_flight)
     # Fail now, with a clear message, rather than at every pass inside the worker.
@@ -183,6 +184,8 @@ def scheduler_command(
         pass
     # The scheduler's worker also sweeps for expired deliveries: the same timeout.
     app = create_app(broker_url=settings.broker_url, **settings.celery_limits())
+    # `panchro metrics` asks every worker whether it is warm; this one answers "no colorize".
+    install_warm_command()
     logger.info(
         "scheduler: every %ss, at most %d tasks in flight", interval, settings.max_in_flight
     )

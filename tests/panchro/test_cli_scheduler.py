@@ -16,6 +16,8 @@ import redis
 from submit_helpers import COLORIZE_QUEUE, IMAGES, assert_one_line_error, images, run, run_submit
 
 from catalog import ImageStatus
+from workers.app import create_app
+from workers.warmth import WARM_COMMAND
 
 #: Longest wait for a running scheduler to send the pending images, in seconds.
 SCHEDULER_WAIT_S = 60.0
@@ -65,11 +67,19 @@ def test_scheduler_keeps_sending_pending_images_until_stopped(
                 if proc.poll() is not None:
                     break
                 time.sleep(0.1)
+            # `panchro metrics` asks every worker whether it is warm: the scheduler answers
+            # that it runs no colorize task (rather than logging an unknown command).
+            app = create_app(broker_url=redis_url)
+            replies = app.control.broadcast(WARM_COMMAND, reply=True, timeout=0.5)
+            assert [reply for reply in replies if any(n.startswith("scheduler@") for n in reply)]
+            for reply in replies:
+                assert list(reply.values()) == [{"colorize": False, "warm": False}]
         finally:
             proc.terminate()
             proc.wait(timeout=60)
 
     assert broker.llen(COLORIZE_QUEUE) == len(IMAGES), log.read_text()
+    assert "pidbox command error" not in log.read_text()
     statuses = images(url)
     assert statuses.pop("notes.txt") is ImageStatus.SKIPPED
     assert set(statuses.values()) == {ImageStatus.QUEUED}

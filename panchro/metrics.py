@@ -165,10 +165,13 @@ def _queue(broker: BrokerSnapshot, collection_of: dict[int, str], names: Iterabl
         labels=["collection", "state"],
     )
     waiting = Counter(collection_of.get(i, UNKNOWN_COLLECTION) for i in broker.waiting_image_ids)
-    # Messages whose image id could not be read count as unknown.
+    # Messages whose image id could not be read (or that name an image twice) count as
+    # unknown.
     waiting[UNKNOWN_COLLECTION] += broker.waiting - sum(waiting.values())
     unacked = Counter(
-        collection_of.get(d.image_id, UNKNOWN_COLLECTION) if d.image_id is not None else ""
+        UNKNOWN_COLLECTION
+        if d.image_id is None
+        else collection_of.get(d.image_id, UNKNOWN_COLLECTION)
         for d in broker.delivered
     )
     # Every collection of the catalog, at zero when it has no message; unknown ones only

@@ -50,6 +50,7 @@ UNITS = (
     WORKER_UNIT,
     SYSTEMD / "panchro-scheduler.service",
     SYSTEMD / "panchro-flower.service",
+    SYSTEMD / "panchro-metrics.service",
 )
 #: The Kubernetes manifests.
 KUBERNETES = DEPLOY / "kubernetes"

@@ -86,9 +86,18 @@ def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
 
 
 def _register_commands() -> None:
-    from panchro.commands import colorize, database, doctor, jobs, run, weights, workers
+    from panchro.commands import (
+        colorize,
+        database,
+        doctor,
+        jobs,
+        metrics,
+        run,
+        weights,
+        workers,
+    )
 
-    for module in (colorize, database, doctor, jobs, run, weights, workers):
+    for module in (colorize, database, doctor, jobs, metrics, run, weights, workers):
         module.register(cli)
 
 

@@ -23,8 +23,8 @@ DEFAULT_DATABASE_URL = "sqlite:///panchro.sqlite3"
 DEFAULT_BROKER_URL = "redis://127.0.0.1:6379/0"
 #: Broker URL schemes: Redis (``rediss`` with TLS), and ``memory`` for one process.
 BROKER_SCHEMES = ("redis", "rediss", "memory")
-#: Fewest characters of a Flower password: the dashboard can cancel and shut down workers.
-MIN_FLOWER_PASSWORD = 12
+#: Fewest characters of a Flower or metrics password: Flower can cancel and shut down workers.
+MIN_PASSWORD_LENGTH = 12
 #: The catalog URLs panchro supports, as said in errors.
 DATABASE_FORMS = "postgresql+psycopg://USER@HOST/DB or sqlite:///PATH"
 
@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     max_in_flight: int = Field(200, ge=1, description="Most tasks kept in the broker at once")
     flower_user: str | None = Field(None, description="Flower basic-auth user")
     flower_password: str | None = Field(None, description="Flower basic-auth password")
+    metrics_user: str | None = Field(None, description="`panchro metrics` basic-auth user")
+    metrics_password: str | None = Field(
+        None,
+        description=f"`panchro metrics` basic-auth password, at least "
+        f"{MIN_PASSWORD_LENGTH} characters",
+    )
     soft_time_limit: float = Field(
         SOFT_TIME_LIMIT_S, gt=0, description="Seconds after which a task is asked to stop"
     )
@@ -122,6 +128,27 @@ class Settings(BaseSettings):
             return value
         raise ValueError(f"device must be auto, cpu, cuda or cuda:N, not {value!r}")
 
+    @field_validator("metrics_user", "metrics_password")
+    @classmethod
+    def _check_metrics_credential(cls, value: str | None) -> str | None:
+        return value or None  # an empty variable (compose's ${VAR:-}) means unset
+
+    @model_validator(mode="after")
+    def _check_metrics_auth(self) -> Self:
+        if bool(self.metrics_user) != bool(self.metrics_password):
+            raise ValueError(
+                "set both PANCHRO_METRICS_USER and PANCHRO_METRICS_PASSWORD, or neither"
+            )
+        if self.metrics_user is not None and ":" in self.metrics_user:
+            raise ValueError("the metrics user may not contain ':'")
+        password = self.metrics_password
+        if password is not None and len(password) < MIN_PASSWORD_LENGTH:
+            raise ValueError(
+                f"PANCHRO_METRICS_PASSWORD must have at least {MIN_PASSWORD_LENGTH} "
+                f"characters, not {len(password)}"
+            )
+        return self
+
     @model_validator(mode="after")
     def _check_limits(self) -> Self:
         # One check for the settings and for create_app(), with the same one-line message.
@@ -154,7 +181,7 @@ class Settings(BaseSettings):
 
 
 def check_flower_password(value: str | None) -> str | None:
-    """Refuse a Flower password shorter than :data:`MIN_FLOWER_PASSWORD` characters.
+    """Refuse a Flower password shorter than :data:`MIN_PASSWORD_LENGTH` characters.
 
     Args:
         value: The password, or None (no password).
@@ -167,10 +194,10 @@ def check_flower_password(value: str | None) -> str | None:
     """
     if not value:
         return None
-    if len(value) < MIN_FLOWER_PASSWORD:
+    if len(value) < MIN_PASSWORD_LENGTH:
         raise ValueError(
             f"the Flower password has {len(value)} characters; use at least "
-            f"{MIN_FLOWER_PASSWORD} (e.g. `openssl rand -base64 18`)"
+            f"{MIN_PASSWORD_LENGTH} (e.g. `openssl rand -base64 18`)"
         )
     return value
 

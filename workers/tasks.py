@@ -65,6 +65,7 @@ from workers.names import COLORIZE
 from workers.process import ProcessStatus, process_image
 from workers.redelivery import install_redelivery
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
+from workers.warmth import Warmth, install_warm_command
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -387,6 +388,9 @@ class _ProcessHooks:
     def __init__(self, runtime: WorkerRuntime, pool: PoolProcess, task: Task) -> None:
         self.runtime = runtime
         self.pool = pool
+        # Made here, before the pool forks: the worker answers ``panchro_warm`` from it.
+        self.warmth = Warmth()
+        install_warm_command()
         worker_process_init.connect(self.on_process_init)
         worker_process_shutdown.connect(self.on_process_shutdown)
         task_failure.connect(self.on_task_failure, sender=task)
@@ -417,8 +421,11 @@ class _ProcessHooks:
             # Stop before taking a message; one that arrives meanwhile meets the same
             # error and goes back to the broker.
             self.pool.stop_worker(str(exc))
+        else:
+            self.warmth.mark_warm()
 
     def on_process_shutdown(self, **_: Any) -> None:
+        self.warmth.mark_cold()
         self.runtime.close()
 
 

@@ -403,7 +403,7 @@ def flower_basic_auth(user: str | None, password: str | None) -> str | None:
 
     Raises:
         click.ClickException: If only one is set, the password is shorter than
-            ``MIN_FLOWER_PASSWORD`` characters, or a value cannot be passed to Flower.
+            ``MIN_PASSWORD_LENGTH`` characters, or a value cannot be passed to Flower.
     """
     if not user and not password:
         return None

@@ -50,6 +50,7 @@ UNITS = (
     WORKER_UNIT,
     SYSTEMD / "panchro-scheduler.service",
     SYSTEMD / "panchro-flower.service",
+    SYSTEMD / "panchro-metrics.service",
 )
 #: The Kubernetes manifests.
 KUBERNETES = DEPLOY / "kubernetes"
@@ -402,9 +403,11 @@ def test_no_secret_values_are_committed() -> None:
                 if password not in ("${REF}", PLACEHOLDER):
                     leaks.append(f"{path.name}:{number}: URL password {password!r}")
             pair = re.match(r"\s*(?:#\s*)?(?:export\s+)?(\w+)\s*[:=]\s*(.*?)\s*$", raw)
-            if pair and SECRET_NAME.search(pair.group(1)) and pair.group(2):
-                if not _is_unset_or_placeholder(pair.group(2)):
-                    leaks.append(f"{path.name}:{number}: {pair.group(1)}")
+            # A ``*_file`` key (Prometheus' ``password_file``) names a file, not a secret.
+            name = pair.group(1) if pair else ""
+            if pair and SECRET_NAME.search(name) and not name.lower().endswith("_file"):
+                if pair.group(2) and not _is_unset_or_placeholder(pair.group(2)):
+                    leaks.append(f"{path.name}:{number}: {name}")
 
     assert leaks == []
 
@@ -508,6 +511,33 @@ def test_compose_flower_serves_all_interfaces_with_a_required_password() -> None
     password = INTERPOLATION.fullmatch(flower["environment"]["PANCHRO_FLOWER_PASSWORD"])
     assert password is not None and password.group("op") == ":?"
     assert flower["environment"]["PANCHRO_FLOWER_USER"]
+
+
+def test_compose_metrics_service_publishes_the_metrics_port_with_a_password() -> None:
+    from panchro.commands.metrics import METRICS_PORT
+
+    metrics = _compose()["services"]["metrics"]
+    command = metrics["command"]
+
+    assert metrics["profiles"] == ["metrics"]
+    assert command[:1] == ["metrics"]
+    assert int(command[command.index("--port") + 1]) == METRICS_PORT
+    assert any(str(port).endswith(f":{METRICS_PORT}") for port in metrics["ports"])
+    assert INTERPOLATION.fullmatch(metrics["environment"]["PANCHRO_METRICS_PASSWORD"])
+
+
+def test_prometheus_scrapes_panchro_metrics_with_basic_auth() -> None:
+    from panchro.commands.metrics import METRICS_PORT
+    from panchro.metrics import METRICS_PATH
+
+    config = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
+    (job,) = [job for job in config["scrape_configs"] if job["job_name"] == "panchro"]
+
+    assert job["metrics_path"] == METRICS_PATH
+    assert job["basic_auth"]["username"] == "prometheus"
+    assert "password_file" in job["basic_auth"]
+    targets = [target for group in job["static_configs"] for target in group["targets"]]
+    assert targets and all(target.endswith(f":{METRICS_PORT}") for target in targets)
 
 
 def test_compose_required_variables_are_all_needed_without_any_profile() -> None:

@@ -45,8 +45,10 @@ from catalog import (
     Image,
     ImageStatus,
     make_engine,
+    make_sessionmaker,
 )
 from ddcolor import resolve_precision
+from tests.panchro.metrics_helpers import Scrape, scrape, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
@@ -92,6 +94,8 @@ class PipelineRun:
         all_gone: Whether the launcher, workers and pool processes had all exited.
         log: Everything the launcher and its workers logged.
         status: ``panchro status --json`` after the run.
+        metrics: A scrape of ``panchro metrics`` once every image had finished, the
+            workers still running.
     """
 
     bucket: str
@@ -111,6 +115,7 @@ class PipelineRun:
     all_gone: bool
     log: str
     status: dict[str, Any]
+    metrics: Scrape
 
     @property
     def good(self) -> list[Sample]:
@@ -236,6 +241,8 @@ def pipeline(
 
         wait_until(nothing_left, PIPELINE_TIMEOUT_S, "every image to be done or failed")
         nodes = set(launcher.worker_pids())
+        with serve(make_sessionmaker(engine), e2e_redis_url, inspect_timeout=0.5) as url:
+            metrics = scrape(url)
         stop_code = launcher.stop()
         try:
             wait_until(launcher.all_gone, GONE_TIMEOUT_S, "the worker processes to exit")
@@ -264,6 +271,7 @@ def pipeline(
             all_gone=all_gone,
             log=launcher.text(),
             status=json.loads(status.stdout),
+            metrics=metrics,
         )
     finally:
         launcher.kill()
@@ -455,6 +463,26 @@ def test_workers_stop_warmly_on_sigterm_and_every_process_exits(pipeline: Pipeli
     assert "warm shutdown of 2 worker(s)" in pipeline.log
     for node in _expected_nodes():
         assert f"worker {node} exited with exit code 0" in pipeline.log
+
+
+def test_metrics_report_the_workers_warm_and_the_collection_finished(
+    pipeline: PipelineRun,
+) -> None:
+    got = pipeline.metrics
+    assert got.value("panchro_workers_up") == WORKERS
+    assert got.value("panchro_workers_warm") == WORKERS
+    assert {labels: v for labels, v in got.labelled("panchro_worker_warm").items()} == {
+        (("worker", node),): 1.0 for node in _expected_nodes()
+    }
+    assert got.value("panchro_images_done_total", collection=COLLECTION) == len(pipeline.good)
+    assert got.value("panchro_images", collection=COLLECTION, status="failed") == len(
+        pipeline.broken
+    )
+    assert got.value("panchro_queue_messages", collection=COLLECTION, state="waiting") == 0
+    done = sum(
+        v for (name, _), v in got.samples.items() if name == "panchro_image_duration_seconds_count"
+    )
+    assert done == len(pipeline.good)
 
 
 def test_status_reports_the_collection_as_finished(pipeline: PipelineRun) -> None:

@@ -16,6 +16,7 @@ import redis
 from submit_helpers import COLORIZE_QUEUE, IMAGES, assert_one_line_error, images, run, run_submit
 
 from catalog import ImageStatus
+from workers.app import create_app
 
 #: Longest wait for a running scheduler to send the pending images, in seconds.
 SCHEDULER_WAIT_S = 60.0
@@ -65,11 +66,18 @@ def test_scheduler_keeps_sending_pending_images_until_stopped(
                 if proc.poll() is not None:
                     break
                 time.sleep(0.1)
+            # The scheduler is no Celery worker: nothing named scheduler@ answers a ping.
+            app = create_app(broker_url=redis_url)
+            replies = app.control.ping(timeout=0.5)
+            assert not [
+                reply for reply in replies if any(n.startswith("scheduler@") for n in reply)
+            ]
         finally:
             proc.terminate()
             proc.wait(timeout=60)
 
     assert broker.llen(COLORIZE_QUEUE) == len(IMAGES), log.read_text()
+    assert "pidbox command error" not in log.read_text()
     statuses = images(url)
     assert statuses.pop("notes.txt") is ImageStatus.SKIPPED
     assert set(statuses.values()) == {ImageStatus.QUEUED}

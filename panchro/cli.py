@@ -3,53 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
 
 import click
 
+from panchro.context import SETTING_OPTIONS
 from panchro.logs import configure_logging, log_format_option
-
-if TYPE_CHECKING:
-    from panchro.settings import Settings
-
-#: Options of the group that override a Settings field of the same name.
-_SETTING_OPTIONS = ("database_url", "broker_url", "s3_endpoint_url")
-
-
-def load_settings(ctx: click.Context, **overrides: Any) -> Settings:
-    """Build the validated Settings: environment, then the group's options, then ``overrides``.
-
-    Args:
-        ctx: The click context of the running command.
-        **overrides: Command options that replace a setting; ``None`` values are ignored.
-
-    Returns:
-        The validated settings.
-
-    Raises:
-        click.ClickException: The configuration is invalid; the message names the field.
-    """
-    from pydantic import ValidationError
-
-    from panchro.settings import Settings
-
-    values: dict[str, Any] = dict((ctx.find_root().obj or {}).get("overrides", {}))
-    values.update({key: value for key, value in overrides.items() if value is not None})
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        problems = "; ".join(
-            ": ".join(
-                part
-                for part in (
-                    ".".join(str(part) for part in err["loc"]),
-                    err["msg"].removeprefix("Value error, "),
-                )
-                if part
-            )
-            for err in exc.errors()
-        )
-        raise click.ClickException(f"invalid configuration: {problems}") from exc
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -82,7 +40,7 @@ def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
     What is installed and found:  panchro doctor
     """
     configure_logging(level=logging.WARNING - 10 * min(verbose, 2))
-    ctx.obj = {"overrides": {k: v for k, v in options.items() if k in _SETTING_OPTIONS and v}}
+    ctx.obj = {"overrides": {k: v for k, v in options.items() if k in SETTING_OPTIONS and v}}
 
 
 def _register_commands() -> None:

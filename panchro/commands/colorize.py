@@ -271,7 +271,7 @@ def colorize(
       panchro colorize scans/ colour/ --preset landscape --device cuda:0
       panchro colorize examples/ colorized/ --untrained       # a demo, random weights
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from storage.local import LocalStorage
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)

@@ -18,7 +18,7 @@ def db() -> None:
 def upgrade_command(ctx: click.Context, revision: str) -> None:
     """Create the catalog tables, or migrate them to the newest schema (alembic upgrade head)."""
     from migrations.runner import upgrade
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.settings import redact_url
 
     settings = load_settings(ctx)

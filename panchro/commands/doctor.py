@@ -203,7 +203,7 @@ def doctor(
     Exits with status 1 when a check fails (a damaged checkpoint, an unreachable
     database); warnings (no GPU, no broker for the embedded mode) do not.
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
 
     checks = run_checks(load_settings(ctx, weights=weights))
     if wants_json(as_json, report_format):

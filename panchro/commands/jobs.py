@@ -57,7 +57,7 @@ def retry_command(
       panchro retry 1920s --stale
     """
     from catalog import retry_images, transaction
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
 
     statuses = [
         status
@@ -119,7 +119,7 @@ def cancel_command(ctx: click.Context, name: str) -> None:
       panchro cancel 1920s
     """
     from catalog import cancel_collection, transaction
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
 
     settings = load_settings(ctx)
     with open_catalog(settings.database_url) as sessions, fail_on("cancelling"):
@@ -178,7 +178,7 @@ def scheduler_command(
       PANCHRO_DATABASE_URL=postgresql+psycopg://panchro@db/panchro \\
       PANCHRO_BROKER_URL=redis://broker:6379/0  panchro scheduler --interval 5
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from scheduler import run_scheduler
     from workers.app import create_app
 

@@ -252,7 +252,7 @@ def list_command(
       sizes_tried, precision, backend, device, worker_host, model_name,
       checkpoint_sha256, task_id, queued_at, started_at, finished_at, duration_s
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
 
     settings = load_settings(ctx)
     if as_json:

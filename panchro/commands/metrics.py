@@ -78,8 +78,8 @@ def metrics_command(
       curl -u prometheus:... http://127.0.0.1:9808/metrics
     """
     from catalog.metrics import DURATION_BUCKETS_S
-    from panchro.cli import load_settings
     from panchro.commands.workers import is_loopback
+    from panchro.context import load_settings
     from panchro.metrics import MetricsServer, PanchroCollector, broker_options, build_registry
     from workers.app import create_app
 

@@ -199,7 +199,7 @@ def run(
 
     from catalog import make_sessionmaker
     from migrations.runner import upgrade
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.preflight import check_weights
     from panchro.run_lock import hold_run_lock
     from scheduler import CollectionSettings, check_locations, submit

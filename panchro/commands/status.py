@@ -362,7 +362,7 @@ def status_command(
 
     Exit status: 0, or 130 when Ctrl-C stopped --watch.
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
 
     settings = load_settings(ctx)
     as_json = wants_json(as_json, report_format)

@@ -301,7 +301,7 @@ def submit_command(
     Exit status: 0; 1 on an error (also when the images were registered but the broker
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from scheduler import CollectionSettings, check_locations
     from scheduler import submit as submit_collection
     from storage.registry import open_storage

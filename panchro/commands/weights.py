@@ -30,7 +30,7 @@ def fetch(ctx: click.Context, name: str, base_url: str) -> None:
     """
     from tqdm import tqdm
 
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.weights import fetch_weights
 
     settings = load_settings(ctx)
@@ -53,7 +53,7 @@ def fetch(ctx: click.Context, name: str, base_url: str) -> None:
 @click.pass_context
 def list_weights(ctx: click.Context) -> None:
     """List the checkpoints fetched into the weights folder (PANCHRO_WEIGHTS_DIR)."""
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.weights import find_fetched
 
     settings = load_settings(ctx)

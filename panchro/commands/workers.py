@@ -232,7 +232,7 @@ def workers_command(
       PANCHRO_BROKER_URL=redis://broker:6379/0 \\
       PANCHRO_DATABASE_URL=postgresql+psycopg://panchro@db/panchro panchro workers
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.preflight import preflight
     from workers.devices import plan_workers, probe_devices
     from workers.errors import DeviceError
@@ -309,7 +309,7 @@ def worker_child_command(
 
     Exits with ``EX_CONFIG`` (78) when the worker stopped because it cannot work.
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from panchro.logs import json_in_celery
     from workers.commandline import node_log_format, worker_argv
     from workers.tasks import EX_CONFIG, PoolProcess, build_worker_app
@@ -469,7 +469,7 @@ def flower_command(ctx: click.Context, address: str, port: int, user: str | None
     Equivalent to `celery --broker=URL flower --address=... --port=...
     --tasks_columns=...` with FLOWER_BASIC_AUTH=user:password in its environment.
     """
-    from panchro.cli import load_settings
+    from panchro.context import load_settings
     from workers.app import create_app
 
     settings = load_settings(ctx, flower_user=user)

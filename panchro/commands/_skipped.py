@@ -11,13 +11,21 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Final
 
-#: What each ignored skip reason of ``storage.scan`` means, for the summary.
+from storage.skips import (
+    SKIP_ALREADY_LISTED,
+    SKIP_FOLDER_MARKER,
+    SKIP_HIDDEN,
+    SKIP_SYSTEM,
+    SKIP_VANISHED,
+)
+
+#: What each ignored skip reason (``storage.skips.IGNORED_REASONS``) means, for the summary.
 IGNORED_WORDS: Final[Mapping[str, str]] = {
-    "hidden": "hidden (name starts with '.': .DS_Store, ._*, .git)",
-    "system": "system files (Thumbs.db, desktop.ini, __MACOSX, @eaDir)",
-    "folder-marker": "S3 folder markers",
-    "already-listed": "folders reached a second time through a link (listed once)",
-    "vanished": "removed while the scan ran",
+    SKIP_HIDDEN: "hidden (name starts with '.': .DS_Store, ._*, .git)",
+    SKIP_SYSTEM: "system files (Thumbs.db, desktop.ini, __MACOSX, @eaDir)",
+    SKIP_FOLDER_MARKER: "S3 folder markers",
+    SKIP_ALREADY_LISTED: "folders reached a second time through a link (listed once)",
+    SKIP_VANISHED: "removed while the scan ran",
 }
 
 

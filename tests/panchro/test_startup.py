@@ -58,3 +58,10 @@ def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
     assert missing == []
     with pytest.raises(AttributeError):
         module.no_such_name  # noqa: B018
+
+
+def test_the_summary_has_words_for_every_reason_a_scan_ignores() -> None:
+    from panchro.commands._skipped import IGNORED_WORDS
+    from storage.skips import IGNORED_REASONS
+
+    assert set(IGNORED_WORDS) == set(IGNORED_REASONS)

@@ -8,12 +8,13 @@ pass is done; the worker's main process answers the ``panchro_warm`` inspect com
 from it, so one broadcast tells a monitor which workers are up and which are warm::
 
     replies = app.control.broadcast(WARM_COMMAND, reply=True, timeout=1.0)
-    # [{"gpu0@node1": {"colorize": True, "warm": True}}, {"scheduler@node1": {...}}]
+    # [{"gpu0@node1": {"colorize": True, "warm": True}}, {"cpu0@node2": {...}}]
 
 Every Celery worker of panchro must know the command (:func:`install_warm_command`):
 one that does not logs an error with a traceback at every broadcast. Only processes that
-run the colorize task answer ``"colorize": True``; the scheduler, a Celery worker too,
-answers ``False``.
+run the colorize task answer ``"colorize": True``; a Celery worker without it (the
+dispatcher installed in a worker with beat, :func:`scheduler.install_dispatcher`) answers
+``False``. ``panchro scheduler`` itself is no Celery worker and is not asked.
 """
 
 from __future__ import annotations

@@ -33,7 +33,15 @@ if TYPE_CHECKING:
         ImageNotFound,
         SchemaMismatch,
     )
-    from catalog.models import OUTPUT_FORMAT_OPTION, Attempt, Base, Collection, Image
+    from catalog.models import (
+        OUTPUT_FORMAT_OPTION,
+        Attempt,
+        Base,
+        Collection,
+        Derivative,
+        Event,
+        Image,
+    )
     from catalog.outputs import image_sources_among, record_output_intent, recorded_outputs
     from catalog.queries import (
         CollectionRef,
@@ -96,6 +104,8 @@ _SOURCES = {
     "Attempt": "models",
     "Base": "models",
     "Collection": "models",
+    "Derivative": "models",
+    "Event": "models",
     "Image": "models",
     "OUTPUT_FORMAT_OPTION": "models",
     "image_sources_among": "outputs",
@@ -173,6 +183,8 @@ __all__ = [
     "CollectionRef",
     "CollectionRoots",
     "CollectionStatus",
+    "Derivative",
+    "Event",
     "ConflictingCollection",
     "DatabaseUnavailable",
     "DuplicateOutput",

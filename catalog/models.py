@@ -1,11 +1,13 @@
 """Typed ORM models of the job catalog: collections, images and their attempts.
 
-The catalog is the source of truth for every image's status and provenance. Three
+The catalog is the source of truth for every image's status and provenance. Five
 tables hold it:
 
 - ``collections``: one submitted source tree and the settings it is processed with.
 - ``images``: one source image, its status and the provenance of its output.
 - ``attempts``: one row per try at an image, the provenance trail.
+- ``derivatives``: access copies written beside an image's master output.
+- ``events``: preservation events that are not tries, such as fixity checks.
 
 Times are stored in UTC and always come back as timezone-aware UTC datetimes, on
 PostgreSQL (``timestamp with time zone``) and on SQLite (text) alike. Status columns are
@@ -29,6 +31,7 @@ from sqlalchemy import (
     Dialect,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     Text,
@@ -205,6 +208,8 @@ class Image(Base):
         Index("ix_images_collection_id_status_id", "collection_id", "status", "id"),
         # Throughput over the last minutes.
         Index("ix_images_collection_id_finished_at", "collection_id", "finished_at"),
+        # Failures of one collection grouped by reason.
+        Index("ix_images_collection_id_failure_code", "collection_id", "failure_code"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -232,8 +237,14 @@ class Image(Base):
     attempts: Mapped[int] = mapped_column(default=0)
     #: Tries abandoned because the worker died; the image fails when it reaches a cap.
     lost_attempts: Mapped[int] = mapped_column(default=0)
-    #: Why the image failed or was skipped.
+    #: Why the image failed or was skipped, in words a person can act on.
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: Stable, machine-readable code of that reason ("decode.truncated", "oom.floor"...):
+    #: what reports and counts group by, since ``last_error`` names the file.
+    failure_code: Mapped[str | None] = mapped_column(String(48))
+    #: Things a person should know about a done image, each ``{"code": ..., "message": ...}``
+    #: (an original already in colour, extra TIFF pages not carried...).
+    warnings: Mapped[list[dict[str, str]] | None] = mapped_column(JSON)
     output_sha256: Mapped[str | None] = mapped_column(String(64))
     #: Size of the written output in bytes.
     output_size: Mapped[int | None] = mapped_column(BigInteger)
@@ -242,6 +253,14 @@ class Image(Base):
     #: Every input size tried, in order, the last one being ``input_size``.
     sizes_tried: Mapped[list[int] | None] = mapped_column(JSON)
     precision: Mapped[str | None] = mapped_column(String(16))
+    #: Method that resized the predicted ab channels to the original size.
+    upsample: Mapped[str | None] = mapped_column(String(32))
+    #: Small JPEG of the original, written when the image finished (for reports).
+    source_thumb_uri: Mapped[str | None] = mapped_column(Text)
+    #: Small JPEG of the output, written beside ``source_thumb_uri``.
+    output_thumb_uri: Mapped[str | None] = mapped_column(Text)
+    #: JSON sidecar with the output's provenance, where the collection asked for one.
+    sidecar_uri: Mapped[str | None] = mapped_column(Text)
     #: Torch backend that ran the model ("cuda", "rocm", "cpu").
     backend: Mapped[str | None] = mapped_column(String(16))
     device: Mapped[str | None] = mapped_column(String(128))
@@ -293,4 +312,62 @@ class Attempt(Base):
         return (
             f"Attempt(id={self.id!r}, image_id={self.image_id!r}, number={self.number!r}, "
             f"outcome={self.outcome!r})"
+        )
+
+
+class Derivative(Base):
+    """One access copy of an image's output (e.g. a JPEG with a 3000 px long edge)."""
+
+    __tablename__ = "derivatives"
+    __table_args__ = (UniqueConstraint("image_id", "uri"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    #: Format of the copy ("jpeg").
+    kind: Mapped[str] = mapped_column(String(16))
+    #: Long edge asked for, in pixels; the copy is never larger than the original.
+    long_edge: Mapped[int] = mapped_column(Integer)
+    uri: Mapped[str] = mapped_column(Text)
+    sha256: Mapped[str] = mapped_column(String(64))
+    #: Size of the written copy in bytes.
+    size: Mapped[int] = mapped_column(BigInteger)
+    width: Mapped[int]
+    height: Mapped[int]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    image: Mapped[Image] = relationship()
+
+    def __repr__(self) -> str:
+        return f"Derivative(id={self.id!r}, image_id={self.image_id!r}, uri={self.uri!r})"
+
+
+class Event(Base):
+    """One preservation event that is not a try at an image (a fixity check, an export)."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_collection_id_occurred_at", "collection_id", "occurred_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    collection_id: Mapped[int] = mapped_column(ForeignKey("collections.id", ondelete="CASCADE"))
+    #: The image the event is about; None for an event about the whole collection.
+    image_id: Mapped[int | None] = mapped_column(
+        ForeignKey("images.id", ondelete="CASCADE"), index=True
+    )
+    #: What happened, in PREMIS's event-type vocabulary where it has a word for it
+    #: ("fixity check", "ingestion", "dissemination"...).
+    event_type: Mapped[str] = mapped_column(String(32))
+    #: Which object of the image it concerns ("source", "output", "derivative"), if any.
+    object_role: Mapped[str | None] = mapped_column(String(16))
+    #: How it ended ("ok", "changed", "missing", "error").
+    outcome: Mapped[str] = mapped_column(String(16))
+    #: What a person needs to know (expected and found digests, the error).
+    detail: Mapped[str | None] = mapped_column(Text)
+    #: Who did it: host and panchro version.
+    agent: Mapped[str | None] = mapped_column(String(255))
+    occurred_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    def __repr__(self) -> str:
+        return (
+            f"Event(id={self.id!r}, event_type={self.event_type!r}, "
+            f"image_id={self.image_id!r}, outcome={self.outcome!r})"
         )

@@ -16,6 +16,12 @@ first ``SNIFF_BYTES`` bytes, for scanning a collection without downloading it.
 
 from __future__ import annotations
 
+from storage.codecs.access import (
+    ACCESS_QUALITY,
+    AccessCopy,
+    access_copy_master,
+    encode_access_copies,
+)
 from storage.codecs.decode import MAX_PIXELS, DecodedImage, decode_image
 from storage.codecs.encode import encode_image
 from storage.codecs.formats import (
@@ -29,15 +35,19 @@ from storage.codecs.formats import (
 from storage.metadata import DIGITAL_SOURCE_TYPE, ImageMetadata, ProvenanceStamp
 
 __all__ = [
+    "ACCESS_QUALITY",
     "DIGITAL_SOURCE_TYPE",
     "MAX_PIXELS",
     "READABLE_FORMATS",
     "SNIFF_BYTES",
     "WRITABLE_FORMATS",
+    "AccessCopy",
     "DecodedImage",
     "ImageMetadata",
     "ProvenanceStamp",
+    "access_copy_master",
     "decode_image",
+    "encode_access_copies",
     "encode_image",
     "output_extension",
     "output_format",

@@ -13,6 +13,7 @@ XMP written here::
     xmpMM:History                   one appended "edited" event naming the software
     panchro:Software, panchro:Model, panchro:CheckpointSHA256, panchro:InputSize,
     panchro:Precision               the exact model run, for reproducibility
+    panchro:DerivedFromSHA256       in an access copy only: the SHA-256 of its master
 
 When the original already has an XMP packet, those properties are merged into it, replacing
 only the ones listed above (and ``tiff:Orientation``, because decoding applied the rotation).
@@ -156,7 +157,9 @@ def provenance_note(provenance: ProvenanceStamp) -> str:
     )
 
 
-def build_xmp(provenance: ProvenanceStamp, *, base: bytes | None = None) -> bytes:
+def build_xmp(
+    provenance: ProvenanceStamp, *, base: bytes | None = None, derived_from: str | None = None
+) -> bytes:
     """Build the XMP packet of a colorized copy, merged into the original's packet if any.
 
     Args:
@@ -164,6 +167,8 @@ def build_xmp(provenance: ProvenanceStamp, *, base: bytes | None = None) -> byte
         base: The original's XMP packet. Its properties are kept, except those this
             function sets and ``tiff:Orientation``. A packet that cannot be parsed safely
             (malformed, or with a DOCTYPE) is left out, with a warning.
+        derived_from: For an access copy: hex SHA-256 of the master it was made from,
+            written as ``panchro:DerivedFromSHA256`` (see :func:`derived_from_sha256`).
 
     Returns:
         A complete UTF-8 XMP packet (``<?xpacket ...?>`` wrapper included).
@@ -184,6 +189,8 @@ def build_xmp(provenance: ProvenanceStamp, *, base: bytes | None = None) -> byte
     _text(description, "panchro", "InputSize", str(provenance.input_size))
     if provenance.precision:
         _text(description, "panchro", "Precision", provenance.precision)
+    if derived_from:
+        _text(description, "panchro", "DerivedFromSHA256", derived_from)
     history_element = ET.SubElement(description, _q("xmpMM", "History"))
     history_element.append(history)
     event = ET.SubElement(history, _q("rdf", "li"), {_q("rdf", "parseType"): "Resource"})
@@ -222,6 +229,24 @@ def last_edited_by_panchro(xmp: bytes | None) -> bool:
     agent = events[-1].find(name)
     text = agent.text if agent is not None else events[-1].get(name)
     return (text or "").startswith("panchro")
+
+
+def derived_from_sha256(xmp: bytes | None) -> str | None:
+    """Return the master's SHA-256 that an access copy's XMP names, if it names one.
+
+    Args:
+        xmp: A file's XMP packet, or None.
+
+    Returns:
+        The ``panchro:DerivedFromSHA256`` value written by :func:`build_xmp`, or None.
+    """
+    rdf = _parse_base(xmp) if xmp else None
+    if rdf is None:
+        return None
+    element = rdf.find(f"{_RDF_DESCRIPTION}/{_q('panchro', 'DerivedFromSHA256')}")
+    if element is None or not element.text:
+        return None
+    return element.text.strip()
 
 
 def carry_xmp(base: bytes | None) -> bytes | None:
@@ -352,6 +377,7 @@ _REPLACED = (
     _q("panchro", "CheckpointSHA256"),
     _q("panchro", "InputSize"),
     _q("panchro", "Precision"),
+    _q("panchro", "DerivedFromSHA256"),
 )
 
 

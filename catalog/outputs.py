@@ -5,6 +5,8 @@ wrote for that image. Each try records the SHA-256 of the output just before it 
 it (``record_output_intent``), so the set of an image's own outputs is every digest its
 tries recorded plus the digest of its done output: a try killed between its write and
 its ``done`` record leaves a file that the next try recognises as its own.
+``image_sources_among`` and ``image_outputs_among`` say which places are some image's
+original or planned output, which no file written for another image may take.
 """
 
 from __future__ import annotations
@@ -12,12 +14,17 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from catalog.engine import database_errors
 from catalog.models import Attempt, Image, ImageStatus
 
-__all__ = ["image_sources_among", "record_output_intent", "recorded_outputs"]
+__all__ = [
+    "image_outputs_among",
+    "image_sources_among",
+    "record_output_intent",
+    "recorded_outputs",
+]
 
 
 @database_errors()
@@ -104,11 +111,36 @@ def image_sources_among(
     Raises:
         DatabaseUnavailable: If the database cannot be reached.
     """
-    if not collection_ids or not uris:
+    return _among(db, Image.source_uri, collection_ids, uris)
+
+
+@database_errors()
+def image_outputs_among(
+    db: Session, collection_ids: Collection[int], uris: Collection[str]
+) -> list[str]:
+    """Return which of ``uris`` are the planned output of an image of these collections.
+
+    Args:
+        db: The caller's session.
+        collection_ids: The collections to look in (those whose output holds ``uris``).
+        uris: Candidate locations, as the catalog spells output URIs.
+
+    Returns:
+        The ``uris`` that are some image's output, sorted.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    return _among(db, Image.output_uri, collection_ids, uris)
+
+
+def _among(
+    db: Session, column: InstrumentedAttribute[str], ids: Collection[int], uris: Collection[str]
+) -> list[str]:
+    """Return the ``uris`` found in ``column`` of the images of collections ``ids``, sorted."""
+    if not ids or not uris:
         return []
     found = db.scalars(
-        select(Image.source_uri)
-        .where(Image.collection_id.in_(collection_ids), Image.source_uri.in_(uris))
-        .distinct()
+        select(column).where(Image.collection_id.in_(ids), column.in_(uris)).distinct()
     ).all()
     return sorted(found)

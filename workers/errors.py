@@ -11,6 +11,8 @@
     │                             collection's output: never written
     ├── ForeignOutput             a file that panchro did not write for the image is where
     │                             its output goes: left untouched
+    ├── AccessFileFailed          an access copy or sidecar of the output cannot be made or
+    │                             written where it goes: nothing of another's replaced
     └── ImageFailed               raised by the colorize task after the catalog recorded
                                   the image as failed, so that Flower shows the failure
 
@@ -43,6 +45,7 @@ __all__ = [
     "EX_CONFIG",
     "RETRYABLE",
     "WORKER_FAULTS",
+    "AccessFileFailed",
     "CheckpointMismatch",
     "DeviceError",
     "ForeignOutput",
@@ -85,6 +88,14 @@ class OutputIsSource(WorkerError):
 
 class ForeignOutput(WorkerError):
     """A file is at the image's output location and is not an output panchro wrote for it."""
+
+
+class AccessFileFailed(WorkerError):
+    """An access copy or the sidecar of an output cannot be made, or written where it goes.
+
+    Its place is an original, another image's output or a file panchro did not write for
+    the image (left untouched), or the collection's options asking for it are unusable.
+    """
 
 
 class CheckpointMismatch(WorkerSetupError):

@@ -51,6 +51,7 @@ from catalog import (
 from ddcolor.device import describe_device
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.registry import size_ladder
+from workers.access_files import AccessPlan, write_access_files
 from workers.colorizing import colorize_original, read_original
 from workers.errors import (
     RETRYABLE,
@@ -103,6 +104,7 @@ class _Job:
     model_name: str | None
     untrained: bool
     output: OutputPlan
+    access: AccessPlan
 
 
 @dataclass
@@ -270,6 +272,7 @@ def _job(db: Session, claim: Claim) -> _Job:
         model_name=collection.model_name,
         untrained=collection.untrained,
         output=plan_output(db, claim, collection.output),
+        access=AccessPlan.of(collection, claim),
     )
 
 
@@ -373,8 +376,13 @@ def _run(
         mode=decoded.mode[:16],
         bit_depth=decoded.bit_depth,
     )
+    access = write_access_files(
+        sessions, storage_for, job.access, attempt.attempt_id, colorized, original, provenance
+    )
     with transaction(sessions) as db:
         recorded = mark_done(db, claim.image_id, attempt.attempt_id, provenance)
+        if recorded:
+            access.record(db, claim.image_id)
     if not recorded:
         log.warning("the try was taken over meanwhile; its output stays but is not recorded")
         return _outcome(job, attempt, ProcessStatus.DROPPED)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on, local_path_only
+from panchro.derivative_options import derivative_option
 from panchro.options import (
     chosen_output_format,
     chosen_weights,
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer
     from panchro.settings import Settings
     from storage.local import LocalStorage
+    from workers.access_options import DerivativeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +60,8 @@ def colorize_file(
     output_format: str | None,
     untrained: bool,
     replaceable: Collection[str] = (),
+    derivatives: Sequence[DerivativeSpec] = (),
+    reserved: Collection[str] = (),
 ) -> FileOutcome:
     """Colorize one file and write the copy atomically; bad input is reported, not raised.
 
@@ -74,6 +78,10 @@ def colorize_file(
         output_format: Output format, or None for the original's family.
         untrained: Whether the weights are random (marked in the metadata).
         replaceable: SHA-256 digests of existing outputs that may be replaced.
+        derivatives: Access copies to write beside the copy (``--derivative``); a file
+            there is replaced only if it was made from a master replaced here.
+        reserved: Resolved paths of every original and output of the run, which no
+            access copy may take.
 
     Returns:
         The outcome.
@@ -84,6 +92,8 @@ def colorize_file(
     """
     from storage.errors import InvalidImage, OutputExists, StorageError
     from workers.colorizing import colorize_original, read_original
+    from workers.derivatives import write_local_derivatives
+    from workers.errors import AccessFileFailed
 
     if output.resolve() == source.resolve():
         return FileOutcome(source, None, "failed", "refusing to write over the original")
@@ -93,15 +103,25 @@ def colorize_file(
             colorizer, original, size=size, output_format=output_format, untrained=untrained
         )
         storage.write(str(output), colorized.data, overwrite=False, replaceable=replaceable)
+        copies = write_local_derivatives(
+            storage,
+            str(output),
+            derivatives,
+            colorized,
+            original,
+            replaced=replaceable,
+            reserved=reserved,
+        )
     except OutputExists:
         return FileOutcome(source, None, "refused", _foreign(output))
-    except (InvalidImage, ValueError, OSError, StorageError) as exc:
+    except (InvalidImage, ValueError, OSError, StorageError, AccessFileFailed) as exc:
         return FileOutcome(source, None, "failed", str(exc))
     result = colorized.result
     detail = (
         f"{original.decoded.mode_description}, {result.size} px, {result.precision}, "
         f"{result.seconds:.1f} s"
     )
+    detail += "".join(f", {Path(copy.uri).name}" for copy in copies)
     return FileOutcome(source, output, "done", detail)
 
 
@@ -233,6 +253,7 @@ def _load(
 @model_options
 @size_options
 @output_format_options
+@derivative_option
 @click.option(
     "--overwrite",
     is_flag=True,
@@ -254,6 +275,7 @@ def colorize(
     size: int | None,
     output_format: str | None,
     format_alias: str | None,
+    derivatives: tuple[DerivativeSpec, ...],
     overwrite: bool,
 ) -> None:
     """Colorize INPUT (an image, or a folder of images) into OUTPUT.
@@ -298,6 +320,7 @@ def colorize(
         size=chosen_size,
         overwrite=overwrite,
         untrained=untrained,
+        derivatives=derivatives,
     )
     _summarise(outcomes, output_path)
     if any(outcome.status in ("failed", "refused") for outcome in outcomes):
@@ -312,10 +335,13 @@ def _run(
     size: int | None,
     overwrite: bool,
     untrained: bool,
+    derivatives: Sequence[DerivativeSpec] = (),
 ) -> list[FileOutcome]:
     from tqdm import tqdm
 
     outcomes: list[FileOutcome] = []
+    # Every original and output of the run: no access copy may take one's place.
+    reserved = frozenset(os.path.realpath(p) for job in jobs for p in (job.source, job.output))
     started = time.monotonic()
     with tqdm(total=len(jobs), unit="img", disable=len(jobs) < 2, leave=False) as bar:
         for job in jobs:
@@ -328,6 +354,8 @@ def _run(
                     size=size,
                     overwrite=overwrite,
                     untrained=untrained,
+                    derivatives=derivatives,
+                    reserved=reserved,
                 )
             )
             bar.update(1)
@@ -343,6 +371,8 @@ def _colorize_job(
     size: int | None,
     overwrite: bool,
     untrained: bool,
+    derivatives: Sequence[DerivativeSpec] = (),
+    reserved: Collection[str] = (),
 ) -> FileOutcome:
     """Colorize one job unless its output exists: skip panchro's copy, refuse anything else."""
     if job.output.resolve() == job.source.resolve():
@@ -365,6 +395,8 @@ def _colorize_job(
             output_format=job.output_format,
             untrained=untrained,
             replaceable=replaceable,
+            derivatives=derivatives,
+            reserved=reserved,
         )
 
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on
+from panchro.derivative_options import access_file_options, collection_options_for
 from panchro.logs import log_format_option
 from panchro.options import (
     chosen_output_format,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
 
     from panchro.settings import Settings
     from scheduler import SubmitSummary
+    from workers.access_options import DerivativeSpec
     from workers.embedded import EmbeddedWorker
     from workers.process import Outcome
     from workers.runtime import WorkerRuntime
@@ -140,6 +142,7 @@ def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunT
 @model_options
 @size_options
 @output_format_options
+@access_file_options
 @click.option(
     "--collection",
     help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
@@ -173,6 +176,8 @@ def run(
     size: int | None,
     output_format: str | None,
     format_alias: str | None,
+    derivatives: tuple[DerivativeSpec, ...],
+    sidecars: bool,
     collection: str | None,
     force: bool,
     prefetch: int,
@@ -261,6 +266,7 @@ def run(
                 upsample=upsample,
                 untrained=untrained,
                 output_format=output_format,
+                options=collection_options_for(derivatives, sidecars),
             ),
             force=force,
         )

@@ -19,6 +19,7 @@ import click
 from panchro.cli_support import fail_on
 from panchro.commands._skipped import skipped_lines
 from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
+from panchro.derivative_options import access_file_options, collection_options_for
 from panchro.options import (
     chosen_output_format,
     model_option,
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from tqdm import tqdm
 
     from scheduler import SubmitProgress, SubmitSummary
+    from workers.access_options import DerivativeSpec
 
 logger = logging.getLogger(__name__)
 
@@ -227,6 +229,7 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
 @untrained_option
 @upsample_option
 @output_format_options
+@access_file_options
 @click.option(
     "--not-before",
     metavar="HH:MM",
@@ -269,6 +272,8 @@ def submit_command(
     upsample: str,
     output_format: str | None,
     format_alias: str | None,
+    derivatives: tuple[DerivativeSpec, ...],
+    sidecars: bool,
     not_before: str | None,
     priority: int,
     force: bool,
@@ -322,6 +327,7 @@ def submit_command(
         output_format=chosen_output_format(output_format, format_alias),
         not_before=not_before,
         priority=priority,
+        options=collection_options_for(derivatives, sidecars),
     )
     with fail_on("opening the source"):
         storage = open_storage(source, settings.storage_options())

@@ -10,16 +10,17 @@ never imported it does.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 from launcher_helpers import Workers
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import make_sessionmaker
+from catalog import make_engine, make_sessionmaker
 from migrations import upgrade
 
 if TYPE_CHECKING:
@@ -57,6 +58,34 @@ def catalog_url(workers_sqlite_template: Path, tmp_path: Path) -> str:
 def sessions(catalog_url: str) -> Iterator[sessionmaker[Session]]:
     """Session factory of the test's catalog."""
     factory = make_sessionmaker(catalog_url)
+    yield factory
+    factory.kw["bind"].dispose()
+
+
+@pytest.fixture(scope="module")
+def workers_postgres_url(postgres_database_factory: Callable[[], str]) -> str:
+    """A PostgreSQL catalog migrated to head, shared by the tests of one module."""
+    url = postgres_database_factory()
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_sessions(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[sessionmaker[Session]]:
+    """A migrated, empty catalog; a test that takes it runs once per database."""
+    if request.param == "sqlite":
+        template: Path = request.getfixturevalue("workers_sqlite_template")
+        shutil.copyfile(template, tmp_path / "catalog.sqlite3")
+        url = make_url(f"sqlite:///{tmp_path / 'catalog.sqlite3'}").render_as_string()
+    else:
+        url = request.getfixturevalue("workers_postgres_url")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("TRUNCATE attempts, images, collections RESTART IDENTITY CASCADE"))
+        engine.dispose()
+    factory = make_sessionmaker(url)
     yield factory
     factory.kw["bind"].dispose()
 

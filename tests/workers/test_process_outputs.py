@@ -10,86 +10,48 @@ between the write and the ``done`` record, as one test does with SIGKILL).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
-from sqlalchemy import text
-from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
     add_collection,
     attempts_of,
     read_image,
     sha256_of,
-    stub_colorizer,
     write_gray_png,
 )
+from workers_helpers import process_locally as _process
 
 from catalog import (
     AttemptOutcome,
     ImageStatus,
     ScannedImage,
     create_or_get_collection,
-    make_engine,
-    make_sessionmaker,
     queue_pending,
     register_images,
     release_lost,
     transaction,
 )
-from migrations import upgrade
 from storage import LocalStorage, StorageOptions
 from storage.s3 import S3Storage
-from workers.process import Outcome, ProcessStatus, process_image
+from workers.process import ProcessStatus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-WORKER = "cpu0@test"
 #: The reason of an image whose output location holds somebody else's file.
 NOT_OURS = "is not a file panchro wrote for this image; left untouched"
 
 
-@pytest.fixture(scope="module")
-def outputs_postgres_url(postgres_database_factory: Callable[[], str]) -> str:
-    url = postgres_database_factory()
-    upgrade(url)
-    return url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def sessions(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+@pytest.fixture
+def sessions(catalog_sessions: sessionmaker[Session]) -> sessionmaker[Session]:
     """A migrated, empty catalog; each test runs once per database."""
-    if request.param == "sqlite":
-        template: Path = request.getfixturevalue("workers_sqlite_template")
-        shutil.copyfile(template, tmp_path / "catalog.sqlite3")
-        url = make_url(f"sqlite:///{tmp_path / 'catalog.sqlite3'}").render_as_string()
-    else:
-        url = request.getfixturevalue("outputs_postgres_url")
-        engine = make_engine(url)
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE attempts, images, collections RESTART IDENTITY CASCADE"))
-        engine.dispose()
-    factory = make_sessionmaker(url)
-    yield factory
-    factory.kw["bind"].dispose()
-
-
-def _process(sessions: sessionmaker[Session], image_id: int, **options: Any) -> Outcome:
-    settings: dict[str, Any] = {
-        "sessions": sessions,
-        "storage_for": lambda uri: LocalStorage(),
-        "colorizer": stub_colorizer(),
-        "worker": WORKER,
-    }
-    settings.update(options)
-    return process_image(image_id, **settings)
+    return catalog_sessions
 
 
 def _temporary_files(folder: Path) -> list[Path]:

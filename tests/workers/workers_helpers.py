@@ -34,10 +34,13 @@ from catalog import (
 )
 from ddcolor.pipeline import Colorizer
 from storage import LocalStorage, StorageUnavailable
+from workers.process import Outcome, process_image
 
 #: Seconds a test waits for something another thread does; a guard against hanging, not a
 #: measurement.
 WAIT_S = 60.0
+#: Node name of the worker that ``process_locally`` runs as.
+WORKER = "cpu0@test"
 
 
 class StubNet(nn.Module):
@@ -154,6 +157,27 @@ class ObservedStorage(LocalStorage):
         if self.unavailable is not None and self.unavailable(where):
             raise self.error or StorageUnavailable(f"injected: the store of {where} is unreachable")
         return super().read(uri)
+
+
+def process_locally(sessions: sessionmaker[Session], image_id: int, **options: Any) -> Outcome:
+    """Run ``process_image`` on local storage with the stand-in network, as worker ``WORKER``.
+
+    Args:
+        sessions: The catalog.
+        image_id: The image.
+        **options: Other arguments of ``process_image`` (``storage_for``...), or overrides.
+
+    Returns:
+        What ``process_image`` did.
+    """
+    settings: dict[str, Any] = {
+        "sessions": sessions,
+        "storage_for": lambda uri: LocalStorage(),
+        "colorizer": stub_colorizer(),
+        "worker": WORKER,
+    }
+    settings.update(options)
+    return process_image(image_id, **settings)
 
 
 def write_gray_png(path: Path, size: tuple[int, int] = (56, 40)) -> Path:

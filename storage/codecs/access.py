@@ -14,8 +14,9 @@ Each copy is:
   (the original's, which the master keeps) are converted to sRGB, since web browsers and
   many viewers ignore or mishandle other profiles;
 * flattened onto white where the image has alpha (JPEG has no transparency);
-* a baseline-compatible progressive JPEG at quality 90 with 4:4:4 chroma (the colours are
-  what the copy is for, and 2x2 subsampling smears colour edges);
+* a progressive JPEG (baseline for very grainy images, see ``_save_jpeg``) at quality 90
+  with 4:4:4 chroma (the colours are what the copy is for, and 2x2 subsampling smears
+  colour edges);
 * carrying the master's metadata: the original's EXIF, the resolution scaled with the
   pixels (so the printed size stays the same), and the provenance XMP of the master with
   the AI-generated label (``Iptc4xmpExt:DigitalSourceType``), plus
@@ -148,10 +149,26 @@ def encode_access_copies(
             options["xmp"] = xmp
         if provenance is not None:
             options["comment"] = provenance_note(provenance)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", **options)
-        copies.append(AccessCopy(buffer.getvalue(), edge, image.width, image.height))
+        data = _save_jpeg(image, options)
+        copies.append(AccessCopy(data, edge, image.width, image.height))
     return copies
+
+
+def _save_jpeg(image: Image.Image, options: dict[str, Any]) -> bytes:
+    """Save progressive and optimised; baseline when that does not fit Pillow's buffer.
+
+    Pillow gives an optimised or progressive JPEG an output buffer of one byte per pixel
+    at this quality, which grainy or noisy scans at 4:4:4 can exceed ("broken data
+    stream"); a baseline JPEG is written in pieces and has no such limit.
+    """
+    buffer = io.BytesIO()
+    try:
+        image.save(buffer, "JPEG", **options)
+    except OSError as exc:
+        logger.info("progressive JPEG does not fit Pillow's buffer (%s); writing baseline", exc)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", **{**options, "optimize": False, "progressive": False})
+    return buffer.getvalue()
 
 
 def access_copy_master(head: bytes) -> str | None:

@@ -80,3 +80,17 @@ def test_pixels_in_another_rgb_profile_are_converted_to_srgb() -> None:
         assert image.info["icc_profile"] == srgb_icc()
         red, green, blue = np.asarray(image)[4, 4].astype(int)
     assert green > 200 and red < 60 and blue < 60
+
+
+def test_a_grainy_image_too_large_for_a_progressive_buffer_is_still_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    grain = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+
+    with caplog.at_level("INFO", logger="storage.codecs.access"):
+        [copy] = encode_access_copies(grain, [300])
+
+    assert "writing baseline" in caplog.text
+    with Image.open(io.BytesIO(copy.data)) as image:
+        image.load()
+        assert image.size == (300, 300)

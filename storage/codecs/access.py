@@ -14,7 +14,7 @@ Each copy is:
   (the original's, which the master keeps) are converted to sRGB, since web browsers and
   many viewers ignore or mishandle other profiles;
 * flattened onto white where the image has alpha (JPEG has no transparency);
-* a progressive JPEG (baseline for very grainy images, see ``_save_jpeg``) at quality 90
+* a progressive JPEG (baseline for very grainy images, see ``encode.save_jpeg``) at quality 90
   with 4:4:4 chroma (the colours are what the copy is for, and 2x2 subsampling smears
   colour edges);
 * carrying the master's metadata: the original's EXIF, the resolution scaled with the
@@ -36,7 +36,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageCms, UnidentifiedImageError
 
-from storage.codecs.encode import JPEG_EXIF_LIMIT, JPEG_XMP_LIMIT
+from storage.codecs.encode import JPEG_EXIF_LIMIT, JPEG_XMP_LIMIT, save_jpeg
 from storage.codecs.samples import to_8_bits
 from storage.metadata import (
     ProvenanceStamp,
@@ -149,26 +149,9 @@ def encode_access_copies(
             options["xmp"] = xmp
         if provenance is not None:
             options["comment"] = provenance_note(provenance)
-        data = _save_jpeg(image, options)
+        data = save_jpeg(image, options)
         copies.append(AccessCopy(data, edge, image.width, image.height))
     return copies
-
-
-def _save_jpeg(image: Image.Image, options: dict[str, Any]) -> bytes:
-    """Save progressive and optimised; baseline when that does not fit Pillow's buffer.
-
-    Pillow gives an optimised or progressive JPEG an output buffer of one byte per pixel
-    at this quality, which grainy or noisy scans at 4:4:4 can exceed ("broken data
-    stream"); a baseline JPEG is written in pieces and has no such limit.
-    """
-    buffer = io.BytesIO()
-    try:
-        image.save(buffer, "JPEG", **options)
-    except OSError as exc:
-        logger.info("progressive JPEG does not fit Pillow's buffer (%s); writing baseline", exc)
-        buffer = io.BytesIO()
-        image.save(buffer, "JPEG", **{**options, "optimize": False, "progressive": False})
-    return buffer.getvalue()
 
 
 def access_copy_master(head: bytes) -> str | None:

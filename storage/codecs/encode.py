@@ -180,7 +180,28 @@ def _write_jpeg(
         options["xmp"] = xmp
     if note:
         options["comment"] = note
-    return _save(Image.fromarray(to_8_bits(samples)), "JPEG", options)
+    return save_jpeg(Image.fromarray(to_8_bits(samples)), options)
+
+
+def save_jpeg(image: Image.Image, options: dict[str, Any]) -> bytes:
+    """Encode a JPEG as asked; baseline and unoptimised when that does not fit Pillow's buffer.
+
+    Pillow gives an optimised or progressive JPEG an output buffer of one or two bytes per
+    pixel, which grainy or noisy scans at 4:4:4 and high quality can exceed ("broken data
+    stream"); a baseline JPEG is written in pieces and has no such limit.
+
+    Args:
+        image: The image to encode.
+        options: Pillow's JPEG save options.
+
+    Returns:
+        The encoded JPEG.
+    """
+    try:
+        return _save(image, "JPEG", options)
+    except OSError as exc:
+        logger.info("optimised JPEG does not fit Pillow's buffer (%s); writing baseline", exc)
+        return _save(image, "JPEG", {**options, "optimize": False, "progressive": False})
 
 
 def _write_png(

@@ -123,6 +123,21 @@ def test_encode_jpeg_is_high_quality_without_chroma_subsampling() -> None:
         assert image.mode == "RGB"
 
 
+def test_encode_jpeg_of_pure_noise_falls_back_to_baseline() -> None:
+    # Optimised 4:4:4 quality-95 noise outgrows Pillow's output buffer ("broken data
+    # stream"); such a grainy scan must still get its output, not an unexpected error.
+    source = _decoded("JPEG", _noise((16, 16), np.uint8), quality=70)
+    rgb = np.random.default_rng(3).integers(0, 256, (300, 300, 3), dtype=np.uint8)
+
+    data = encode_image(rgb, source=source)
+
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.size == (300, 300)
+        assert estimate_quality(image.quantization) == 95
+        decoded = np.asarray(image)
+    assert float(np.abs(decoded.astype(float) - rgb).mean()) < 12
+
+
 @pytest.mark.parametrize(
     ("original", "expected"),
     [

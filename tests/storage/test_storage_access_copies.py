@@ -87,7 +87,7 @@ def test_a_grainy_image_too_large_for_a_progressive_buffer_is_still_written(
 ) -> None:
     grain = np.random.default_rng(0).integers(0, 256, (300, 300, 3), dtype=np.uint8)
 
-    with caplog.at_level("INFO", logger="storage.codecs.access"):
+    with caplog.at_level("INFO", logger="storage.codecs.encode"):
         [copy] = encode_access_copies(grain, [300])
 
     assert "writing baseline" in caplog.text

@@ -20,7 +20,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from scheduler.collection_settings import CollectionSettings
+    from scheduler.collection_settings import SETTING_GROUPS, CollectionSettings
     from scheduler.dispatching import (
         DISPATCH_BATCH_SIZE,
         CollectionDispatch,
@@ -52,6 +52,7 @@ if TYPE_CHECKING:
         scheduler_argv,
     )
     from scheduler.reaping import REAP_AFTER_S, ReapReport, StaleRelease, reap, release_stale
+    from scheduler.resubmission import SettingChange, setting_changes
     from scheduler.scanning import PROGRESS_EVERY, ProgressCallback, ScanProgress, scan_source
     from scheduler.sending import celery_sender
     from scheduler.submission import SUBMIT_CHUNK_ROWS, submit
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
 #: does for its error handling) must not import the rest, so names load on first use.
 _SOURCES = {
     "CollectionSettings": "scheduler.collection_settings",
+    "SETTING_GROUPS": "scheduler.collection_settings",
     "DISPATCH_BATCH_SIZE": "scheduler.dispatching",
     "CollectionDispatch": "scheduler.dispatching",
     "DispatchReport": "scheduler.dispatching",
@@ -90,6 +92,8 @@ _SOURCES = {
     "StaleRelease": "scheduler.reaping",
     "reap": "scheduler.reaping",
     "release_stale": "scheduler.reaping",
+    "SettingChange": "scheduler.resubmission",
+    "setting_changes": "scheduler.resubmission",
     "PROGRESS_EVERY": "scheduler.scanning",
     "ProgressCallback": "scheduler.scanning",
     "ScanProgress": "scheduler.scanning",
@@ -120,6 +124,7 @@ __all__ = [
     "PROGRESS_EVERY",
     "REAP_AFTER_S",
     "SCHEDULER_QUEUE",
+    "SETTING_GROUPS",
     "SUBMIT_CHUNK_ROWS",
     "BrokerUnavailable",
     "CollectionDispatch",
@@ -134,6 +139,7 @@ __all__ = [
     "ScanProgress",
     "SchedulerError",
     "Send",
+    "SettingChange",
     "StaleRelease",
     "SubmitProgress",
     "SubmitProgressCallback",
@@ -154,6 +160,7 @@ __all__ = [
     "run_scheduler",
     "scan_source",
     "scheduler_argv",
+    "setting_changes",
     "submit",
     "window_opens_at",
 ]

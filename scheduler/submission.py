@@ -2,7 +2,9 @@
 
 ``submit()`` is what ``panchro submit`` runs, and it is idempotent: submitting the same
 source again adds new images, re-queues changed ones and leaves the rest alone, so it is
-also how a grown or corrected source is brought up to date.
+also how a grown or corrected source is brought up to date. Settings not given again keep
+the collection's stored values, and the summary names each one that changed; what becomes
+of the images already done is ``scheduler.resubmission``'s.
 
 The scan is streamed: scanned objects are turned into catalog rows and registered in
 chunks of ``chunk_rows``, each chunk in its own short transaction, so a source of
@@ -29,6 +31,8 @@ from itertools import chain, islice
 from sqlalchemy.orm import Session, sessionmaker
 
 from catalog import (
+    CollectionNotFound,
+    Reprocessing,
     ScannedImage,
     collection_roots,
     create_or_get_collection,
@@ -48,6 +52,7 @@ from scheduler.outputs import (
     is_case_insensitive,
     plan_outputs,
 )
+from scheduler.resubmission import Resubmission, processing_target, setting_changes
 from scheduler.scanning import ScanProgress, scan_source
 from scheduler.submit_summary import SubmitProgress, SubmitProgressCallback, SubmitSummary
 from scheduler.windows import parse_not_before, window_opens_at
@@ -81,6 +86,7 @@ def submit(
     now: datetime | None = None,
     tz: tzinfo | None = None,
     force: bool = False,
+    redo_changed: bool = False,
 ) -> SubmitSummary:
     """Create or find a collection, scan and register its source, and dispatch it.
 
@@ -103,6 +109,8 @@ def submit(
         tz: The local time zone of ``not_before``; None means this machine's.
         force: Accept an output that overlaps a source or another collection's output
             (see ``check_output_root``); the workers still replace only their own files.
+        redo_changed: Set the collection's done images that were made with other settings
+            than its own now back to pending (see ``scheduler.resubmission``).
 
     Returns:
         What was registered and dispatched.
@@ -149,6 +157,8 @@ def submit(
         # In the transaction that creates the collection, so that what is compared is
         # what the catalog holds when this one joins it.
         check_output_root(src, dst, collection_roots(db), name=name, force=force)
+        previous = _stored_settings(db, name)
+        settings = settings.over(previous)
         collection, created = create_or_get_collection(
             db,
             name,
@@ -166,6 +176,11 @@ def submit(
             options=settings.collection_options(),
         )
         collection_id = collection.id
+    changes = setting_changes(previous, settings) if previous is not None else ()
+    resubmission = None
+    if not created:
+        target = processing_target(settings, previous)
+        resubmission = Resubmission(sessions, storage, collection_id, target, redo=redo_changed)
     logger.info(
         "collection %s (%s): %s, scanning %s -> %s",
         collection_id,
@@ -187,8 +202,12 @@ def submit(
     skips = _Skips(sessions, collection_id, report, source=src, output=dst)
     new = changed = unchanged = 0
     for chunk in _chunks(rows, chunk_rows):
+        if resubmission is not None:
+            resubmission.recheck(chunk)
         with transaction(sessions) as db:
             counts = register_images(db, collection_id, chunk)
+            if resubmission is not None:
+                resubmission.reconcile(db)
         new += counts.new
         changed += counts.changed
         unchanged += counts.unchanged
@@ -237,7 +256,17 @@ def submit(
         dispatch_error=passes.error,
         skipped_total=skipped_total,
         skipped_files=skipped_files,
+        setting_changes=changes,
+        reprocessing=resubmission.report if resubmission is not None else Reprocessing(),
+        settings=settings,
     )
+
+
+def _stored_settings(db: Session, name: str) -> CollectionSettings | None:
+    try:
+        return CollectionSettings.stored(get_collection(db, name))
+    except CollectionNotFound:
+        return None
 
 
 class _Skips:

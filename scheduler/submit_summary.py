@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
+from catalog import Reprocessing
 from storage.skips import IGNORED_REASONS
+
+if TYPE_CHECKING:
+    from scheduler.collection_settings import CollectionSettings
+    from scheduler.resubmission import SettingChange
 
 __all__ = ["SubmitProgress", "SubmitProgressCallback", "SubmitSummary"]
 
@@ -63,6 +69,12 @@ class SubmitSummary:
             (by this scan or an earlier one), each with its reason.
         skipped_files: The first :data:`catalog.SKIPPED_LISTED` of them, as (relative path,
             reason), in path order.
+        setting_changes: The stored settings this submission changed, old and new.
+        reprocessing: What became of the images the collection already had: done images
+            made with other settings (redone or not), outputs renamed, sources touched
+            but unchanged.
+        settings: The collection's settings after the submission (those not given kept
+            their stored values).
     """
 
     collection_id: int
@@ -84,6 +96,9 @@ class SubmitSummary:
     dispatch_error: str | None = None
     skipped_total: int = 0
     skipped_files: tuple[tuple[str, str], ...] = ()
+    setting_changes: tuple[SettingChange, ...] = ()
+    reprocessing: Reprocessing = field(default_factory=Reprocessing)
+    settings: CollectionSettings | None = None
 
     @property
     def ignored(self) -> dict[str, int]:

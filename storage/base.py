@@ -116,6 +116,21 @@ class Storage(Protocol):
         """
         ...
 
+    def sha256(self, uri: URI | str) -> str:
+        """Return the SHA-256 of an object's content, read as a stream.
+
+        Args:
+            uri: The object.
+
+        Returns:
+            64 lower-case hex digits.
+
+        Raises:
+            ObjectNotFound: If it does not exist.
+            StorageError: If it cannot be read.
+        """
+        ...
+
     def read_head(self, uri: URI | str, n: int) -> bytes:
         """Return the first ``n`` bytes of an object (fewer if it is shorter).
 

@@ -141,6 +141,26 @@ class LocalStorage:
         except OSError as exc:
             raise _error(exc, path, "read") from exc
 
+    def sha256(self, uri: URI | str) -> str:
+        """Return the SHA-256 of a file's content, read in pieces (never whole in memory).
+
+        Args:
+            uri: The file.
+
+        Returns:
+            64 lower-case hex digits.
+
+        Raises:
+            ObjectNotFound: If it does not exist.
+            StorageError: If it cannot be read (a folder, permissions, I/O).
+        """
+        path = _local(uri).key
+        try:
+            with open(path, "rb") as file:
+                return sha256_of_chunks(iter(lambda: file.read(COPY_CHUNK_SIZE), b""))
+        except OSError as exc:
+            raise _error(exc, path, "read") from exc
+
     def read_head(self, uri: URI | str, n: int) -> bytes:
         """Return the first ``n`` bytes of a file (fewer if it is shorter).
 

@@ -160,6 +160,28 @@ class S3Storage:
         """
         return self._get(_s3(uri), None)
 
+    def sha256(self, uri: URI | str) -> str:
+        """Return the SHA-256 of an object's content, streamed (never whole in memory).
+
+        Args:
+            uri: The object.
+
+        Returns:
+            64 lower-case hex digits.
+
+        Raises:
+            ObjectNotFound: If the key does not exist.
+            StorageError: If the bucket is missing or access is denied.
+            StorageUnavailable: If S3 cannot be reached or the transfer breaks.
+        """
+        location = _s3(uri)
+        with self._translated(location, "read"):
+            body = self.client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            try:
+                return sha256_of_chunks(body.iter_chunks(CHECK_CHUNK_SIZE))
+            finally:
+                body.close()
+
     def read_head(self, uri: URI | str, n: int) -> bytes:
         """Return the first ``n`` bytes of an object with one ranged GET.
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from catalog import UNTRAINED_CHECKPOINT
 from workers.errors import CheckpointMismatch
 
 if TYPE_CHECKING:
@@ -18,8 +19,6 @@ __all__ = ["UNTRAINED_CHECKPOINT", "UNTRAINED_NOTE", "check_weights", "describe_
 
 #: Appended to the model name in the metadata of every output made with random weights.
 UNTRAINED_NOTE = "UNTRAINED random weights, colours are meaningless"
-#: Recorded instead of a checkpoint hash when the weights are random.
-UNTRAINED_CHECKPOINT = "none (untrained)"
 
 
 def describe_weights(colorizer: Colorizer, untrained: bool) -> tuple[str, str]:

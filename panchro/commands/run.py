@@ -20,6 +20,14 @@ from typing import TYPE_CHECKING
 import click
 
 from panchro.cli_support import fail_on
+from panchro.commands._resubmit import (
+    check_same_checkpoint,
+    given_settings,
+    kept_for_run,
+    redo_changed_option,
+    resubmission_lines,
+    stored_settings,
+)
 from panchro.derivative_options import access_file_options, collection_options_for
 from panchro.logs import log_format_option
 from panchro.options import (
@@ -160,6 +168,7 @@ def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunT
     show_default=True,
     help="Images read and decoded ahead while the model runs.",
 )
+@redo_changed_option
 @log_format_option
 @click.pass_context
 def run(
@@ -181,6 +190,7 @@ def run(
     collection: str | None,
     force: bool,
     prefetch: int,
+    redo_changed: bool,
 ) -> None:
     """Colorize every image under SOURCE into --output, on this machine, with no servers.
 
@@ -193,6 +203,9 @@ def run(
     Files that are not images (empty, text, a PDF, a link out of SOURCE...) are recorded
     as skipped and named at the end with the reason; hidden and system files are counted.
     One run at a time per output: a second one is refused, naming the first.
+    Running it again keeps the collection's settings (model, size, --upsample, output
+    format) unless given again; what changed applies to images not done yet, and with
+    --redo-changed also to the done ones, colorized again.
 
     \b
     Examples:
@@ -219,6 +232,14 @@ def run(
         parse_uri(source)
         output_uri = parse_uri(output)
     database_url = catalog_url_for(output)
+    name = collection or _default_name(source)
+    # Settings not given keep the collection's: the model too, found again by its name.
+    given = given_settings(ctx, settings, always=("precision",))
+    stored = stored_settings(database_url, name)
+    if stored is not None:
+        model, untrained, chosen_size, upsample = kept_for_run(
+            stored, given, model=model, untrained=untrained, size=chosen_size, upsample=upsample
+        )
     runtime = _runtime(
         settings,
         database_url=database_url,
@@ -247,7 +268,8 @@ def run(
     with fail_on("loading the model"):
         colorizer = runtime.colorizer()
     checkpoint = colorizer.checkpoint
-    name = collection or _default_name(source)
+    if stored is not None and "model" not in given:
+        check_same_checkpoint(stored, checkpoint.sha256 if checkpoint else None)
     with fail_on(f"scanning {source}"):
         summary = submit(
             sessions,
@@ -267,8 +289,10 @@ def run(
                 untrained=untrained,
                 output_format=output_format,
                 options=collection_options_for(derivatives, sidecars),
+                given=given,
             ),
             force=force,
+            redo_changed=redo_changed,
         )
     worker = EmbeddedWorker(runtime, prefetch=prefetch)
     with fail_on("resuming"):
@@ -281,6 +305,8 @@ def run(
         f"colorize with {colorizer!r}",
         err=True,
     )
+    for line in resubmission_lines(summary, redo=redo_changed):
+        click.echo(line, err=True)
     try:
         with fail_on("colorizing"):
             tally = _colorize(worker, summary.collection_id, total=remaining)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from panchro.cli_support import fail_on
+from panchro.commands._resubmit import given_settings, redo_changed_option, resubmission_lines
 from panchro.commands._skipped import skipped_lines
 from panchro.commands._support import INTERRUPTED_EXIT, open_catalog
 from panchro.derivative_options import access_file_options, collection_options_for
@@ -38,6 +39,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+#: ``--not-before`` value that removes a collection's start time.
+NO_START_TIME = "none"
 #: Progress bar of the scan; the total is unknown until the listing ends.
 BAR_FORMAT = "{desc}: {n_fmt} images [{elapsed}, {rate_fmt}{postfix}]"
 
@@ -45,7 +48,7 @@ BAR_FORMAT = "{desc}: {n_fmt} images [{elapsed}, {rate_fmt}{postfix}]"
 def _check_not_before(
     _ctx: click.Context, _param: click.Parameter, value: str | None
 ) -> str | None:
-    if value is None:
+    if value is None or value.lower() == NO_START_TIME:
         return None
     from scheduler.windows import parse_not_before
 
@@ -116,13 +119,16 @@ def format_local_time(moment: datetime, now: datetime | None = None) -> str:
     return local.strftime("%H:%M" if local.date() == today else "%Y-%m-%d %H:%M")
 
 
-def render_summary(summary: SubmitSummary, *, model: str | None, dispatching: bool) -> str:
+def render_summary(
+    summary: SubmitSummary, *, model: str | None, dispatching: bool, redo: bool = False
+) -> str:
     """Describe what a submission did, in a few aligned lines.
 
     Args:
         summary: What ``scheduler.submit()`` returned.
         model: The model the collection records ("ddcolor_paper, sha256 ..."), or None.
         dispatching: Whether a dispatch pass was asked for.
+        redo: Whether ``--redo-changed`` was given.
 
     Returns:
         The text, without a trailing newline.
@@ -133,6 +139,7 @@ def render_summary(summary: SubmitSummary, *, model: str | None, dispatching: bo
         f"  images    {summary.registered} found ({format_bytes(summary.found_bytes)}): "
         f"{summary.new} new, {summary.changed} changed, {summary.unchanged} unchanged",
     ]
+    lines.extend(resubmission_lines(summary, redo=redo))
     lines.extend(
         "  " + line
         for line in skipped_lines(
@@ -235,7 +242,7 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     metavar="HH:MM",
     callback=_check_not_before,
     help="Send nothing before this local time on the day of submission (e.g. 22:00 for a "
-    "night run); from then on the work goes on until done.",
+    "night run); from then on the work goes on until done. `none` removes a stored one.",
 )
 @click.option(
     "--priority",
@@ -251,6 +258,7 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     help="Accept an output that contains SOURCE, or overlaps another collection's source or "
     "output; even then no file is replaced that panchro did not write for the same image.",
 )
+@redo_changed_option
 @click.option(
     "--dispatch/--no-dispatch",
     default=True,
@@ -277,6 +285,7 @@ def submit_command(
     not_before: str | None,
     priority: int,
     force: bool,
+    redo_changed: bool,
     dispatch: bool,
 ) -> None:
     """Register the images of SOURCE (a folder or s3://bucket/prefix) as collection NAME.
@@ -285,8 +294,11 @@ def submit_command(
     other files (empty, not an image, a link out of SOURCE...) as skipped with the reason,
     which the summary names; hidden and system files are only counted. One dispatch pass
     sends the first tasks to the broker; `panchro scheduler` sends the rest as workers free
-    up. Running it again is safe: unchanged files are left alone, and a skipped file that
-    was fixed (replaced by a valid image) is colorized.
+    up. Running it again is safe: unchanged files are left alone (a file only touched,
+    with the same sha256, too), and a skipped file that was fixed (replaced by a valid
+    image) is colorized. Settings not given again keep the collection's stored values;
+    the summary names each one that changed, old -> new. Changed settings apply to images
+    not done yet; --redo-changed also colorizes again the done ones made otherwise.
 
     On SQLite the catalog schema is created on first use; a PostgreSQL catalog must be
     created with `panchro db upgrade` first.
@@ -328,6 +340,7 @@ def submit_command(
         not_before=not_before,
         priority=priority,
         options=collection_options_for(derivatives, sidecars),
+        given=given_settings(ctx, settings),
     )
     with fail_on("opening the source"):
         storage = open_storage(source, settings.storage_options())
@@ -350,6 +363,7 @@ def submit_command(
                     settings=collection_settings,
                     on_progress=bar.update,
                     force=force,
+                    redo_changed=redo_changed,
                 )
         bar.close()
     except KeyboardInterrupt:
@@ -367,6 +381,13 @@ def submit_command(
     finally:
         if app is not None:
             app.close()
+    if summary.settings is not None:  # what the collection holds, given now or kept
+        stored = summary.settings
+        model_name, sha256, untrained = (
+            stored.model_name,
+            stored.checkpoint_sha256,
+            stored.untrained,
+        )
     described = model_name or "any"
     if sha256:
         described += f", sha256 {sha256}"
@@ -374,7 +395,10 @@ def submit_command(
         described += ", UNTRAINED random weights"
     click.echo(
         render_summary(
-            summary, model=described if model_name or untrained else None, dispatching=dispatch
+            summary,
+            model=described if model_name or untrained else None,
+            dispatching=dispatch,
+            redo=redo_changed,
         )
     )
     if summary.dispatch_error is not None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from storage.base import ObjectInfo, Storage
+    from storage.chunks import read_chunks
     from storage.errors import (
         AccessDenied,
         InvalidImage,
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
 _SOURCES = {
     "ObjectInfo": "storage.base",
     "Storage": "storage.base",
+    "read_chunks": "storage.chunks",
     "AccessDenied": "storage.errors",
     "InvalidImage": "storage.errors",
     "InvalidURI": "storage.errors",
@@ -111,6 +113,7 @@ __all__ = [
     "open_storage",
     "output_extension",
     "parse_uri",
+    "read_chunks",
     "register_backend",
     "scan",
     "sniff_format",

@@ -161,6 +161,28 @@ class LocalStorage:
         except OSError as exc:
             raise _error(exc, path, "read") from exc
 
+    def read_chunks(self, uri: URI | str, chunk_size: int = COPY_CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the content of a file in pieces, never holding the whole file.
+
+        Args:
+            uri: The file.
+            chunk_size: Bytes per piece (the last one may be shorter).
+
+        Returns:
+            An iterator of the pieces, in order; the file is opened on the first ``next()``.
+
+        Raises:
+            ObjectNotFound: If the file does not exist (on iteration).
+            StorageError: If it cannot be read (on iteration).
+        """
+        path = _local(uri).key
+        try:
+            with open(path, "rb") as file:
+                while chunk := file.read(chunk_size):
+                    yield chunk
+        except OSError as exc:
+            raise _error(exc, path, "read") from exc
+
     def read_head(self, uri: URI | str, n: int) -> bytes:
         """Return the first ``n`` bytes of a file (fewer if it is shorter).
 

@@ -182,6 +182,29 @@ class S3Storage:
             finally:
                 body.close()
 
+    def read_chunks(self, uri: URI | str, chunk_size: int = CHECK_CHUNK_SIZE) -> Iterator[bytes]:
+        """Yield the content of an object in pieces from one streamed GET.
+
+        Args:
+            uri: The object.
+            chunk_size: Bytes per piece (the last one may be shorter).
+
+        Returns:
+            An iterator of the pieces, in order; the request is sent on the first ``next()``.
+
+        Raises:
+            ObjectNotFound: If the key does not exist (on iteration).
+            StorageError: If the bucket is missing or access is denied (on iteration).
+            StorageUnavailable: If S3 cannot be reached or the transfer breaks (on iteration).
+        """
+        location = _s3(uri)
+        with self._translated(location, "read"):
+            body = self.client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
+            try:
+                yield from body.iter_chunks(chunk_size)
+            finally:
+                body.close()
+
     def read_head(self, uri: URI | str, n: int) -> bytes:
         """Return the first ``n`` bytes of an object with one ranged GET.
 

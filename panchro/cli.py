@@ -48,6 +48,7 @@ def _register_commands() -> None:
         colorize,
         database,
         doctor,
+        exports,
         jobs,
         metrics,
         run,
@@ -55,7 +56,7 @@ def _register_commands() -> None:
         workers,
     )
 
-    for module in (colorize, database, doctor, jobs, metrics, run, weights, workers):
+    for module in (colorize, database, doctor, exports, jobs, metrics, run, weights, workers):
         module.register(cli)
 
 

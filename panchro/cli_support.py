@@ -17,6 +17,7 @@ import click
 USER_ERRORS: tuple[tuple[str, str], ...] = (
     ("catalog.errors", "CatalogError"),
     ("ddcolor.errors", "DDColorError"),
+    ("exports.errors", "ExportError"),
     ("scheduler.errors", "SchedulerError"),
     ("storage.errors", "StorageError"),
     ("workers.errors", "WorkerSetupError"),

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 #: The top-level import names of panchro's rooms (DESIGN.md, "Packages"), in layer order.
-ROOMS = ("ddcolor", "catalog", "storage", "scheduler", "workers", "migrations")
+ROOMS = ("ddcolor", "catalog", "storage", "scheduler", "workers", "exports", "migrations")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,9 @@ ALLOWED: dict[str, set[str]] = {
     "storage": set(),
     "scheduler": {"catalog", "storage", "workers"},
     "workers": {"ddcolor", "catalog", "storage"},
+    "exports": {"catalog", "storage"},
     "migrations": {"catalog"},
-    "panchro": {"ddcolor", "catalog", "storage", "scheduler", "workers", "migrations"},
+    "panchro": {"ddcolor", "catalog", "storage", "scheduler", "workers", "exports", "migrations"},
 }
 
 #: The only modules of ``workers`` that ``scheduler`` may import: names, no machinery.

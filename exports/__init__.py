@@ -1,7 +1,4 @@
-"""Exports of a collection's record for archives: PREMIS, BagIt, fixity checks, reports.
+"""Exports of a collection for people and other systems: reports, packages, checks.
 
-Each export is a module of its own that reads the catalog (``catalog``) and the stored bytes
-(``storage``), and nothing else of panchro.
+Imports only ``catalog`` and ``storage``; each export is its own module.
 """
-
-from __future__ import annotations

@@ -47,33 +47,33 @@ _TRY_OUTCOMES: Final = {
 }
 
 
-def text(value: object) -> str:
+def _text(value: object) -> str:
     """Return ``value`` as text XML can hold: characters it cannot are replaced by U+FFFD."""
     return _NOT_XML.sub("\ufffd", str(value))
 
 
-def node(tag: str, *children: Node | None, **attributes: str) -> Node:
+def _node(tag: str, *children: Node | None, **attributes: str) -> Node:
     """An element with children; ``None`` children are left out."""
     return (tag, attributes, tuple(child for child in children if child is not None))
 
 
-def leaf(tag: str, value: object) -> Node:
+def _leaf(tag: str, value: object) -> Node:
     """An element holding text."""
-    return (tag, {}, text(value))
+    return (tag, {}, _text(value))
 
 
-def identifier(tag: str, kind: str, value: str, role: str | None = None) -> Node:
+def _identifier(tag: str, kind: str, value: str, role: str | None = None) -> Node:
     """``<tag>`` with ``<tagType>``, ``<tagValue>`` and, for links, a ``<...Role>``."""
     role_tag = tag.removesuffix("Identifier") + "Role"
-    return node(
+    return _node(
         tag,
-        leaf(f"{tag}Type", kind),
-        leaf(f"{tag}Value", value),
-        leaf(role_tag, role) if role is not None else None,
+        _leaf(f"{tag}Type", kind),
+        _leaf(f"{tag}Value", value),
+        _leaf(role_tag, role) if role is not None else None,
     )
 
 
-def when(moment: datetime | None) -> str:
+def _when(moment: datetime | None) -> str:
     """ISO 8601 in UTC, as ``eventDateTime`` wants it; ``unknown`` when not recorded."""
     return moment.isoformat().replace("+00:00", "Z") if moment is not None else "unknown"
 
@@ -101,18 +101,27 @@ class AgentBook:
     ) -> tuple[str, str]:
         key = (kind, value)
         if key not in self._agents:
-            self._agents[key] = node(
+            self._agents[key] = _node(
                 "agent",
-                identifier("agentIdentifier", kind, value),
-                leaf("agentName", name),
-                leaf("agentType", agent_type),
-                leaf("agentVersion", version) if version else None,
-                leaf("agentNote", note),
+                _identifier("agentIdentifier", kind, value),
+                _leaf("agentName", name),
+                _leaf("agentType", agent_type),
+                _leaf("agentVersion", version) if version else None,
+                _leaf("agentNote", note),
             )
         return key
 
     def checkpoint(self, sha256: str, model: str | None, untrained: bool) -> tuple[str, str]:
-        """The DDColor checkpoint of that sha256, as a software agent."""
+        """Name the DDColor checkpoint of that sha256 as a software agent.
+
+        Args:
+            sha256: The checkpoint file's digest.
+            model: The model name (``ddcolor_modelscope``), if known.
+            untrained: Whether the weights were random (a demonstration).
+
+        Returns:
+            The agent's identifier (type, value), for ``linkingAgentIdentifier``.
+        """
         note = f"DDColor checkpoint file, sha256 {sha256}"
         if untrained:
             note += "; random (untrained) weights: the colours are not a colorization"
@@ -121,15 +130,33 @@ class AgentBook:
         )
 
     def worker(self, name: str) -> tuple[str, str]:
-        """A worker (``cuda0@host``), as a hardware agent."""
+        """Name a worker (``cuda0@host``) as a hardware agent.
+
+        Args:
+            name: The worker's node name.
+
+        Returns:
+            The agent's identifier (type, value).
+        """
         return self._add("worker", name, name, "hardware", None, "worker host and device")
 
     def recorder(self, label: str) -> tuple[str, str]:
-        """Whoever recorded an event (``HOST panchro VERSION``)."""
+        """Name whoever recorded an event as an agent.
+
+        Args:
+            label: The event's ``agent`` (``HOST panchro VERSION``).
+
+        Returns:
+            The agent's identifier (type, value).
+        """
         return self._add("event agent", label, label, "software", None, "recorded the event")
 
     def nodes(self) -> list[Node]:
-        """Every agent named so far, in the order first named."""
+        """Return every agent named so far, in the order first named.
+
+        Returns:
+            The ``agent`` nodes.
+        """
         return list(self._agents.values())
 
 
@@ -148,30 +175,30 @@ def object_node(
     """
     fixity = None
     if item.sha256:
-        fixity = node(
+        fixity = _node(
             "fixity",
-            leaf("messageDigestAlgorithm", "SHA-256"),
-            leaf("messageDigest", item.sha256),
-            leaf("messageDigestOriginator", "panchro"),
+            _leaf("messageDigestAlgorithm", "SHA-256"),
+            _leaf("messageDigest", item.sha256),
+            _leaf("messageDigestOriginator", "panchro"),
         )
-    return node(
+    return _node(
         "object",
-        identifier("objectIdentifier", _URI, item.uri),
-        node(
+        _identifier("objectIdentifier", _URI, item.uri),
+        _node(
             "objectCharacteristics",
-            leaf("compositionLevel", 0),
+            _leaf("compositionLevel", 0),
             fixity,
-            leaf("size", item.size) if item.size is not None else None,
-            node("format", node("formatDesignation", leaf("formatName", item.mime_type))),
+            _leaf("size", item.size) if item.size is not None else None,
+            _node("format", _node("formatDesignation", _leaf("formatName", item.mime_type))),
         ),
-        leaf("originalName", original) if original else None,
-        node("storage", identifier("contentLocation", _URI, item.uri)),
+        _leaf("originalName", original) if original else None,
+        _node("storage", _identifier("contentLocation", _URI, item.uri)),
         *(
-            node(
+            _node(
                 "relationship",
-                leaf("relationshipType", "derivation"),
-                leaf("relationshipSubType", subtype),
-                identifier("relatedObjectIdentifier", _URI, uri),
+                _leaf("relationshipType", "derivation"),
+                _leaf("relationshipSubType", subtype),
+                _identifier("relatedObjectIdentifier", _URI, uri),
             )
             for subtype, uri in related
         ),
@@ -189,23 +216,23 @@ def _event(
     agents: Iterable[tuple[tuple[str, str], str]],
     objects: Iterable[tuple[str, str]],
 ) -> Node:
-    return node(
+    return _node(
         "event",
-        identifier("eventIdentifier", _EVENT_ID, event_id),
-        leaf("eventType", event_type),
-        leaf("eventDateTime", when(moment)),
-        node("eventDetailInformation", leaf("eventDetail", detail)) if detail else None,
-        node(
+        _identifier("eventIdentifier", _EVENT_ID, event_id),
+        _leaf("eventType", event_type),
+        _leaf("eventDateTime", _when(moment)),
+        _node("eventDetailInformation", _leaf("eventDetail", detail)) if detail else None,
+        _node(
             "eventOutcomeInformation",
-            leaf("eventOutcome", outcome),
+            _leaf("eventOutcome", outcome),
             *(
-                node("eventOutcomeDetail", leaf("eventOutcomeDetailNote", note))
+                _node("eventOutcomeDetail", _leaf("eventOutcomeDetailNote", note))
                 for note in notes
                 if note
             ),
         ),
-        *(identifier("linkingAgentIdentifier", *key, role) for key, role in agents),
-        *(identifier("linkingObjectIdentifier", _URI, uri, role) for uri, role in objects),
+        *(_identifier("linkingAgentIdentifier", *key, role) for key, role in agents),
+        *(_identifier("linkingObjectIdentifier", _URI, uri, role) for uri, role in objects),
     )
 
 
@@ -227,7 +254,7 @@ def _try_detail(tried: Attempt, record: ImageRecord, collection: Collection) -> 
         f"upsampling {image.upsample or collection.upsample or 'unknown'}",
     ]
     if tried.finished_at is not None:
-        parts.append(f"finished {when(tried.finished_at)}")
+        parts.append(f"finished {_when(tried.finished_at)}")
     return "; ".join(parts)
 
 

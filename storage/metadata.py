@@ -8,12 +8,19 @@ readers that show only plain text fields.
 
 XMP written here::
 
-    Iptc4xmpExt:DigitalSourceType   compositeWithTrainedAlgorithmicMedia (see the constant)
+    Iptc4xmpExt:DigitalSourceType   compositeWithTrainedAlgorithmicMedia (see the constant);
+                                    compositeSynthetic for untrained, random weights
     xmp:ModifyDate, xmp:MetadataDate the time of colorization
     xmpMM:History                   one appended "edited" event naming the software
     panchro:Software, panchro:Model, panchro:CheckpointSHA256, panchro:InputSize,
-    panchro:Precision               the exact model run, for reproducibility
+    panchro:Precision, panchro:Upsample
+                                    the exact model run, for reproducibility
     panchro:DerivedFromSHA256       in an access copy only: the SHA-256 of its master
+    panchro:Device, panchro:Host    where it ran
+    panchro:SourceSHA256            the original's bytes, as read
+    panchro:Untrained               "True" when the weights were random
+    dc:title, dc:creator...         the original's IPTC-IIM record, for formats without IIM
+                                    (see ``iptc_xmp``)
 
 When the original already has an XMP packet, those properties are merged into it, replacing
 only the ones listed above (and ``tiff:Orientation``, because decoding applied the rotation).
@@ -28,8 +35,14 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cache
+from typing import TYPE_CHECKING
 
 from PIL import Image, ImageCms
+
+from storage.iptc_xmp import add_iptc_core
+
+if TYPE_CHECKING:
+    from storage.codecs.tiff_ifd import Ifd
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +56,11 @@ logger = logging.getLogger(__name__)
 DIGITAL_SOURCE_TYPE = (
     "http://cv.iptc.org/newscodes/digitalsourcetype/compositeWithTrainedAlgorithmicMedia"
 )
+
+#: IPTC Digital Source Type of a copy made with untrained, random weights: a composite of
+#: captured media (the original's luminance) and synthetic content that no trained model
+#: produced, so ``compositeWithTrainedAlgorithmicMedia`` would be false.
+UNTRAINED_SOURCE_TYPE = "http://cv.iptc.org/newscodes/digitalsourcetype/compositeSynthetic"
 
 #: XML namespace of the panchro-specific XMP properties. It is under the reserved
 #: ``.invalid`` domain (RFC 2606), so it can never name someone else's site, and it ends in
@@ -101,6 +119,9 @@ class ImageMetadata:
         compression: TIFF compression in Pillow's names (``tiff_lzw``, ``raw`` ...), or None.
         jpeg_quality: Estimated IJG quality (1-100) of a JPEG original, or None.
         lossless: For WebP, whether the original was lossless; None for other formats.
+        iptc: The original's IPTC-IIM record (the datasets, byte for byte), or None.
+        extra_pages: A TIFF original's pages after the first, to be carried unchanged.
+        pages_note: Why a TIFF original's further pages cannot be carried, or None.
     """
 
     icc_profile: bytes | None = None
@@ -111,6 +132,9 @@ class ImageMetadata:
     compression: str | None = None
     jpeg_quality: int | None = None
     lossless: bool | None = None
+    iptc: bytes | None = None
+    extra_pages: tuple[Ifd, ...] = ()
+    pages_note: str | None = None
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,11 @@ class ProvenanceStamp:
         input_size: Square input size the model actually ran at, in pixels.
         created: When the copy was made; naive datetimes are taken as UTC.
         precision: Inference precision (``"fp16"``, ``"bf16"``, ``"fp32"``), if known.
+        upsample: How the colour was brought to full resolution (``"guided"``...), if known.
+        device: The device the model ran on (``"cuda:0 (NVIDIA A100)"``), if known.
+        host: The worker or machine that ran it, if known.
+        source_sha256: Hex SHA-256 of the original's bytes as read, if known.
+        untrained: Whether the weights were random: then nothing claims a trained model.
     """
 
     software: str
@@ -136,6 +165,11 @@ class ProvenanceStamp:
     input_size: int
     created: datetime
     precision: str | None = None
+    upsample: str | None = None
+    device: str | None = None
+    host: str | None = None
+    source_sha256: str | None = None
+    untrained: bool = False
 
 
 def provenance_note(provenance: ProvenanceStamp) -> str:
@@ -146,9 +180,17 @@ def provenance_note(provenance: ProvenanceStamp) -> str:
 
     Returns:
         A short English sentence; it names the model, the input size and the date, and says
-        that the colours were predicted by a trained model.
+        that the colours were predicted by a trained model, or, for random weights, that
+        they are meaningless.
     """
     precision = f", {provenance.precision}" if provenance.precision else ""
+    if provenance.untrained:
+        return (
+            f"Demonstration made by {provenance.software} with {provenance.model_name} "
+            f"(no checkpoint, input {provenance.input_size} px{precision}) on "
+            f"{_iso(provenance.created)[:10]}. The luminance is the original photograph's; "
+            "the colours come from random weights and mean nothing."
+        )
     return (
         f"Colorized by {provenance.software} with {provenance.model_name} "
         f"(checkpoint sha256 {provenance.checkpoint_sha256[:12]}, input {provenance.input_size}"
@@ -158,7 +200,11 @@ def provenance_note(provenance: ProvenanceStamp) -> str:
 
 
 def build_xmp(
-    provenance: ProvenanceStamp, *, base: bytes | None = None, derived_from: str | None = None
+    provenance: ProvenanceStamp,
+    *,
+    base: bytes | None = None,
+    derived_from: str | None = None,
+    iptc: bytes | None = None,
 ) -> bytes:
     """Build the XMP packet of a colorized copy, merged into the original's packet if any.
 
@@ -169,6 +215,8 @@ def build_xmp(
             (malformed, or with a DOCTYPE) is left out, with a warning.
         derived_from: For an access copy: hex SHA-256 of the master it was made from,
             written as ``panchro:DerivedFromSHA256`` (see :func:`derived_from_sha256`).
+        iptc: An IIM record whose IPTC Core equivalents are added where the packet lacks
+            them (for formats that cannot hold the record itself).
 
     Returns:
         A complete UTF-8 XMP packet (``<?xpacket ...?>`` wrapper included).
@@ -180,15 +228,16 @@ def build_xmp(
     _remove_properties(rdf)
     description = ET.SubElement(rdf, _RDF_DESCRIPTION, {_RDF_ABOUT: ""})
     when = _iso(provenance.created)
-    _text(description, "Iptc4xmpExt", "DigitalSourceType", DIGITAL_SOURCE_TYPE)
+    source_type = UNTRAINED_SOURCE_TYPE if provenance.untrained else DIGITAL_SOURCE_TYPE
+    _text(description, "Iptc4xmpExt", "DigitalSourceType", source_type)
     _text(description, "xmp", "ModifyDate", when)
     _text(description, "xmp", "MetadataDate", when)
     _text(description, "panchro", "Software", provenance.software)
     _text(description, "panchro", "Model", provenance.model_name)
     _text(description, "panchro", "CheckpointSHA256", provenance.checkpoint_sha256)
     _text(description, "panchro", "InputSize", str(provenance.input_size))
-    if provenance.precision:
-        _text(description, "panchro", "Precision", provenance.precision)
+    for name, value in _run_facts(provenance):
+        _text(description, "panchro", name, value)
     if derived_from:
         _text(description, "panchro", "DerivedFromSHA256", derived_from)
     history_element = ET.SubElement(description, _q("xmpMM", "History"))
@@ -197,13 +246,29 @@ def build_xmp(
     _text(event, "stEvt", "action", "edited")
     _text(event, "stEvt", "when", when)
     _text(event, "stEvt", "softwareAgent", provenance.software)
+    made = "random colours from" if provenance.untrained else "colorized with"
     _text(
         event,
         "stEvt",
         "parameters",
-        f"colorized with {provenance.model_name} at input size {provenance.input_size}",
+        f"{made} {provenance.model_name} at input size {provenance.input_size}",
     )
+    if iptc:
+        add_iptc_core(rdf, iptc)
     return _packet(rdf)
+
+
+def _run_facts(provenance: ProvenanceStamp) -> list[tuple[str, str]]:
+    """The optional panchro properties that are known, as (name, text)."""
+    facts = [
+        ("Precision", provenance.precision),
+        ("Upsample", provenance.upsample),
+        ("Device", provenance.device),
+        ("Host", provenance.host),
+        ("SourceSHA256", provenance.source_sha256),
+        ("Untrained", "True" if provenance.untrained else None),
+    ]
+    return [(name, value) for name, value in facts if value]
 
 
 def last_edited_by_panchro(xmp: bytes | None) -> bool:
@@ -249,19 +314,24 @@ def derived_from_sha256(xmp: bytes | None) -> str | None:
     return element.text.strip()
 
 
-def carry_xmp(base: bytes | None) -> bytes | None:
+def carry_xmp(base: bytes | None, *, iptc: bytes | None = None) -> bytes | None:
     """Prepare an original's XMP packet for a copy made without a provenance record.
 
     Args:
         base: The original's XMP packet, or None.
+        iptc: An IIM record to mirror as IPTC Core where the packet lacks it, or None.
 
     Returns:
         The packet without ``tiff:Orientation`` (decoding already turned the pixels
-        upright), or None when there is none or it cannot be parsed safely.
+        upright), or None when there is none or it cannot be parsed safely, and no IIM.
     """
     rdf = _parse_base(base) if base else None
     if rdf is None:
-        return None
+        if not iptc:
+            return None
+        rdf = ET.Element(_q("rdf", "RDF"))
+    if iptc:
+        add_iptc_core(rdf, iptc)
     for description in rdf.findall(_RDF_DESCRIPTION):
         name = _q("tiff", "Orientation")
         description.attrib.pop(name, None)
@@ -378,6 +448,11 @@ _REPLACED = (
     _q("panchro", "InputSize"),
     _q("panchro", "Precision"),
     _q("panchro", "DerivedFromSHA256"),
+    _q("panchro", "Upsample"),
+    _q("panchro", "Device"),
+    _q("panchro", "Host"),
+    _q("panchro", "SourceSHA256"),
+    _q("panchro", "Untrained"),
 )
 
 

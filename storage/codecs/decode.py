@@ -39,7 +39,7 @@ from PIL import (
     TiffImagePlugin,
 )
 
-from storage.codecs import deep, tiff
+from storage.codecs import deep, tiff, tiff_carry
 from storage.codecs.formats import (
     BMP,
     JPEG,
@@ -171,6 +171,8 @@ def decode_image(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS) -
         raise error(f"{label}: this is {kind}; supported formats are {SUPPORTED}")
     if fmt == TIFF:
         decoded = _decode_tiff(data, label, max_pixels)
+        metadata = tiff_carry.carried_metadata(decoded.metadata, data)
+        decoded = dataclasses.replace(decoded, metadata=metadata)
     elif fmt == PNG and _png_is_deep(data):
         decoded = _decode_deep_png(data, label, max_pixels)
     else:

@@ -11,9 +11,12 @@ Per format (see ``formats.py`` for which format is chosen):
 
 Every format gets the original's ICC profile when it fits the output's colour space (an
 RGB copy of a gray original gets sRGB instead of the gray profile), DPI where the format has
-it, EXIF, and the XMP packet built by ``storage.metadata``. EXIF in TIFF outputs is limited
-to the descriptive first-page tags (Make, Artist, Copyright ...): libtiff rejects an Exif
-sub-IFD written through Pillow, and tifffile cannot write one.
+it, EXIF, the IPTC-IIM record, and the XMP packet built by ``storage.metadata``. A TIFF copy
+gets the descriptive first-page EXIF tags (Make, Artist, Copyright ...) from Pillow or
+tifffile; its Exif and GPS sub-IFDs, its IIM record (tag 33723) and a TIFF original's
+further pages are added by ``tiff_carry`` (libtiff rejects an Exif sub-IFD written through
+Pillow, and tifffile cannot write one). A JPEG copy gets the IIM record as an APP13 segment;
+PNG and WebP copies get its IPTC Core equivalents in their XMP.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, PngImagePlugin, TiffImagePlugin, TiffTags
 
-from storage.codecs import png, tiff
+from storage.codecs import png, tiff, tiff_carry
 from storage.codecs.formats import JPEG, PNG, TIFF, WEBP, output_format
 from storage.codecs.samples import to_8_bits, to_dtype
+from storage.iptc import insert_app13
 from storage.metadata import (
     ImageMetadata,
     ProvenanceStamp,
@@ -111,22 +115,36 @@ def encode_image(
     colour = samples.ndim == 3
     icc = _matching_icc(metadata.icc_profile, colour)
     note = provenance_note(provenance) if provenance else None
-    xmp = build_xmp(provenance, base=metadata.xmp) if provenance else carry_xmp(metadata.xmp)
+    # PNG and WebP cannot hold an IIM record: its IPTC Core equivalents go into the XMP.
+    iim_as_xmp = metadata.iptc if target in (PNG, WEBP) else None
+    xmp = (
+        build_xmp(provenance, base=metadata.xmp, iptc=iim_as_xmp)
+        if provenance
+        else carry_xmp(metadata.xmp, iptc=iim_as_xmp)
+    )
     if target == JPEG and xmp and len(xmp) > JPEG_XMP_LIMIT:
         # Extended XMP (split over several APP1 segments) is not written.
         logger.warning("XMP of %d bytes does not fit a JPEG; the original's is left out", len(xmp))
         xmp = build_xmp(provenance) if provenance else None
     description = "\n".join(text for text in (metadata.description, note) if text) or None
-    carried = ImageMetadata(icc_profile=icc, dpi=metadata.dpi, exif=metadata.exif)
+    carried = ImageMetadata(
+        icc_profile=icc,
+        dpi=metadata.dpi,
+        exif=metadata.exif,
+        iptc=metadata.iptc,
+        extra_pages=metadata.extra_pages,
+    )
     software = provenance.software if provenance else None
     logger.debug("encoding %s %s as %s", samples.shape, samples.dtype, target)
     if target == JPEG:
-        return _write_jpeg(samples, alpha, carried, xmp, note)
+        jpeg = _write_jpeg(samples, alpha, carried, xmp, note)
+        return insert_app13(jpeg, carried.iptc) if carried.iptc else jpeg
     if target == PNG:
         return _write_png(samples, alpha, carried, xmp, description, software)
     if target == TIFF:
         compression = metadata.compression if source and source.format == TIFF else None
-        return _write_tiff(samples, alpha, carried, xmp, description, software, compression)
+        written = _write_tiff(samples, alpha, carried, xmp, description, software, compression)
+        return tiff_carry.finish_tiff(written, carried)
     assert target == WEBP
     lossless = bool(metadata.lossless)
     return _write_webp(samples, alpha, carried, xmp, lossless)

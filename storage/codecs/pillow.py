@@ -19,6 +19,7 @@ from storage.codecs.formats import JPEG, TIFF, WEBP, webp_is_lossless
 from storage.codecs.jpeg import estimate_quality
 from storage.codecs.samples import key_alpha
 from storage.errors import UnsupportedImage
+from storage.iptc import IRB_IPTC, iim_from_png_profile
 from storage.metadata import (
     EXIF_ORIENTATION,
     ImageMetadata,
@@ -72,8 +73,19 @@ def pillow_metadata(
         if fmt == JPEG
         else None,
         lossless=webp_is_lossless(data) if fmt == WEBP else None,
+        iptc=_iim(info),
     )
     return metadata, orientation, notes
+
+
+def _iim(info: dict[str | tuple[int, int], Any]) -> bytes | None:
+    """The IPTC-IIM record of a JPEG (APP13 resources) or a PNG (raw profile text)."""
+    resources = info.get("photoshop")
+    if isinstance(resources, dict):
+        record = resources.get(IRB_IPTC)
+        return bytes(record) if isinstance(record, bytes | bytearray) and record else None
+    profile = info.get("Raw profile type iptc")
+    return iim_from_png_profile(profile) if isinstance(profile, str) else None
 
 
 def pillow_samples(

@@ -139,6 +139,14 @@ upsample_option = click.option(
     " follows the full-resolution luminance), or nearest (the published pipeline, bit"
     " for bit), bilinear, bicubic. See docs/upsampling.md.",
 )
+#: ``--skip-colour``: leave originals that are already in colour alone.
+skip_colour_option = click.option(
+    "--skip-colour",
+    is_flag=True,
+    help="Skip originals already in colour (chroma in several hues; grey stored as RGB and "
+    "toned prints such as sepia are not colour): recorded as skipped, failure code "
+    "skip.colour. Without it they are colorized with a source.colour warning.",
+)
 #: ``--model``: the official model the checkpoint holds, or the one built untrained.
 model_option = click.option(
     "--model",

@@ -186,8 +186,8 @@ def provenance_note(provenance: ProvenanceStamp) -> str:
     precision = f", {provenance.precision}" if provenance.precision else ""
     if provenance.untrained:
         return (
-            f"Demonstration made by {provenance.software} with {provenance.model_name} "
-            f"(no checkpoint, input {provenance.input_size} px{precision}) on "
+            f"Demonstration made by {provenance.software}: {provenance.model_name}, no "
+            f"checkpoint, input {provenance.input_size} px{precision}, on "
             f"{_iso(provenance.created)[:10]}. The luminance is the original photograph's; "
             "the colours come from random weights and mean nothing."
         )

@@ -15,6 +15,7 @@ the original's format family with a provenance stamp in its metadata.
 from __future__ import annotations
 
 import hashlib
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from typing import TYPE_CHECKING
 
 from storage.imaging import decode_image, encode_image, output_extension
 from storage.metadata import ProvenanceStamp
-from workers.weights import describe_weights
+from workers.source_checks import source_warnings
+from workers.weights import UNTRAINED_CHECKPOINT, describe_weights
 
 if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer, ColorizeResult
@@ -107,12 +109,15 @@ class ColorizedCopy:
         extension: File name extension of ``data`` (``.tif``, ``.jpg``, ``.png``, ``.webp``).
         result: The colorization (size used, sizes tried, precision, device, timings).
         stamp: The provenance written into the copy's metadata.
+        warnings: What a person should know, as ``{"code", "message"}`` dicts
+            (``workers.source_checks``): an original already in colour, pages left out.
     """
 
     data: bytes
     extension: str
     result: ColorizeResult
     stamp: ProvenanceStamp
+    warnings: tuple[dict[str, str], ...] = ()
 
 
 def colorize_original(
@@ -124,6 +129,7 @@ def colorize_original(
     precision: str | None = None,
     output_format: str | None = None,
     untrained: bool = False,
+    host: str | None = None,
 ) -> ColorizedCopy:
     """Colorize one original and encode the copy.
 
@@ -136,6 +142,7 @@ def colorize_original(
         precision: Precision by name (``auto``, ``fp16``...); None for the colorizer's default.
         output_format: Output format instead of the original's family (``png``, ``tif``...).
         untrained: Whether the weights are random (marked in the metadata).
+        host: The worker or machine, as stamped into the copy; None for this host's name.
 
     Returns:
         The encoded copy and its provenance.
@@ -156,11 +163,18 @@ def colorize_original(
         input_size=result.size,
         created=datetime.now(UTC),
         precision=result.precision,
+        upsample=result.upsample,
+        device=result.device,
+        host=host or socket.gethostname(),
+        source_sha256=original.sha256,
+        untrained=checkpoint == UNTRAINED_CHECKPOINT,
     )
     encoded = encode_image(result.image, source=image, format=output_format, provenance=stamp)
+    extension = output_extension(image.format, output_format)
     return ColorizedCopy(
         data=encoded,
-        extension=output_extension(image.format, output_format),
+        extension=extension,
         result=result,
         stamp=stamp,
+        warnings=source_warnings(image, encoded, extension),
     )

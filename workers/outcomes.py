@@ -19,6 +19,8 @@ class ProcessStatus(StrEnum):
     DONE = "done"
     #: The image was recorded as failed, with a reason.
     FAILED = "failed"
+    #: The image was recorded as skipped, with a reason (an original in colour, asked for).
+    SKIPPED = "skipped"
     #: Nothing: the image was done, cancelled, not queued or held by another try.
     NOT_CLAIMED = "not_claimed"
     #: The try was given up and taken over meanwhile; its result was not recorded.
@@ -33,7 +35,7 @@ class Outcome:
         image_id: The image.
         status: What was done.
         collection_id: Its collection, when it was claimed.
-        reason: Why it failed.
+        reason: Why it failed or was skipped.
         output_uri: Where the output was written.
         input_size: Model input size that produced the output (or the last one tried).
         sizes_tried: Every input size tried, in order.

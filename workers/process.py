@@ -5,7 +5,7 @@ no transaction stays open while reading, running the model or writing::
 
     claim      queued -> running and a new attempts row; nothing to do if the claim is lost
     read       the original's bytes (never written) and their SHA-256, or the read-ahead's
-    decode     validate and decode
+    decode     validate and decode; an original in colour is skipped if the collection asks
     colorize   at the collection's input size; the out-of-memory ladder runs inside ddcolor
     record     one ``oom_retry`` attempt per input size that ran out of memory
     encode     the original's format family with provenance metadata (``workers.colorizing``)
@@ -38,7 +38,6 @@ from catalog import (
     CatalogError,
     Claim,
     ImageStatus,
-    Provenance,
     claim_image,
     get_collection,
     get_image,
@@ -61,7 +60,9 @@ from workers.errors import (
 )
 from workers.outcomes import Outcome, ProcessStatus
 from workers.outputs import OutputPlan, check_output, plan_output, write_output
-from workers.weights import check_weights, describe_weights
+from workers.provenance import catalog_provenance
+from workers.source_checks import colour_skip_reason, record_colour_skip, skips_colour
+from workers.weights import check_weights
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -105,6 +106,8 @@ class _Job:
     untrained: bool
     output: OutputPlan
     access: AccessPlan
+    worker: str
+    skip_colour: bool = False
 
 
 @dataclass
@@ -216,7 +219,7 @@ def process_image(
     log = _ImageLog(image_id, device)
     with transaction(sessions) as db:
         claim = claim_image(db, image_id, worker=worker, device=device[:128], task_id=task_id)
-        job = _job(db, claim) if claim is not None else None
+        job = _job(db, claim, worker) if claim is not None else None
     if job is None:
         log.info("not claimed by %s: finished, cancelled or held by another try", worker)
         return Outcome(image_id, ProcessStatus.NOT_CLAIMED, seconds=time.perf_counter() - began)
@@ -256,7 +259,7 @@ def process_image(
     return _finished(outcome, began)
 
 
-def _job(db: Session, claim: Claim) -> _Job:
+def _job(db: Session, claim: Claim, worker: str) -> _Job:
     collection = get_collection(db, claim.collection_id)
     image = get_image(db, claim.image_id)
     output_format = (collection.options or {}).get(OUTPUT_FORMAT_OPTION)
@@ -273,6 +276,8 @@ def _job(db: Session, claim: Claim) -> _Job:
         untrained=collection.untrained,
         output=plan_output(db, claim, collection.output),
         access=AccessPlan.of(collection, claim),
+        worker=worker,
+        skip_colour=skips_colour(collection.options),
     )
 
 
@@ -313,6 +318,13 @@ def _run(
         )
     decoded = original.decoded
     read_seconds = time.perf_counter() - began
+    skip = colour_skip_reason(decoded) if job.skip_colour else None
+    if skip is not None:
+        if not record_colour_skip(sessions, claim.image_id, attempt.attempt_id, skip):
+            log.warning("the try was taken over meanwhile; its skip is not recorded")
+            return _outcome(job, attempt, ProcessStatus.DROPPED)
+        log.changed(logging.INFO, "skipped", "skipped: %s", skip, began=claimed_at)
+        return _outcome(job, attempt, ProcessStatus.SKIPPED, reason=skip)
 
     attempt.phase = "colorize"
     size = job.input_size or colorizer.size
@@ -327,6 +339,7 @@ def _run(
             precision=precision,
             output_format=job.output_format,
             untrained=untrained,
+            host=job.worker,
         )
     except OutOfMemoryAtMinimumSize:
         ladder = size_ladder(size)
@@ -359,22 +372,8 @@ def _run(
     write_seconds = time.perf_counter() - began_write
 
     attempt.phase = "record"
-    info = describe_device(colorizer.device)
-    provenance = Provenance(
-        output_sha256=output_sha256,
-        output_size=len(colorized.data),
-        input_size=result.size,
-        precision=result.precision,
-        sizes_tried=result.sizes_tried,
-        backend=info.backend,
-        device=result.device[:128],
-        model_name=(colorizer.model_name or "ddcolor")[:64],
-        checkpoint_sha256=describe_weights(colorizer, untrained)[1],
-        source_sha256=original.sha256,
-        width=decoded.width,
-        height=decoded.height,
-        mode=decoded.mode[:16],
-        bit_depth=decoded.bit_depth,
+    provenance = catalog_provenance(
+        colorizer, original, colorized, output_sha256=output_sha256, untrained=untrained
     )
     access = write_access_files(
         sessions, storage_for, job.access, attempt.attempt_id, colorized, original, provenance
@@ -386,6 +385,8 @@ def _run(
     if not recorded:
         log.warning("the try was taken over meanwhile; its output stays but is not recorded")
         return _outcome(job, attempt, ProcessStatus.DROPPED)
+    for warning in colorized.warnings:
+        log.warning("warning %s: %s", warning["code"], warning["message"])
     timings = f"read {read_seconds:.2f} s{' (ahead)' if attempt.read_ahead else ''}, model "
     timings += (
         f"{result.network_seconds:.2f} of {result.seconds:.2f} s, write {write_seconds:.2f} s"

@@ -4,9 +4,10 @@
 
     pending --queue_pending--> queued --claim_image--> running --mark_done----> done
        ^                         |                        |-----mark_failed--> failed
+       |                         |                        |-----mark_skipped-> skipped
        |<------unqueue(_stale)---'                        |
        |<--------release_lost / worker died (redelivery)--'
-       |<--retry_images-- failed, skipped, cancelled     (skipped: registered so by a scan)
+       |<--retry_images-- failed, skipped, cancelled     (skipped: by a scan, or by a try)
     pending, queued --cancel_collection--> cancelled --resume_collection--> pending
 
 Two processes may try the same change at once: two dispatchers, one message delivered
@@ -52,6 +53,7 @@ from catalog.transitions.results import (
     mark_failed,
     record_oom_retry,
 )
+from catalog.transitions.skipping import mark_skipped
 
 __all__ = [
     "MAX_LOST_ATTEMPTS",
@@ -65,6 +67,7 @@ __all__ = [
     "complete_collection",
     "mark_done",
     "mark_failed",
+    "mark_skipped",
     "queue_pending",
     "record_oom_retry",
     "release_claim",

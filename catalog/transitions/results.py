@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
@@ -40,6 +40,9 @@ class Provenance:
         height: Height of the original in pixels.
         mode: Pixel mode of the original ("L", "I;16", "RGB").
         bit_depth: Bits per sample of the original.
+        upsample: How the colour was brought to full resolution ("guided", "nearest").
+        warnings: What a person should know about the image, each ``{"code", "message"}``
+            (an original already in colour, pages not carried); empty for none.
     """
 
     output_sha256: str
@@ -56,6 +59,8 @@ class Provenance:
     height: int | None = None
     mode: str | None = None
     bit_depth: int | None = None
+    upsample: str | None = None
+    warnings: Sequence[Mapping[str, str]] = ()
 
 
 class _HeldTry(NamedTuple):
@@ -216,6 +221,8 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
         "backend": provenance.backend,
         "model_name": provenance.model_name,
         "checkpoint_sha256": provenance.checkpoint_sha256,
+        "failure_code": None,
+        "warnings": [dict(warning) for warning in provenance.warnings] or None,
     }
     # Fields the worker may not know keep the value they had rather than being erased.
     optional = {
@@ -225,6 +232,7 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
         "height": provenance.height,
         "mode": provenance.mode,
         "bit_depth": provenance.bit_depth,
+        "upsample": provenance.upsample,
     }
     image_values.update({key: value for key, value in optional.items() if value is not None})
     done = _finish(

@@ -122,6 +122,8 @@ def colorize_file(
         f"{result.seconds:.1f} s"
     )
     detail += "".join(f", {Path(copy.uri).name}" for copy in copies)
+    for warning in colorized.warnings:
+        detail += f"; warning {warning['code']}: {warning['message']}"
     return FileOutcome(source, output, "done", detail)
 
 

@@ -37,6 +37,7 @@ from panchro.options import (
     output_format_options,
     size_from,
     size_options,
+    skip_colour_option,
 )
 
 if TYPE_CHECKING:
@@ -151,6 +152,7 @@ def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunT
 @size_options
 @output_format_options
 @access_file_options
+@skip_colour_option
 @click.option(
     "--collection",
     help="Name of the collection in the run's catalog (default: the SOURCE folder's name).",
@@ -187,6 +189,7 @@ def run(
     format_alias: str | None,
     derivatives: tuple[DerivativeSpec, ...],
     sidecars: bool,
+    skip_colour: bool,
     collection: str | None,
     force: bool,
     prefetch: int,
@@ -212,6 +215,7 @@ def run(
       panchro run scans/ --output colour/ --weights ddcolor_modelscope.pth
       panchro run s3://archive/scans/1920s --output colour/ --preset landscape
       panchro run examples --output colorized --untrained     # demo, random weights
+      panchro run scans/ --output colour/ --skip-colour       # leave colour originals alone
     """
     from sqlalchemy.engine import make_url
 
@@ -224,6 +228,7 @@ def run(
     from storage.registry import open_storage
     from storage.uri import parse_uri
     from workers.embedded import EmbeddedWorker
+    from workers.source_checks import SKIP_COLOUR_OPTION
 
     settings = load_settings(ctx, weights=weights, precision=precision, device=device)
     output_format = chosen_output_format(output_format, format_alias)
@@ -288,7 +293,10 @@ def run(
                 upsample=upsample,
                 untrained=untrained,
                 output_format=output_format,
-                options=collection_options_for(derivatives, sidecars),
+                options={
+                    **collection_options_for(derivatives, sidecars),
+                    **({SKIP_COLOUR_OPTION: True} if skip_colour else {}),
+                },
                 given=given,
             ),
             force=force,
@@ -302,7 +310,7 @@ def run(
         f"{summary.registered} images in {source} ({summary.new} new, {summary.changed} "
         f"changed; {summary.skipped_total} other files skipped, "
         f"{sum(summary.ignored.values())} hidden or system files ignored); {remaining} to "
-        f"colorize with {colorizer!r}",
+        f"colorize with {colorizer!r}{' (UNTRAINED random weights)' if untrained else ''}",
         err=True,
     )
     for line in resubmission_lines(summary, redo=redo_changed):

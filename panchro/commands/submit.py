@@ -27,6 +27,7 @@ from panchro.options import (
     output_format_options,
     size_from,
     size_options,
+    skip_colour_option,
     untrained_option,
     upsample_option,
 )
@@ -237,6 +238,7 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
 @upsample_option
 @output_format_options
 @access_file_options
+@skip_colour_option
 @click.option(
     "--not-before",
     metavar="HH:MM",
@@ -282,6 +284,7 @@ def submit_command(
     format_alias: str | None,
     derivatives: tuple[DerivativeSpec, ...],
     sidecars: bool,
+    skip_colour: bool,
     not_before: str | None,
     priority: int,
     force: bool,
@@ -322,6 +325,7 @@ def submit_command(
     from scheduler import CollectionSettings, check_locations
     from scheduler import submit as submit_collection
     from storage.registry import open_storage
+    from workers.source_checks import SKIP_COLOUR_OPTION
 
     input_size = size_from(preset, size)
     if untrained and weights is not None:
@@ -339,7 +343,10 @@ def submit_command(
         output_format=chosen_output_format(output_format, format_alias),
         not_before=not_before,
         priority=priority,
-        options=collection_options_for(derivatives, sidecars),
+        options={
+            **collection_options_for(derivatives, sidecars),
+            **({SKIP_COLOUR_OPTION: True} if skip_colour else {}),
+        },
         given=given_settings(ctx, settings),
     )
     with fail_on("opening the source"):

@@ -88,7 +88,8 @@ def _originals(folder: Path) -> dict[str, Path]:
     paths = {"tif8": folder / "tif8.tif", "tif16": folder / "tif16.tif", "jpeg": folder / "j.jpg"}
     tifffile.imwrite(paths["tif8"], gray, compression="zlib", metadata=None)
     wide = np.dstack([gray, gray, gray]).astype(np.uint16) * 257
-    tifffile.imwrite(paths["tif16"], wide, photometric="rgb", metadata=None)
+    # Big-endian: its Exif and GPS sub-IFDs are converted into the little-endian copy.
+    tifffile.imwrite(paths["tif16"], wide, photometric="rgb", metadata=None, byteorder=">")
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, "JPEG", quality=90)
     paths["jpeg"].write_bytes(buffer.getvalue())

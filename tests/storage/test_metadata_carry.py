@@ -77,6 +77,8 @@ COPIES = [
     ("tif16.tif", "tif16", "tif", STAMP),
     ("jpeg.jpg", "jpeg", None, STAMP),
     ("jpeg.tif", "jpeg", "tif", STAMP),
+    ("png.png", "png", None, STAMP),
+    ("png.tif", "png", "tif", STAMP),
     ("untrained.tif", "tif8", "tif", UNTRAINED),
     ("untrained.jpg", "tif8", "jpg", UNTRAINED),
     ("untrained.png", "tif8", "png", UNTRAINED),
@@ -85,7 +87,12 @@ COPIES = [
 
 def _originals(folder: Path) -> dict[str, Path]:
     gray = (np.arange(48 * 64).reshape(48, 64) % 251).astype(np.uint8)
-    paths = {"tif8": folder / "tif8.tif", "tif16": folder / "tif16.tif", "jpeg": folder / "j.jpg"}
+    paths = {
+        "tif8": folder / "tif8.tif",
+        "tif16": folder / "tif16.tif",
+        "jpeg": folder / "j.jpg",
+        "png": folder / "p.png",
+    }
     tifffile.imwrite(paths["tif8"], gray, compression="zlib", metadata=None)
     wide = np.dstack([gray, gray, gray]).astype(np.uint16) * 257
     # Big-endian: its Exif and GPS sub-IFDs are converted into the little-endian copy.
@@ -93,11 +100,12 @@ def _originals(folder: Path) -> dict[str, Path]:
     buffer = io.BytesIO()
     Image.fromarray(gray).save(buffer, "JPEG", quality=90)
     paths["jpeg"].write_bytes(buffer.getvalue())
+    Image.fromarray(gray).save(paths["png"])  # ExifTool adds a "Raw profile type iptc"
     arguments = [f"-{tag}={value}" for tag, value in TAGS.items()]
     arguments += [f"-IPTC:Keywords={keyword}" for keyword in KEYWORDS]
     assert EXIFTOOL is not None
     subprocess.run(
-        [EXIFTOOL, "-q", "-overwrite_original", *arguments, *map(str, paths.values())],
+        [EXIFTOOL, "-q", "-q", "-overwrite_original", *arguments, *map(str, paths.values())],
         check=True,
         timeout=60,
     )
@@ -139,7 +147,9 @@ def _values(reading: dict[str, Any], name: str) -> list[Any]:
     return [v for value in found for v in (value if isinstance(value, list) else [value])]
 
 
-@pytest.mark.parametrize("copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "jpeg.jpg", "jpeg.tif"])
+@pytest.mark.parametrize(
+    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "jpeg.jpg", "jpeg.tif", "png.tif"]
+)
 def test_tiff_and_jpeg_copies_carry_the_whole_iim_record(
     read_back: dict[str, dict[str, Any]], copy: str
 ) -> None:
@@ -149,7 +159,7 @@ def test_tiff_and_jpeg_copies_carry_the_whole_iim_record(
     assert reading["IPTC:Keywords"] == KEYWORDS
 
 
-@pytest.mark.parametrize("copy", ["tif8.png", "tif8.webp"])
+@pytest.mark.parametrize("copy", ["tif8.png", "tif8.webp", "png.png"])
 def test_png_and_webp_copies_mirror_the_iim_record_in_xmp(
     read_back: dict[str, dict[str, Any]], copy: str
 ) -> None:
@@ -163,7 +173,7 @@ def test_png_and_webp_copies_mirror_the_iim_record_in_xmp(
 
 
 @pytest.mark.parametrize(
-    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "tif8.png", "jpeg.jpg", "jpeg.tif"]
+    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "tif8.png", "jpeg.jpg", "jpeg.tif", "png.tif"]
 )
 def test_copies_carry_exif_date_taken_and_gps(
     read_back: dict[str, dict[str, Any]], copy: str
@@ -180,7 +190,7 @@ def test_xmp_records_device_host_upsampling_and_source_checksum(
     read_back: dict[str, dict[str, Any]], copy: str
 ) -> None:
     reading = read_back[copy]
-    original = "jpeg" if copy.startswith("jpeg") else copy.split(".")[0]
+    original = copy.split(".")[0]
     assert reading["XMP-panchro:Device"] == "cpu (test)"
     assert reading["XMP-panchro:Host"] == "gpu7@archive-node"
     assert reading["XMP-panchro:Upsample"] == "guided"

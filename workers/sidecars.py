@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any, Final
 
-from storage.metadata import DIGITAL_SOURCE_TYPE, provenance_note
+from storage.stamp import digital_source_type, provenance_note
 from workers.colorizing import software_name
 from workers.own_files import own_digests, write_beside
 
@@ -167,7 +167,7 @@ def build_sidecar(
         "derivatives": [asdict(record) for record in derivatives],
         "untrained": facts.untrained,
         "ai_generated": {
-            "digital_source_type": DIGITAL_SOURCE_TYPE,
+            "digital_source_type": digital_source_type(copy.stamp),
             "note": provenance_note(copy.stamp),
         },
     }

@@ -17,11 +17,11 @@ Each copy is:
 * a progressive JPEG (baseline for very grainy images, see ``encode.save_jpeg``) at quality 90
   with 4:4:4 chroma (the colours are what the copy is for, and 2x2 subsampling smears
   colour edges);
-* carrying the master's metadata: the original's EXIF, the resolution scaled with the
-  pixels (so the printed size stays the same), and the provenance XMP of the master with
-  the AI-generated label (``Iptc4xmpExt:DigitalSourceType``), plus
-  ``panchro:DerivedFromSHA256`` naming the master it was made from, and the provenance
-  note as a JPEG comment.
+* carrying the master's metadata: the original's EXIF and IPTC-IIM record (APP13), the
+  resolution scaled with the pixels (so the printed size stays the same), and the
+  provenance XMP of the master with the AI-generated label
+  (``Iptc4xmpExt:DigitalSourceType``), plus ``panchro:DerivedFromSHA256`` naming the master
+  it was made from, and the provenance note as a JPEG comment.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from PIL import Image, ImageCms, UnidentifiedImageError
 
 from storage.codecs.encode import JPEG_EXIF_LIMIT, JPEG_XMP_LIMIT, save_jpeg
 from storage.codecs.samples import to_8_bits
+from storage.iptc import insert_app13
 from storage.metadata import (
     ProvenanceStamp,
     build_xmp,
@@ -150,6 +151,8 @@ def encode_access_copies(
         if provenance is not None:
             options["comment"] = provenance_note(provenance)
         data = save_jpeg(image, options)
+        if metadata is not None and metadata.iptc:
+            data = insert_app13(data, metadata.iptc)
         copies.append(AccessCopy(data, edge, image.width, image.height))
     return copies
 

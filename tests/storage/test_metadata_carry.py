@@ -24,6 +24,7 @@ import pytest
 import tifffile
 from PIL import Image
 
+from storage.codecs.access import encode_access_copies
 from storage.imaging import ProvenanceStamp, decode_image, encode_image
 
 EXIFTOOL = shutil.which("exiftool")
@@ -128,6 +129,10 @@ def read_back(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, A
         )
         (folder / name).write_bytes(data)
         written.append(str(folder / name))
+    image = decoded["tif8"]
+    [access] = encode_access_copies(np.dstack([image.pixels] * 3), [32], source=image)
+    (folder / "access.jpg").write_bytes(access.data)
+    written.append(str(folder / "access.jpg"))
     assert EXIFTOOL is not None
     result = subprocess.run(
         [EXIFTOOL, "-j", "-G1", "-a", "-n", "-struct", *written],
@@ -148,7 +153,7 @@ def _values(reading: dict[str, Any], name: str) -> list[Any]:
 
 
 @pytest.mark.parametrize(
-    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "jpeg.jpg", "jpeg.tif", "png.tif"]
+    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "jpeg.jpg", "jpeg.tif", "png.tif", "access.jpg"]
 )
 def test_tiff_and_jpeg_copies_carry_the_whole_iim_record(
     read_back: dict[str, dict[str, Any]], copy: str
@@ -173,7 +178,17 @@ def test_png_and_webp_copies_mirror_the_iim_record_in_xmp(
 
 
 @pytest.mark.parametrize(
-    "copy", ["tif8.tif", "tif16.tif", "tif8.jpg", "tif8.png", "jpeg.jpg", "jpeg.tif", "png.tif"]
+    "copy",
+    [
+        "tif8.tif",
+        "tif16.tif",
+        "tif8.jpg",
+        "tif8.png",
+        "jpeg.jpg",
+        "jpeg.tif",
+        "png.tif",
+        "access.jpg",
+    ],
 )
 def test_copies_carry_exif_date_taken_and_gps(
     read_back: dict[str, dict[str, Any]], copy: str

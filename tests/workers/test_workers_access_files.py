@@ -41,7 +41,7 @@ from catalog import (
 )
 from storage import LocalStorage, StorageOptions
 from storage.codecs.jpeg import estimate_quality
-from storage.imaging import DIGITAL_SOURCE_TYPE
+from storage.stamp import UNTRAINED_SOURCE_TYPE
 from workers.process import ProcessStatus
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -129,7 +129,7 @@ def test_access_copies_and_sidecar_are_written_beside_the_master_and_recorded(
             assert copy.getexif()[0x013B] == ARTIST
             xmp = _xmp(copy)
             assert "UNTRAINED" in str(copy.info.get("comment"))
-        assert DIGITAL_SOURCE_TYPE in xmp and IDENTIFIER in xmp and "UNTRAINED" in xmp
+        assert UNTRAINED_SOURCE_TYPE in xmp and IDENTIFIER in xmp and "UNTRAINED" in xmp
         assert f"<panchro:DerivedFromSHA256>{image.output_sha256}<" in xmp
 
     assert image.sidecar_uri == str(output / "a.png.json")
@@ -152,7 +152,7 @@ def test_access_copies_and_sidecar_are_written_beside_the_master_and_recorded(
     assert (processing["device"], processing["host"]) == (image.device, image.worker_host)
     assert sidecar["times"]["started_at"].startswith(image.started_at.isoformat()[:19])
     assert sidecar["untrained"] is True and sidecar["panchro_version"]
-    assert sidecar["ai_generated"]["digital_source_type"] == DIGITAL_SOURCE_TYPE
+    assert sidecar["ai_generated"]["digital_source_type"] == UNTRAINED_SOURCE_TYPE
     assert {(d["uri"], d["sha256"]) for d in sidecar["derivatives"]} == {
         (row.uri, row.sha256) for row in rows.values()
     }

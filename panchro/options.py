@@ -141,11 +141,12 @@ upsample_option = click.option(
 )
 #: ``--skip-colour``: leave originals that are already in colour alone.
 skip_colour_option = click.option(
-    "--skip-colour",
-    is_flag=True,
+    "--skip-colour/--no-skip-colour",
+    default=None,
     help="Skip originals already in colour (chroma in several hues; grey stored as RGB and "
     "toned prints such as sepia are not colour): recorded as skipped, failure code "
-    "skip.colour. Without it they are colorized with a source.colour warning.",
+    "skip.colour. Otherwise they are colorized with a source.colour warning. Kept by the "
+    "collection until a submission gives the other one.",
 )
 #: ``--model``: the official model the checkpoint holds, or the one built untrained.
 model_option = click.option(

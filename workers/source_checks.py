@@ -75,7 +75,7 @@ def colour_skip_reason(decoded: DecodedImage) -> str | None:
         return None
     return (
         f"the original is already in colour ({_extent(reading)}); skipped because the "
-        "collection was submitted with --skip-colour. Submit it again without --skip-colour "
+        "collection was submitted with --skip-colour. Submit it again with --no-skip-colour "
         "and retry the skipped images to colorize it anyway"
     )
 

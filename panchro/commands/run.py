@@ -189,7 +189,7 @@ def run(
     format_alias: str | None,
     derivatives: tuple[DerivativeSpec, ...],
     sidecars: bool,
-    skip_colour: bool,
+    skip_colour: bool | None,
     collection: str | None,
     force: bool,
     prefetch: int,
@@ -295,7 +295,7 @@ def run(
                 output_format=output_format,
                 options={
                     **collection_options_for(derivatives, sidecars),
-                    **({SKIP_COLOUR_OPTION: True} if skip_colour else {}),
+                    **({} if skip_colour is None else {SKIP_COLOUR_OPTION: skip_colour}),
                 },
                 given=given,
             ),

@@ -284,7 +284,7 @@ def submit_command(
     format_alias: str | None,
     derivatives: tuple[DerivativeSpec, ...],
     sidecars: bool,
-    skip_colour: bool,
+    skip_colour: bool | None,
     not_before: str | None,
     priority: int,
     force: bool,
@@ -345,7 +345,7 @@ def submit_command(
         priority=priority,
         options={
             **collection_options_for(derivatives, sidecars),
-            **({SKIP_COLOUR_OPTION: True} if skip_colour else {}),
+            **({} if skip_colour is None else {SKIP_COLOUR_OPTION: skip_colour}),
         },
         given=given_settings(ctx, settings),
     )

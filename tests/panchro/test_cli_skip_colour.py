@@ -24,18 +24,17 @@ def _write_colour(path: Path) -> None:
     PILImage.fromarray(scene).save(path)
 
 
-def test_submit_stores_skip_colour_and_a_new_submission_without_it_drops_it(
+def test_submit_keeps_skip_colour_until_a_submission_gives_no_skip_colour(
     catalog_url: str, redis_url: str, scans: Path, tmp_path: Path
 ) -> None:
     output = tmp_path / "colour"
+    stored = []
+    for flags in (["--skip-colour"], [], ["--no-skip-colour"]):
+        result = run_submit(catalog_url, redis_url, scans, output, *flags, "--no-dispatch")
+        assert result.exit_code == 0, result.output
+        stored.append(collection(catalog_url, "c").options.get("skip_colour"))
 
-    first = run_submit(catalog_url, redis_url, scans, output, "--skip-colour", "--no-dispatch")
-    stored = collection(catalog_url, "c").options
-    again = run_submit(catalog_url, redis_url, scans, output, "--no-dispatch")
-
-    assert first.exit_code == 0 and again.exit_code == 0, first.output + again.output
-    assert stored == {"skip_colour": True}
-    assert collection(catalog_url, "c").options == {}
+    assert stored == [True, True, False]
 
 
 @pytest.mark.usefixtures("local_model_env")

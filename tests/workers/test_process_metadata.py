@@ -124,7 +124,7 @@ def test_skip_colour_skips_an_original_in_colour_and_a_png_copy_warns_of_dropped
     row = read_image(sessions, ids["colour.png"])
     assert (row.status, row.failure_code) == (ImageStatus.SKIPPED, "skip.colour")
     assert row.last_error is not None and "already in colour" in row.last_error
-    assert "without --skip-colour" in row.last_error and row.output_sha256 is None
+    assert "--no-skip-colour" in row.last_error and row.output_sha256 is None
     assert not (output / "colour.png").exists()
     [attempt] = attempts_of(sessions, ids["colour.png"])
     assert attempt.outcome is AttemptOutcome.DONE and attempt.finished_at is not None

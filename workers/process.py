@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -58,6 +58,7 @@ from workers.errors import (
     describe_failure,
     is_named_failure,
 )
+from workers.image_log import ImageLog
 from workers.outcomes import Outcome, ProcessStatus
 from workers.outputs import OutputPlan, check_output, plan_output, write_output
 from workers.provenance import catalog_provenance
@@ -123,44 +124,6 @@ class _Try:
     read_ahead: bool = False
 
 
-class _ImageLog(logging.LoggerAdapter[logging.Logger]):
-    """Prefixes every line with the collection and the image, and passes them as fields.
-
-    The fields (``collection``, ``collection_id``, ``image_id``, ``device``, and the
-    ``status`` and ``duration_s`` of a state change) are what ``--log-format json`` shows.
-    """
-
-    def __init__(self, image_id: int, device: str) -> None:
-        super().__init__(logger, {"image_id": image_id, "device": device})
-        self.image_id = image_id
-        self.collection: str | None = None
-
-    def claimed(self, job: _Job) -> None:
-        """Name the collection in every later line."""
-        self.collection = job.collection
-        self.extra = {
-            **(self.extra or {}),
-            "collection": job.collection,
-            "collection_id": job.claim.collection_id,
-        }
-
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        where = f"image {self.image_id}"
-        if self.collection is not None:
-            where = f"collection {self.collection} {where}"
-        return f"{where}: {msg}", kwargs
-
-    def changed(
-        self, level: int, status: str, msg: str, *args: Any, began: float | None = None
-    ) -> None:
-        """Log a change of the image's status, with its duration when known."""
-        extra: dict[str, Any] = {"status": status}
-        if began is not None:
-            extra["duration_s"] = round(time.perf_counter() - began, 3)
-        self.log(level, msg, *args, extra=extra)
-
-
 def process_image(
     image_id: int,
     *,
@@ -216,14 +179,14 @@ def process_image(
     began = time.perf_counter()
     if device is None:
         device = str(describe_device(colorizer.device))
-    log = _ImageLog(image_id, device)
+    log = ImageLog(logger, image_id, device)
     with transaction(sessions) as db:
         claim = claim_image(db, image_id, worker=worker, device=device[:128], task_id=task_id)
         job = _job(db, claim, worker) if claim is not None else None
     if job is None:
         log.info("not claimed by %s: finished, cancelled or held by another try", worker)
         return Outcome(image_id, ProcessStatus.NOT_CLAIMED, seconds=time.perf_counter() - began)
-    log.claimed(job)
+    log.claimed(job.collection, job.claim.collection_id)
     log.changed(
         logging.INFO,
         "running",
@@ -289,7 +252,7 @@ def _run(
     colorizer: Colorizer,
     untrained: bool,
     read_ahead: ReadAhead | None,
-    log: _ImageLog,
+    log: ImageLog,
     claimed_at: float,
 ) -> Outcome:
     """Read, colorize, write and record; errors go to ``process_image``'s handlers."""
@@ -453,7 +416,7 @@ def _fail(
     job: _Job,
     attempt: _Try,
     reason: str,
-    log: _ImageLog,
+    log: ImageLog,
     began: float,
 ) -> Outcome:
     """Record the image as failed and close its attempt."""
@@ -482,7 +445,7 @@ def _hand_back(
     attempt: _Try,
     reason: str,
     status: ImageStatus,
-    log: _ImageLog,
+    log: ImageLog,
 ) -> None:
     """Release the claim so that the next try claims the image normally."""
     try:

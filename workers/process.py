@@ -63,6 +63,7 @@ from workers.outcomes import Outcome, ProcessStatus
 from workers.outputs import OutputPlan, check_output, plan_output, write_output
 from workers.provenance import catalog_provenance
 from workers.source_checks import colour_skip_reason, record_colour_skip, skips_colour
+from workers.thumbnails import write_thumbnails
 from workers.weights import check_weights
 
 if TYPE_CHECKING:
@@ -350,6 +351,7 @@ def _run(
         return _outcome(job, attempt, ProcessStatus.DROPPED)
     for warning in colorized.warnings:
         log.warning("warning %s: %s", warning["code"], warning["message"])
+    write_thumbnails(sessions, storage_for, job, output_sha256, decoded, result.image, log)
     timings = f"read {read_seconds:.2f} s{' (ahead)' if attempt.read_ahead else ''}, model "
     timings += (
         f"{result.network_seconds:.2f} of {result.seconds:.2f} s, write {write_seconds:.2f} s"

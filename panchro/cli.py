@@ -51,12 +51,24 @@ def _register_commands() -> None:
         exports,
         jobs,
         metrics,
+        report,
         run,
         weights,
         workers,
     )
 
-    for module in (colorize, database, doctor, exports, jobs, metrics, run, weights, workers):
+    for module in (
+        colorize,
+        database,
+        doctor,
+        exports,
+        jobs,
+        metrics,
+        report,
+        run,
+        weights,
+        workers,
+    ):
         module.register(cli)
 
 

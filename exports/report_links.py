@@ -48,6 +48,8 @@ class LinkTable:
         self._presign = presign
         self._prefixes: dict[str, int] = {}
         self._queries: dict[tuple[str, str], int] = {}
+        # Links share a few folders: each is resolved (links followed) once.
+        self._local_folders: dict[str, int] = {}
 
     def _prefix(self, prefix: str) -> int:
         index = self._prefixes.get(prefix)
@@ -71,12 +73,12 @@ class LinkTable:
         """
         if uri is None:
             return None
-        location = parse_uri(uri)
-        if location.is_local:
-            relative = os.path.relpath(os.path.realpath(location.key), self._folder)
-            href = quote(os.fsencode(relative.replace(os.sep, "/")), safe="/")
-            folder, _, name = href.rpartition("/")
-            return [self._prefix(folder + "/" if folder else ""), name]
+        # The catalog holds local paths absolute and normalised; anything else is parsed.
+        location = parse_uri(uri) if not uri.startswith("/") else None
+        if location is None or location.is_local:
+            path = uri if location is None else location.key
+            folder, _, name = path.rpartition("/")
+            return [self._local_folder(folder or "/"), quote(os.fsencode(name), safe="")]
         if self._presign is None:
             return None
         url = self._presign(str(location))
@@ -95,6 +97,14 @@ class LinkTable:
         if index is None:
             index = self._queries[key] = len(self._queries)
         return [*entry, index, signature]
+
+    def _local_folder(self, folder: str) -> int:
+        index = self._local_folders.get(folder)
+        if index is None:
+            relative = os.path.relpath(os.path.realpath(folder), self._folder)
+            href = "" if relative == "." else quote(os.fsencode(relative), safe="/") + "/"
+            index = self._local_folders[folder] = self._prefix(href)
+        return index
 
     def tables(self) -> dict[str, list[Any]]:
         """Return the shared tables the entries refer to.

@@ -9,8 +9,9 @@ without reading a master. Layout, in a hidden folder that no scan ever registers
     <output>/.panchro/thumbs/<k[:2]>/<k>.source.jpg
     <output>/.panchro/thumbs/<k[:2]>/<k>.output.jpg
 
-where ``k`` is the hex SHA-256 of the image's output URI: one output, one pair, and
-since two images never share an output, two sources never share a thumbnail.
+where ``k`` is the first 32 hex digits (128 bits) of the SHA-256 of the image's output
+URI: one output, one pair, and since two images never share an output, two sources never
+share a thumbnail (a collision of 128-bit digests is not a practical event).
 
 Each JPEG carries the comment :data:`MARKER`. A file already at a thumbnail's place is
 replaced only if it carries it (a thumbnail panchro wrote, say for an earlier try); any
@@ -69,6 +70,8 @@ LONG_EDGE: Final = 256
 QUALITY: Final = 80
 #: The reduction keeps every n-th pixel down to this many times the long edge, then filters.
 OVERSAMPLE: Final = 4
+#: Hex digits of the SHA-256 of an output URI that name its thumbnails.
+KEY_DIGITS: Final = 32
 #: Folder of the thumbnails below a collection's output, ``/``-separated.
 THUMBS_FOLDER: Final = ".panchro/thumbs"
 #: JPEG comment of every thumbnail panchro writes: what may be replaced.
@@ -90,7 +93,7 @@ def thumbnail_uris(output_root: str, output_uri: str) -> tuple[str, str]:
     Raises:
         InvalidURI: If ``output_root`` is not a location.
     """
-    key = hashlib.sha256(output_uri.encode("utf-8", "surrogateescape")).hexdigest()
+    key = hashlib.sha256(output_uri.encode("utf-8", "surrogateescape")).hexdigest()[:KEY_DIGITS]
     folder = join(parse_uri(output_root), f"{THUMBS_FOLDER}/{key[:2]}")
     return str(folder.join(f"{key}.source.jpg")), str(folder.join(f"{key}.output.jpg"))
 

@@ -367,6 +367,7 @@ def _summarise(
         click.secho(f"  failed x{count}: {reason}", fg="red")
     if tally.failed:
         click.echo(f"list them: panchro --database-url {database_url} list {name} --status failed")
+    click.echo(f"report: panchro --database-url {database_url} report {name}")
     for line in skipped_lines(
         skipped_total,
         skipped_files,

@@ -17,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner, Result
 from PIL import Image as PILImage
+from report_checks import check_run_thumbnails_and_report
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
@@ -92,6 +93,7 @@ def test_run_colorizes_a_folder_and_records_provenance(tmp_path: Path) -> None:
         assert src_sha and out_sha and host and device
     untrained = catalog_rows(dest, "SELECT untrained FROM collections")
     assert untrained == [(1,)]
+    check_run_thumbnails_and_report(dest, "scans", run, done=4)
 
 
 def test_run_again_resumes_without_redoing_finished_images(tmp_path: Path) -> None:

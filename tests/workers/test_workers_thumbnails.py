@@ -18,8 +18,16 @@ from PIL import ImageCms
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import add_collection, read_image, stub_colorizer, write_gray_png
 
-from catalog import ImageStatus
-from storage import LocalStorage
+from catalog import (
+    ImageStatus,
+    ScannedImage,
+    create_or_get_collection,
+    queue_pending,
+    register_images,
+    transaction,
+)
+from storage import LocalStorage, StorageOptions
+from storage.s3 import S3Storage
 from workers.process import Outcome, ProcessStatus, process_image
 from workers.thumbnails import LONG_EDGE, MARKER, make_thumbnail, thumbnail_uris
 
@@ -122,6 +130,41 @@ def test_a_thumbnail_that_cannot_be_written_leaves_the_image_done(
     assert row.status is ImageStatus.DONE and row.output_sha256 is not None
     assert (row.source_thumb_uri, row.output_thumb_uri) == (None, None)
     assert "no thumbnails (the image stays done)" in caplog.text
+
+
+@pytest.mark.s3
+def test_the_thumbnails_of_an_s3_output_go_to_s3_and_a_redone_image_replaces_them(
+    sessions: sessionmaker[Session], source: Path, s3_bucket: str, s3_endpoint_url: str
+) -> None:
+    root = f"s3://{s3_bucket}/colour"
+    s3 = S3Storage(StorageOptions(endpoint_url=s3_endpoint_url, addressing_style="path"))
+
+    def colorize(size: tuple[int, int]) -> tuple[str | None, str | None]:
+        write_gray_png(source / "a.png", size=size)
+        info = LocalStorage().stat(str(source / "a.png"))
+        row = ScannedImage(str(source / "a.png"), "a.png", f"{root}/a.png", 1, info.checksum)
+        with transaction(sessions) as db:
+            collection, _ = create_or_get_collection(db, "scans", str(source), root)
+            register_images(db, collection.id, [row])
+            queue_pending(db, collection.id, 10)
+        outcome = process_image(
+            1,
+            sessions=sessions,
+            storage_for=lambda uri: s3 if uri.startswith("s3://") else LocalStorage(),
+            colorizer=stub_colorizer(),
+            worker="cpu0@test",
+        )
+        assert outcome.status is ProcessStatus.DONE
+        image = read_image(sessions, 1)
+        return image.source_thumb_uri, image.output_thumb_uri
+
+    first = colorize((56, 40))
+    again = colorize((30, 20))
+
+    assert first == again == thumbnail_uris(root, f"{root}/a.png")
+    for uri in again:
+        thumb = _decoded(s3.read(str(uri)))
+        assert thumb.size == (30, 20) and thumb.info.get("comment") == MARKER
 
 
 def _decoded(data: bytes) -> PILImage.Image:

@@ -44,7 +44,7 @@ from storage.uri import parse_uri
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
 
-    from catalog.reports import CollectionReport, ReportRow
+    from catalog.reports import ReportRow
     from storage.options import StorageOptions
     from storage.s3_presign import Presigner
 
@@ -199,9 +199,7 @@ class _Rows:
         }
 
 
-def _notes(
-    report: CollectionReport, signer: _Signer | None, expires_at: datetime | None
-) -> list[str]:
+def _notes(signer: _Signer | None, expires_at: datetime | None) -> list[str]:
     notes = [
         "Thumbnails are written by the workers when an image is done (images done by an "
         "older panchro have none); this report reads only the catalog and never a master."
@@ -279,7 +277,7 @@ def write_report(
                 elif piece == "SUMMARY":
                     out.write(render_summary(report))
                 elif piece == "FOOTER":
-                    out.write(render_footer(_notes(report, signer, expires_at)))
+                    out.write(render_footer(_notes(signer, expires_at)))
                 elif piece == "ROWS":
                     rows.write(out, sessions, report.id)
                 elif piece == "TABLES":

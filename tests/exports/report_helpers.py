@@ -1,8 +1,8 @@
 """Helpers of the report tests: catalogs with images in every status, and reading a report.
 
-Rows are registered with ``catalog.register_images`` and then given their outcome in one
-bulk UPDATE, as the workers would have left them, so that ten thousand images take a
-fraction of a second. Thumbnails are real JPEGs made by ``workers.thumbnails``.
+Rows are inserted in one bulk statement as the scan and the workers would have left them
+(status, failure code, times, thumbnails), so that ten thousand images take a fraction of
+a second. Thumbnails are real JPEGs made by ``workers.thumbnails``.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-from sqlalchemy import bindparam, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import ScannedImage, create_or_get_collection, make_sessionmaker, register_images
+from catalog import create_or_get_collection, make_sessionmaker
 from catalog import transaction as catalog_transaction
 from catalog.models import Image
 from migrations import upgrade
@@ -96,7 +96,7 @@ def make_collection(
     thumbnails: dict[str, tuple[str, str]] | None = None,
     **settings: Any,
 ) -> dict[str, int]:
-    """Register ``rows`` in a new collection and give each its outcome.
+    """Add ``rows`` to a new collection, each with its outcome.
 
     Args:
         sessions: The catalog.
@@ -112,19 +112,6 @@ def make_collection(
     """
     with catalog_transaction(sessions) as db:
         collection, _ = create_or_get_collection(db, name, str(source), str(output), **settings)
-        register_images(
-            db,
-            collection.id,
-            (ScannedImage(str(source / r.path), r.path, f"{output}/{r.path}") for r in rows),
-        )
-        ids = {
-            path: image_id
-            for image_id, path in db.execute(
-                Image.__table__.select()
-                .with_only_columns(Image.id, Image.relative_path)
-                .where(Image.collection_id == collection.id)
-            )
-        }
         values = []
         for index, row in enumerate(rows):
             done = row.status == "done"
@@ -132,7 +119,10 @@ def make_collection(
             thumbs = (thumbnails or {}).get(row.path, (None, None))
             values.append(
                 {
-                    "b_id": ids[row.path],
+                    "collection_id": collection.id,
+                    "source_uri": str(source / row.path),
+                    "relative_path": row.path,
+                    "output_uri": f"{output}/{row.path}",
                     "status": row.status,
                     "failure_code": row.code,
                     "last_error": row.error,
@@ -148,8 +138,13 @@ def make_collection(
                     "output_thumb_uri": thumbs[1],
                 }
             )
-        statement = update(Image).where(Image.id == bindparam("b_id"))
-        db.connection().execute(statement, values)
+        db.execute(insert(Image), values)
+        ids = {
+            path: image_id
+            for image_id, path in db.execute(
+                select(Image.id, Image.relative_path).where(Image.collection_id == collection.id)
+            )
+        }
     return ids
 
 

@@ -155,7 +155,11 @@ def test_a_report_of_ten_thousand_images_is_small_json_drawn_a_page_at_a_time(
     output = tmp_path / "colour"
     rows = [Row(f"box {i // 1000:02d}/scan-{i:05d}.tif") for i in range(9_000)]
     rows += [Row(f"bad/{i:04d}.tif", "failed", f"decode.kind{i % 5}", "bad") for i in range(1_000)]
-    thumbs = {row.path: thumbnail_uris(str(output), str(output / row.path)) for row in rows[:9_000]}
+    keys = [f"{output}/.panchro/thumbs/{i % 256:02x}/{i:032x}" for i in range(9_000)]
+    thumbs = {
+        row.path: (f"{key}.source.jpg", f"{key}.output.jpg")
+        for key, row in zip(keys, rows, strict=False)
+    }
     make_collection(report_sessions, tmp_path / "scans", output, rows, thumbnails=thumbs)
 
     written = write_report(report_sessions, "1920s", tmp_path / "report.html")
@@ -187,6 +191,28 @@ def test_a_file_that_is_not_a_report_is_never_replaced_but_an_old_report_is(
     assert precious.read_text() == "<html>the archivist's notes</html>"
     assert "Collection 1920s" in report.read_text()
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")) == []
+
+
+def test_without_credentials_s3_objects_are_not_linked_and_the_page_says_why(
+    report_sessions: sessionmaker[Session], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    root = "s3://archive/colour"
+    thumbs = {"a.tif": thumbnail_uris(root, f"{root}/a.tif")}
+    make_collection(report_sessions, tmp_path / "scans", root, [Row("a.tif")], thumbnails=thumbs)
+
+    written = write_report(report_sessions, "1920s", tmp_path / "report.html")
+    page = parse_report(written.path)
+
+    assert written.links_expire_at is None
+    assert page.rows[0][4:7] == [None, None, None]
+    assert "S3 objects are not linked: cannot sign a link to s3://archive/colour/" in page.html
+    assert "no usable AWS credentials" in page.html
+    assert page.counts["done"] == 1
 
 
 @pytest.mark.s3

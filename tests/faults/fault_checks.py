@@ -9,7 +9,9 @@ the bucket (or the output folder):
   fail, such as the stuck one, failed with its words);
 - nothing is left ``pending``, ``queued`` or ``running``;
 - the output location holds nothing else: no temporary files, no unfinished multipart
-  uploads, no object the catalog did not plan;
+  uploads, no object the catalog did not plan (a complete report thumbnail under
+  ``.panchro/thumbs/`` is allowed: a worker may die between recording ``done`` and
+  recording its thumbnails);
 - the originals' ETags are the ones they had when uploaded.
 
 The recovery time is measured from the catalog's own timestamps: from the end of the
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from catalog import ImageStatus
+from workers.thumbnails import MARKER as THUMBNAIL_MARKER
 
 if TYPE_CHECKING:
     from fault_cluster import FaultCluster, Submitted
@@ -189,7 +192,8 @@ def verify(
         elif hashlib.sha256(data).hexdigest() != row.output_sha256:
             verdict.half_written.append(f"{row.output_uri} is not the output recorded")
     for uri in sorted(set(outputs) - planned):
-        verdict.half_written.append(f"{uri} is no recorded output")
+        if not _is_whole_thumbnail(uri, outputs[uri]):
+            verdict.half_written.append(f"{uri} is no recorded output")
     verdict.half_written += [f"unfinished upload of {key}" for key in _uploads(cluster, submitted)]
     for relative, etag in submitted.etags.items():
         head = cluster.s3.head_object(Bucket=cluster.bucket, Key=submitted.key(relative))
@@ -219,6 +223,18 @@ def _outputs(cluster: FaultCluster, submitted: Submitted) -> dict[str, bytes]:
             if path.name != ".filler":
                 found[str(path)] = path.read_bytes()
     return found
+
+
+def _is_whole_thumbnail(uri: str, data: bytes) -> bool:
+    """Whether a file is a complete report thumbnail (``workers.thumbnails``), not an output."""
+    name = uri.rsplit("/.panchro/thumbs/", 1)[-1]
+    return (
+        name != uri
+        and name.endswith((".source.jpg", ".output.jpg"))
+        and data.startswith(b"\xff\xd8")
+        and data.endswith(b"\xff\xd9")
+        and THUMBNAIL_MARKER in data[:4096]
+    )
 
 
 def _uploads(cluster: FaultCluster, submitted: Submitted) -> list[str]:

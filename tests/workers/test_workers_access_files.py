@@ -157,6 +157,7 @@ def test_access_copies_and_sidecar_are_written_beside_the_master_and_recorded(
         (row.uri, row.sha256) for row in rows.values()
     }
     assert sorted(p.name for p in output.iterdir()) == [
+        ".panchro",  # the thumbnails for reports
         "a.png",
         "a.png.3000.jpg",
         "a.png.64.jpg",
@@ -293,6 +294,7 @@ def test_access_copy_and_sidecar_are_written_beside_an_s3_master(
 
     raw = boto3.client("s3", endpoint_url=s3_endpoint_url, region_name="us-east-1")
     keys = sorted(o["Key"] for o in raw.list_objects_v2(Bucket=s3_bucket)["Contents"])
+    keys = [key for key in keys if not key.startswith("colour/.panchro/")]  # thumbnails
     assert keys == [f"colour/a.png{end}" for end in ("", ".3000.jpg", ".64.jpg", ".json")]
     rows = _derivatives(sessions, ids["a.png"])
     body = raw.get_object(Bucket=s3_bucket, Key="colour/a.png.64.jpg")

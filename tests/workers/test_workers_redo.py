@@ -89,7 +89,7 @@ def test_redo_changed_colorizes_done_images_again_over_their_own_outputs(
 
     assert redo.reprocessing.redone == 2
     assert _work(sessions, first.collection_id) == [ProcessStatus.DONE] * 2
-    assert sorted(path.name for path in output.iterdir()) == list(NAMES)
+    assert sorted(path.name for path in output.iterdir()) == [".panchro", *NAMES]
     for image_id in (1, 2):
         row = read_image(sessions, image_id)
         path = output / row.relative_path

@@ -378,10 +378,21 @@ def test_originals_are_left_untouched(pipeline: PipelineRun) -> None:
         assert hashlib.sha256(data).hexdigest() == sample.sha256, key
 
 
-def test_nothing_but_the_colour_copies_is_written(pipeline: PipelineRun) -> None:
+def test_nothing_but_the_colour_copies_and_their_thumbnails_is_written(
+    pipeline: PipelineRun,
+) -> None:
     outputs = {f"{OUTPUT_PREFIX}/{sample.relative}" for sample in pipeline.good}
+    # s3://bucket/key -> key: the thumbnail pair each done image recorded, for reports.
+    thumbnails = {
+        uri.split("/", 3)[3]
+        for image in pipeline.images.values()
+        for uri in (image.source_thumb_uri, image.output_thumb_uri)
+        if uri
+    }
 
-    assert set(pipeline.objects) == set(pipeline.uploaded_etags) | outputs
+    assert len(thumbnails) == 2 * len(pipeline.good)
+    assert all(key.startswith(f"{OUTPUT_PREFIX}/.panchro/thumbs/") for key in thumbnails)
+    assert set(pipeline.objects) == set(pipeline.uploaded_etags) | outputs | thumbnails
     assert pipeline.multipart_uploads == []
 
 

@@ -26,7 +26,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog import create_or_get_collection, make_sessionmaker
 from catalog import transaction as catalog_transaction
 from catalog.models import Image
-from migrations import upgrade
 from workers.thumbnails import make_thumbnail, thumbnail_uris
 
 #: When the made-up collection started.
@@ -45,21 +44,13 @@ class Row:
     error: str | None = None
 
 
-@pytest.fixture(scope="session")
-def report_sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An SQLite catalog migrated to head, copied by each test."""
-    path = tmp_path_factory.mktemp("report-catalog") / "catalog.sqlite3"
-    upgrade(make_url(f"sqlite:///{path}").render_as_string())
-    return path
-
-
 @pytest.fixture
 def report_sessions(
-    report_sqlite_template: Path, tmp_path: Path
+    exports_sqlite_template: Path, tmp_path: Path
 ) -> Iterator[sessionmaker[Session]]:
     """Session factory of a fresh, migrated SQLite catalog."""
     path = tmp_path / "catalog.sqlite3"
-    shutil.copyfile(report_sqlite_template, path)
+    shutil.copyfile(exports_sqlite_template, path)
     factory = make_sessionmaker(make_url(f"sqlite:///{path}").render_as_string())
     yield factory
     factory.kw["bind"].dispose()

@@ -20,7 +20,6 @@ from report_helpers import (
     make_collection,
     parse_report,
     report_sessions,
-    report_sqlite_template,
     write_thumbnail_pair,
 )
 from sqlalchemy.orm import Session, sessionmaker
@@ -31,7 +30,7 @@ from storage.errors import OutputExists
 from storage.s3 import S3Storage
 from workers.thumbnails import make_thumbnail, thumbnail_uris
 
-__all__ = ["report_sessions", "report_sqlite_template"]
+__all__ = ["report_sessions"]
 
 CHECKPOINT = "ab" * 32
 

@@ -16,14 +16,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from report_helpers import Row, make_collection, report_sqlite_template, write_thumbnail_pair
+from report_helpers import Row, make_collection, write_thumbnail_pair
 from sqlalchemy.engine import make_url
 from webdriver_helpers import Browser, find_browser
 
 from catalog import make_sessionmaker
 from exports.report import write_report
-
-__all__ = ["report_sqlite_template"]
 
 #: Browser window, CSS pixels (device scale factor 1).
 WINDOW = (1280, 1000)
@@ -58,13 +56,13 @@ class Page:
 
 
 @pytest.fixture(scope="module")
-def page(report_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
+def page(exports_sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Page]:
     found = find_browser()
     if isinstance(found, str):
         pytest.skip(found)
     root = tmp_path_factory.mktemp("browser-report")
     catalog = root / "catalog.sqlite3"
-    catalog.write_bytes(report_sqlite_template.read_bytes())
+    catalog.write_bytes(exports_sqlite_template.read_bytes())
     sessions = make_sessionmaker(make_url(f"sqlite:///{catalog}").render_as_string())
     output = root / "colour"
     pairs = [write_thumbnail_pair(output, f"{output}/seed{seed}.tif", seed) for seed in range(4)]

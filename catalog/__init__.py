@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         list_collections,
         list_images,
     )
+    from catalog.reasons import REASONS, FailureCode, Reason, describe_reason, reasons_table
     from catalog.registration import (
         SKIPPED_LISTED,
         RegisterCounts,
@@ -80,7 +81,13 @@ if TYPE_CHECKING:
         reconcile_images,
     )
     from catalog.states import OPEN_STATUSES, AttemptOutcome, CollectionStatus, ImageStatus
-    from catalog.status import CollectionProgress, FailureReason, StatusReport, collection_status
+    from catalog.status import (
+        CollectionProgress,
+        FailureExample,
+        FailureReason,
+        StatusReport,
+        collection_status,
+    )
     from catalog.submission import CollectionRoots, collection_roots, create_or_get_collection
     from catalog.transitions import (
         MAX_LOST_ATTEMPTS,
@@ -146,6 +153,11 @@ _SOURCES = {
     "list_attempts": "queries",
     "list_collections": "queries",
     "list_images": "queries",
+    "REASONS": "reasons",
+    "FailureCode": "reasons",
+    "Reason": "reasons",
+    "describe_reason": "reasons",
+    "reasons_table": "reasons",
     "RegisterCounts": "registration",
     "SKIPPED_LISTED": "registration",
     "ScannedImage": "registration",
@@ -164,6 +176,7 @@ _SOURCES = {
     "ImageStatus": "states",
     "OPEN_STATUSES": "states",
     "CollectionProgress": "status",
+    "FailureExample": "status",
     "FailureReason": "status",
     "StatusReport": "status",
     "collection_status": "status",
@@ -206,6 +219,7 @@ __all__ = [
     "OUTPUT_FORMAT_OPTION",
     "MAX_LOST_ATTEMPTS",
     "OPEN_STATUSES",
+    "REASONS",
     "RETRYABLE_STATUSES",
     "SKIPPED_LISTED",
     "UNTRAINED_CHECKPOINT",
@@ -225,6 +239,8 @@ __all__ = [
     "ConflictingCollection",
     "DatabaseUnavailable",
     "DuplicateOutput",
+    "FailureCode",
+    "FailureExample",
     "FailureReason",
     "Image",
     "ImageNotFound",
@@ -234,6 +250,7 @@ __all__ = [
     "NewEvent",
     "ProcessingTarget",
     "Provenance",
+    "Reason",
     "Recheck",
     "RegisterCounts",
     "Released",
@@ -255,6 +272,7 @@ __all__ = [
     "count_progressing",
     "create_or_get_collection",
     "database_errors",
+    "describe_reason",
     "get_collection",
     "get_image",
     "known_images",
@@ -273,6 +291,7 @@ __all__ = [
     "record_oom_retry",
     "record_output_intent",
     "recorded_outputs",
+    "reasons_table",
     "record_events",
     "register_images",
     "release_claim",

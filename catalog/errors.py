@@ -10,14 +10,23 @@
     ├── SchemaMismatch            the database schema is not the one the models describe
     └── DatabaseUnavailable       the database cannot be reached or is busy now (retry later)
 
-Only ``DatabaseUnavailable`` is worth retrying; the others need a person to act.
+Only ``DatabaseUnavailable`` is worth retrying; the others need a person to act. Each
+class names the failure code (``code``, from ``catalog.reasons``) of an image that fails
+with it.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from catalog.reasons import FailureCode
+
 
 class CatalogError(Exception):
     """Base class of every error raised by ``catalog``."""
+
+    #: Failure code of an image that fails with this error.
+    code: ClassVar[str] = FailureCode.CATALOG_ERROR
 
 
 class CollectionNotFound(CatalogError):
@@ -42,3 +51,5 @@ class SchemaMismatch(CatalogError):
 
 class DatabaseUnavailable(CatalogError):
     """The database cannot be reached, dropped the connection, or is locked; retry later."""
+
+    code: ClassVar[str] = FailureCode.CATALOG_UNAVAILABLE

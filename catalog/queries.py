@@ -10,12 +10,13 @@ import logging
 from collections.abc import Iterable
 from datetime import datetime
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session, joinedload
 
 from catalog.engine import database_errors
 from catalog.errors import CollectionNotFound, ImageNotFound
 from catalog.models import Attempt, Collection, CollectionStatus, Image, ImageStatus
+from catalog.reasons import FailureCode
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +104,9 @@ def list_images(
     limit: int | None = None,
     offset: int = 0,
     after_id: int | None = None,
+    failure_code: str | None = None,
 ) -> list[Image]:
-    """Return a collection's images in id (scan) order, optionally of one status.
+    """Return a collection's images in id (scan) order, optionally of one status or code.
 
     Each image's ``collection`` is loaded too, so the rows stay fully readable after
     the transaction ends.
@@ -117,6 +119,8 @@ def list_images(
         offset: Skip this many images first (for paging).
         after_id: Only images with a larger id: pages that stay exact while statuses
             change, and cost the same however deep (keyset paging).
+        failure_code: Only images failed or skipped with this code; ``unknown`` also
+            takes failed and skipped images that have no code.
 
     Returns:
         The images.
@@ -135,6 +139,8 @@ def list_images(
         query = query.where(Image.status == status)
     if after_id is not None:
         query = query.where(Image.id > after_id)
+    if failure_code is not None:
+        query = query.where(_with_code(failure_code))
     query = query.order_by(Image.id).offset(offset).limit(limit)
     return list(db.scalars(query))
 
@@ -215,3 +221,12 @@ def count_progressing(db: Session, name: str | None, *, running_since: datetime)
             Collection.name == name
         )
     return int(db.scalar(query) or 0)
+
+
+def _with_code(code: str) -> ColumnElement[bool]:
+    """The condition of images failed or skipped with ``code`` (``unknown``: or none)."""
+    condition = Image.failure_code == code
+    if code == FailureCode.UNKNOWN:
+        given_up = Image.status.in_([ImageStatus.FAILED, ImageStatus.SKIPPED])
+        condition = condition | (Image.failure_code.is_(None) & given_up)
+    return condition

@@ -8,7 +8,8 @@ batch. On PostgreSQL each batch travels as one array per column (``unnest``), wh
 the statement text short; SQLite gets multi-row VALUES lists.
 
 Files a scan passed over (empty, not an image, a link out of the source...) are registered
-the same way, as rows of status ``skipped`` whose ``last_error`` says why, so that every file
+the same way, as rows of status ``skipped`` whose ``last_error`` says why (and
+``failure_code`` with a ``skip.*`` code of ``catalog.reasons``), so that every file
 of a source has its row. Registering them again changes nothing; a skipped file that became
 a valid image (its checksum changed, or it was unreadable and now is not) is ``pending`` at
 the next registration, and an image whose file became unusable is ``skipped``.
@@ -34,10 +35,11 @@ from catalog._upsert import insert_for
 from catalog.engine import database_errors
 from catalog.errors import CollectionNotFound, DuplicateOutput
 from catalog.models import Collection, CollectionStatus, Image, ImageStatus, utcnow
+from catalog.reasons import FailureCode
 
 logger = logging.getLogger(__name__)
 
-#: Rows per statement when registering images. On SQLite, 9 parameters per row keeps a
+#: Rows per statement when registering images. On SQLite, 12 parameters per row keeps a
 #: statement far below its limit of 32,766 parameters.
 REGISTER_CHUNK_ROWS = 2_000
 #: Columns that a scan fills, in the order the statements list them.
@@ -50,6 +52,7 @@ SCANNED_COLUMNS = (
     "source_checksum_kind",
     "status",
     "last_error",
+    "failure_code",
 )
 
 
@@ -66,6 +69,8 @@ class ScannedImage:
         checksum_kind: What ``checksum`` is ("etag", "mtime-size", "sha256").
         skipped: Why the scan passed this file over, in words; None for an image to
             colorize. A row with a reason is registered as ``skipped``.
+        skip_code: The stable code of that reason (``skip.empty``...); a skipped row
+            without one is recorded as ``unknown``.
     """
 
     source_uri: str
@@ -75,6 +80,7 @@ class ScannedImage:
     checksum: str | None = None
     checksum_kind: str | None = None
     skipped: str | None = None
+    skip_code: str | None = None
 
     @property
     def status(self) -> ImageStatus:
@@ -151,6 +157,7 @@ def _values(row: ScannedImage) -> tuple[Any, ...]:
         row.checksum_kind,
         row.status.value,
         None if row.skipped is None else storable_text(row.skipped),
+        None if row.skipped is None else (row.skip_code or FailureCode.UNKNOWN.value),
     )
 
 
@@ -179,6 +186,7 @@ def _on_conflict(insert: postgresql.Insert | sqlite.Insert, table: Table) -> Any
         set_={
             "status": excluded.status,
             "last_error": excluded.last_error,
+            "failure_code": excluded.failure_code,
             # A source whose format changed is written under a new output name.
             "relative_path": excluded.relative_path,
             "output_uri": excluded.output_uri,
@@ -202,6 +210,7 @@ def _on_conflict(insert: postgresql.Insert | sqlite.Insert, table: Table) -> Any
                     & (
                         (table.c.status != ImageStatus.SKIPPED)
                         | table.c.last_error.is_distinct_from(excluded.last_error)
+                        | table.c.failure_code.is_distinct_from(excluded.failure_code)
                     )
                 )
                 | (
@@ -224,6 +233,7 @@ def _upsert_postgresql(
         Text,
         Text,
         BigInteger,
+        Text,
         Text,
         Text,
         Text,

@@ -1,5 +1,8 @@
 """Progress of collections: counts by status, throughput, ETA and top failure reasons.
 
+Failures are grouped by their stable code (``images.failure_code``, see
+``catalog.reasons``), each with what the code means, what to do, and one example image.
+
 ``collection_status()`` answers ``panchro status``; its ``to_dict()`` is the stable shape
 of ``panchro status --json``::
 
@@ -9,7 +12,11 @@ of ``panchro status --json``::
                       "total": 120, "remaining": 13, "done_in_window": 30,
                       "finished_in_window": 31, "throughput_per_min": 2.07,
                       "eta_s": 377.4,
-                      "top_failures": [{"reason": "not an image", "count": 1}]}]}
+                      "top_failures": [{"code": "decode.truncated", "count": 1,
+                                        "reason": "The file ends before ...",
+                                        "action": "Copy or export ...",
+                                        "example": {"id": 7, "path": "box1/a.tif",
+                                                    "error": "box1/a.tif: cannot ..."}}]}]}
 """
 
 from __future__ import annotations
@@ -26,16 +33,17 @@ from sqlalchemy.orm import Session
 from catalog.engine import database_errors
 from catalog.models import OPEN_STATUSES, Collection, Image, ImageStatus, utcnow
 from catalog.queries import get_collection, list_collections
+from catalog.reasons import FailureCode, describe_reason
 
 logger = logging.getLogger(__name__)
 
 #: Span over which throughput is measured, ending now.
 THROUGHPUT_WINDOW = timedelta(minutes=15)
-#: Most failure reasons reported per collection.
+#: Most failure codes reported per collection.
 TOP_FAILURES = 5
 #: Shortest span throughput is divided by, in seconds (guards a division by zero).
 MIN_SPAN_S = 1.0
-#: Reason shown for failed images that carry no error text.
+#: Error shown for an example image that carries no error text.
 NO_REASON = "(no reason recorded)"
 #: Statuses of images that left the queue for good; they make up the throughput.
 FINISHED_STATUSES: tuple[ImageStatus, ...] = (
@@ -46,11 +54,38 @@ FINISHED_STATUSES: tuple[ImageStatus, ...] = (
 
 
 @dataclass(frozen=True)
-class FailureReason:
-    """One failure reason and how many images of a collection failed with it."""
+class FailureExample:
+    """One image that failed with a code, to look at.
 
-    reason: str
+    Attributes:
+        id: The image's id.
+        path: Its path below the collection's source.
+        error: Its ``last_error``.
+    """
+
+    id: int
+    path: str
+    error: str
+
+
+@dataclass(frozen=True)
+class FailureReason:
+    """One failure code and how many images of a collection failed with it.
+
+    Attributes:
+        code: The stable code (``decode.truncated``...); images without one count as
+            ``unknown``.
+        count: Failed images with that code.
+        reason: What the code means.
+        action: What to do about it.
+        example: The first such image.
+    """
+
+    code: str
     count: int
+    reason: str
+    action: str
+    example: FailureExample
 
 
 @dataclass(frozen=True)
@@ -155,15 +190,43 @@ def _window(
 
 
 def _top_failures(db: Session, collection_id: int, limit: int) -> tuple[FailureReason, ...]:
-    count = func.count().label("n")
     rows = db.execute(
-        select(Image.last_error, count)
+        select(Image.failure_code, func.count(), func.min(Image.id))
         .where(Image.collection_id == collection_id, Image.status == ImageStatus.FAILED)
-        .group_by(Image.last_error)
-        .order_by(count.desc(), Image.last_error)
-        .limit(limit)
+        .group_by(Image.failure_code)
     )
-    return tuple(FailureReason(reason or NO_REASON, int(n)) for reason, n in rows)
+    # Failed images without a code count as unknown: merged here rather than by a
+    # GROUP BY on an expression, which PostgreSQL and SQLite bind differently.
+    groups: dict[str, tuple[int, int]] = {}
+    for code, n, first in rows:
+        key = code or FailureCode.UNKNOWN.value
+        count, example = groups.get(key, (0, first))
+        groups[key] = (count + int(n), min(example, first))
+    top = sorted(groups.items(), key=lambda item: (-item[1][0], item[0]))[:limit]
+    if not top:
+        return ()
+    examples = {
+        image_id: (path, error)
+        for image_id, path, error in db.execute(
+            select(Image.id, Image.relative_path, Image.last_error).where(
+                Image.id.in_([example for _, (_, example) in top])
+            )
+        )
+    }
+    failures = []
+    for code, (count, example) in top:
+        path, error = examples[example]
+        meaning = describe_reason(code)
+        failures.append(
+            FailureReason(
+                code=code,
+                count=count,
+                reason=meaning.meaning,
+                action=meaning.action,
+                example=FailureExample(example, path, error or NO_REASON),
+            )
+        )
+    return tuple(failures)
 
 
 def _progress(

@@ -10,14 +10,23 @@ weights under the Apache-2.0 licence.
     ├── CheckpointError           a weights file that is unreadable, damaged or not DDColor's
     ├── InvalidSize               an input size the network cannot take
     ├── OutOfMemoryAtMinimumSize  out of device memory even at the smallest input size
-    └── UnsupportedPrecision      a precision name other than fp32, fp16 or bf16
+    └── UnsupportedPrecision      a precision name other than fp32, fp16 or bf16, or one
+                                  the device cannot run
+
+Each class names the stable failure code (``code``) recorded on an image that fails with
+it; the catalog's ``catalog.reasons`` is the vocabulary these codes come from.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class DDColorError(Exception):
     """Base class of every error raised by ``ddcolor``."""
+
+    #: Failure code of an image that fails with this error (``catalog.reasons``).
+    code: ClassVar[str] = "model.error"
 
 
 class CheckpointError(DDColorError):
@@ -40,6 +49,10 @@ class InvalidSize(DDColorError):
 class OutOfMemoryAtMinimumSize(DDColorError):
     """The device ran out of memory even at the smallest input size of the ladder."""
 
+    code: ClassVar[str] = "oom.floor"
+
 
 class UnsupportedPrecision(DDColorError):
-    """A precision name that is not one of ``fp32``, ``fp16`` or ``bf16``."""
+    """A precision name that is not one of ``fp32``, ``fp16`` or ``bf16``, or not the device's."""
+
+    code: ClassVar[str] = "model.precision"

@@ -317,6 +317,7 @@ class _Skips:
             checksum=entry.checksum,
             checksum_kind=entry.checksum_kind,
             skipped=entry.message,
+            skip_code=entry.code,
         )
 
 

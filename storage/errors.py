@@ -13,14 +13,26 @@
     │                             a local output folder may not be written
     ├── OutputExists              refusing to replace an existing object (left untouched)
     └── InvalidImage              the bytes are not an image this project can read
+        ├── TruncatedImage        the file ends before its image does (or is empty)
+        ├── NotAnImage            the content is not an image at all (a PDF, text...)
+        ├── ImageTooSmall         the header gives a width or height of 0
+        ├── ImageTooLarge         the header claims more pixels than the decoding limit
         └── UnsupportedImage      a readable image of a kind that is not supported
+
+Each class names the stable failure code (``code``) recorded on an image that fails with
+it; ``catalog.reasons`` is the vocabulary these codes come from.
 """
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class StorageError(Exception):
     """Base class of every error raised by ``storage``."""
+
+    #: Failure code of an image that fails with this error (``catalog.reasons``).
+    code: ClassVar[str] = "storage.error"
 
 
 class InvalidURI(StorageError):
@@ -30,9 +42,13 @@ class InvalidURI(StorageError):
 class ObjectNotFound(StorageError):
     """The object or file does not exist."""
 
+    code: ClassVar[str] = "storage.not_found"
+
 
 class StorageUnavailable(StorageError):
     """The backend cannot be reached now; the operation may succeed if retried."""
+
+    code: ClassVar[str] = "storage.unavailable"
 
 
 class StorageFull(StorageUnavailable):
@@ -68,6 +84,8 @@ class OutputExists(StorageError):
             ``replaceable`` digests), else None.
     """
 
+    code: ClassVar[str] = "output.conflict"
+
     def __init__(self, message: str, *, sha256: str | None = None) -> None:
         """Create the error.
 
@@ -82,6 +100,34 @@ class OutputExists(StorageError):
 class InvalidImage(StorageError):
     """The bytes are not an image that can be decoded (corrupt, truncated, empty)."""
 
+    code: ClassVar[str] = "decode.corrupt"
+
+
+class TruncatedImage(InvalidImage):
+    """The file ends before its image does (an interrupted copy or upload), or is empty."""
+
+    code: ClassVar[str] = "decode.truncated"
+
+
+class NotAnImage(InvalidImage):
+    """The content is not an image at all (a PDF, text, an archive)."""
+
+    code: ClassVar[str] = "decode.not_image"
+
+
+class ImageTooSmall(InvalidImage):
+    """The header gives a width or height of 0: there is nothing to colorize."""
+
+    code: ClassVar[str] = "size.too_small"
+
+
+class ImageTooLarge(InvalidImage):
+    """The header claims more pixels than the decoding limit (damaged, hostile or huge)."""
+
+    code: ClassVar[str] = "size.too_large"
+
 
 class UnsupportedImage(InvalidImage):
     """A readable image of a kind this project does not colorize."""
+
+    code: ClassVar[str] = "decode.unsupported"

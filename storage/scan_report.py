@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from storage.base import ObjectInfo
-from storage.skips import IGNORED_REASONS, SKIP_MESSAGES
+from storage.skips import IGNORED_REASONS, SKIP_CODES, SKIP_MESSAGES
 from storage.uri import URI
 
 __all__ = ["EXAMPLES_PER_REASON", "ScanReport", "ScannedObject", "SkippedEntry"]
@@ -31,6 +31,7 @@ class SkippedEntry:
             for a folder: a link to a folder outside, a loop, an unreadable folder).
         reason: The skip reason (``empty``, ``not-an-image``...).
         message: Why, in words a person understands.
+        code: The stable code of the reason (``skip.empty``...), for the catalog.
         size: Size in bytes, when it was known.
         checksum: The S3 ETag or the local ``"<st_mtime_ns>+<st_size>"``, when known.
         checksum_kind: ``"etag"`` or ``"mtime-size"``, when known.
@@ -41,6 +42,7 @@ class SkippedEntry:
     relative: str
     reason: str
     message: str
+    code: str = "unknown"
     uri: URI | None = None
     size: int | None = None
     checksum: str | None = None
@@ -131,6 +133,7 @@ class ScanReport:
                     relative=relative.rstrip("/"),
                     reason=reason,
                     message=f"{message}: {detail}" if detail else message,
+                    code=SKIP_CODES.get(reason, "unknown"),
                     uri=info.uri if info is not None else None,
                     size=info.size if info is not None else None,
                     checksum=info.checksum if info is not None else None,

@@ -4,7 +4,8 @@ A backend's listing passes over what cannot be listed (loops, broken links, spec
 S3 folder markers); a scan passes over what is not an image of the collection (hidden,
 system, empty, not an image, unsafe names, links leading outside). Reasons in
 :data:`IGNORED_REASONS` are not part of a collection: counted, never recorded. The others
-are recorded in the catalog with their :data:`SKIP_MESSAGES` sentence.
+are recorded in the catalog with their :data:`SKIP_MESSAGES` sentence and their
+:data:`SKIP_CODES` code (the ``skip.*`` codes of ``catalog.reasons``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ __all__ = [
     "IGNORED_REASONS",
     "SKIP_ALREADY_LISTED",
     "SKIP_BROKEN_LINK",
+    "SKIP_CODES",
     "SKIP_EMPTY",
     "SKIP_FOLDER_MARKER",
     "SKIP_HIDDEN",
@@ -82,4 +84,17 @@ SKIP_MESSAGES: Final[Mapping[str, str]] = {
     SKIP_BROKEN_LINK: "symbolic link to something that does not exist",
     SKIP_UNREADABLE: "cannot be opened or read (permissions or an I/O error)",
     SKIP_NOT_A_FILE: "not a regular file (a FIFO, socket or device)",
+}
+
+#: The stable failure code of each recorded skip reason, what reports group by.
+SKIP_CODES: Final[Mapping[str, str]] = {
+    SKIP_EMPTY: "skip.empty",
+    SKIP_NOT_AN_IMAGE: "skip.not_image",
+    SKIP_UNKNOWN_EXTENSION: "skip.unknown_extension",
+    SKIP_UNSAFE_NAME: "skip.unsafe_name",
+    SKIP_LINK_OUTSIDE: "skip.link_outside",
+    SKIP_SYMLINK_LOOP: "skip.symlink_loop",
+    SKIP_BROKEN_LINK: "skip.broken_link",
+    SKIP_UNREADABLE: "skip.unreadable",
+    SKIP_NOT_A_FILE: "skip.not_a_file",
 }

@@ -21,17 +21,20 @@ object store or the broker being unreachable for a while. ``workers.tasks`` retr
 with backoff. ``WORKER_FAULTS`` names the failures that are the worker's, not the image's:
 its weights, its catalog schema, its storage credentials or endpoint. The image is handed
 back, its message returns to the broker and the worker stops, for a person to fix it.
-Everything else fails the image once, with a reason a person can act on.
+Everything else fails the image once, with a reason a person can act on
+(:func:`describe_failure`) and its stable code (:func:`failure_code`, from the ``code`` of
+each room's error classes; ``catalog.reasons`` is the vocabulary).
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import ClassVar, Final
 
 from celery.exceptions import SoftTimeLimitExceeded
 from kombu.exceptions import OperationalError as BrokerUnreachable
 
 from catalog.errors import CatalogError, DatabaseUnavailable, SchemaMismatch
+from catalog.reasons import FailureCode
 from ddcolor.errors import DDColorError
 from storage.errors import (
     InvalidImage,
@@ -54,6 +57,7 @@ __all__ = [
     "WorkerError",
     "WorkerSetupError",
     "describe_failure",
+    "failure_code",
     "is_named_failure",
 ]
 
@@ -68,6 +72,9 @@ RETRYABLE: tuple[type[Exception], ...] = (
 
 class WorkerError(Exception):
     """Base class of every error raised by ``workers``."""
+
+    #: Failure code of an image that fails with this error.
+    code: ClassVar[str] = FailureCode.UNKNOWN
 
 
 class WorkerSetupError(WorkerError):
@@ -85,9 +92,13 @@ class DeviceError(WorkerError):
 class OutputIsSource(WorkerError):
     """The output location of an image is an original, or not inside its collection's output."""
 
+    code: ClassVar[str] = FailureCode.OUTPUT_UNSAFE
+
 
 class ForeignOutput(WorkerError):
     """A file is at the image's output location and is not an output panchro wrote for it."""
+
+    code: ClassVar[str] = FailureCode.OUTPUT_CONFLICT
 
 
 class AccessFileFailed(WorkerError):
@@ -166,3 +177,26 @@ def describe_failure(exc: BaseException, doing: str) -> str:
     if isinstance(exc, ValueError):
         return f"{doing} failed: {exc}"
     return f"unexpected error while {doing} ({type(exc).__name__}: {exc})"
+
+
+def failure_code(exc: BaseException, *, encoding: bool = False) -> str:
+    """Return the stable code of why an image failed, for ``images.failure_code``.
+
+    Args:
+        exc: The error that ended the try.
+        encoding: Whether it happened while colorizing and encoding (a ``ValueError``
+            there means the copy cannot be encoded with the collection's options).
+
+    Returns:
+        A code of ``catalog.reasons.FailureCode``: the error class's own ``code`` for the
+        project's named errors, ``unknown`` for anything unexpected.
+    """
+    if isinstance(exc, StorageError | DDColorError | WorkerError | CatalogError):
+        return exc.code
+    if isinstance(exc, SoftTimeLimitExceeded):
+        return FailureCode.TIME_LIMIT
+    if isinstance(exc, BrokerUnreachable):
+        return FailureCode.BROKER_UNAVAILABLE
+    if encoding and isinstance(exc, ValueError):
+        return FailureCode.ENCODE_FAILED
+    return FailureCode.UNKNOWN

@@ -56,6 +56,7 @@ from workers.errors import (
     RETRYABLE,
     WORKER_FAULTS,
     describe_failure,
+    failure_code,
     is_named_failure,
 )
 from workers.image_log import ImageLog
@@ -208,15 +209,16 @@ def process_image(
     except RETRYABLE as exc:
         if give_up:
             reason = f"gave up after {retries} retries: {exc}"
-            return _fail(sessions, job, attempt, reason, log, began)
+            return _fail(sessions, job, attempt, reason, failure_code(exc), log, began)
         log.warning("%s; handing the image back for a retry", exc)
         _hand_back(sessions, job, attempt, f"will retry: {exc}", release_to, log)
         raise
     except Exception as exc:
         reason = describe_failure(exc, _DOING[attempt.phase])
+        code = failure_code(exc, encoding=attempt.phase == "colorize")
         if not is_named_failure(exc):
             log.exception("unexpected error while %s", _DOING[attempt.phase])
-        return _fail(sessions, job, attempt, reason, log, began)
+        return _fail(sessions, job, attempt, reason, code, log, began)
     except KeyboardInterrupt:
         _hand_back(sessions, job, attempt, "interrupted before it finished", release_to, log)
         raise
@@ -418,10 +420,11 @@ def _fail(
     job: _Job,
     attempt: _Try,
     reason: str,
+    code: str,
     log: ImageLog,
     began: float,
 ) -> Outcome:
-    """Record the image as failed and close its attempt."""
+    """Record the image as failed, with its reason and code, and close its attempt."""
     reason = reason[:MAX_REASON_CHARS]
     ran = attempt.phase in ("colorize", "write", "record")
     with transaction(sessions) as db:
@@ -430,11 +433,12 @@ def _fail(
             job.claim.image_id,
             attempt.attempt_id,
             reason,
+            code=code,
             input_size=attempt.input_size if ran else None,
             precision=attempt.precision if ran else None,
         )
     if recorded:
-        log.changed(logging.WARNING, "failed", "failed: %s", reason, began=began)
+        log.changed(logging.WARNING, "failed", "failed (%s): %s", code, reason, began=began)
     else:
         log.warning("failed (%s), but the try was taken over meanwhile; not recorded", reason)
     status = ProcessStatus.FAILED if recorded else ProcessStatus.DROPPED

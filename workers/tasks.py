@@ -53,6 +53,7 @@ from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 
 from catalog import DatabaseUnavailable, held_attempt, mark_failed, transaction
+from catalog.reasons import FailureCode
 from workers.app import create_app
 from workers.errors import (
     EX_CONFIG,
@@ -367,7 +368,7 @@ def record_time_limit(
                 task_id,
             )
             return False
-        failed = mark_failed(db, image_id, attempt_id, reason)
+        failed = mark_failed(db, image_id, attempt_id, reason, code=FailureCode.TIME_LIMIT)
     if failed:
         logger.warning(
             "image %s: failed: %s",

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from catalog.engine import database_errors
 from catalog.models import Attempt, AttemptOutcome, Image, ImageStatus, utcnow
+from catalog.reasons import FailureCode
 from catalog.transitions._common import (
     MAX_LOST_ATTEMPTS,
     close_open_attempts,
@@ -87,6 +88,7 @@ def _take_over(
                 status=ImageStatus.FAILED,
                 lost_attempts=lost,
                 last_error=lost_reason(lost),
+                failure_code=FailureCode.WORKER_LOST,
                 finished_at=now,
             )
             .returning(Image.id)
@@ -154,6 +156,7 @@ def claim_image(
             finished_at=None,
             duration_s=None,
             last_error=None,
+            failure_code=None,
             **holder,
         )
         .returning(*_CLAIMED)
@@ -248,6 +251,7 @@ def release_lost(
             status=ImageStatus.FAILED,
             lost_attempts=Image.lost_attempts + 1,
             last_error=lost_reason(MAX_LOST_ATTEMPTS),
+            failure_code=FailureCode.WORKER_LOST,
             finished_at=now,
         ),
     )

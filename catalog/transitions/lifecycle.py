@@ -38,8 +38,8 @@ def retry_images(
 ) -> int:
     """Send a collection's finished-but-unsuccessful images back to ``pending``.
 
-    Their error and lost-worker count are reset (the ``attempts`` rows keep the history)
-    and the collection becomes active again if anything was sent back.
+    Their error, failure code and lost-worker count are reset (the ``attempts`` rows keep
+    the history) and the collection becomes active again if anything was sent back.
 
     Args:
         db: The caller's session.
@@ -69,6 +69,7 @@ def retry_images(
             status=ImageStatus.PENDING,
             lost_attempts=0,
             last_error=None,
+            failure_code=None,
             task_id=None,
             queued_at=None,
             started_at=None,
@@ -146,7 +147,7 @@ def resume_collection(db: Session, collection: int | str) -> int:
         db,
         update(Image)
         .where(Image.collection_id == collection_id, Image.status == ImageStatus.CANCELLED)
-        .values(status=ImageStatus.PENDING, last_error=None, finished_at=None)
+        .values(status=ImageStatus.PENDING, last_error=None, failure_code=None, finished_at=None)
         .returning(Image.id)
         .execution_options(synchronize_session=False),
     )

@@ -213,6 +213,7 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
     image_values: dict[str, Any] = {
         "status": ImageStatus.DONE,
         "last_error": None,
+        "failure_code": None,
         "output_sha256": provenance.output_sha256,
         "output_size": provenance.output_size,
         "input_size": provenance.input_size,
@@ -259,6 +260,7 @@ def mark_failed(
     attempt_id: int,
     reason: str,
     *,
+    code: str,
     input_size: int | None = None,
     precision: str | None = None,
 ) -> bool:
@@ -269,6 +271,7 @@ def mark_failed(
         image_id: The image.
         attempt_id: The try that failed.
         reason: Why, in words ("not an image: truncated TIFF").
+        code: The same as a stable code that groups (``catalog.reasons.FailureCode``).
         input_size: The input size of the try, if the model ran.
         precision: The precision of the try, if the model ran.
 
@@ -282,7 +285,7 @@ def mark_failed(
         db,
         image_id,
         attempt_id,
-        image_values={"status": ImageStatus.FAILED, "last_error": reason},
+        image_values={"status": ImageStatus.FAILED, "last_error": reason, "failure_code": code},
         attempt_values={
             "outcome": AttemptOutcome.FAILED,
             "error": reason,
@@ -292,5 +295,5 @@ def mark_failed(
     )
     if failed:
         # The worker logs the change with the collection, device and duration.
-        logger.debug("image %s: failed: %s", image_id, reason)
+        logger.debug("image %s: failed (%s): %s", image_id, code, reason)
     return failed

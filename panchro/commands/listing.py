@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from catalog.reasons import FailureCode
 from catalog.states import ImageStatus
 from panchro.cli_support import fail_on
 from panchro.commands._support import open_catalog
@@ -70,6 +71,7 @@ FIELDS: tuple[str, ...] = (
     "started_at",
     "finished_at",
     "duration_s",
+    "failure_code",
 )
 #: Fixed-width columns of the table output before the path: header, width in characters,
 #: right-aligned.
@@ -79,6 +81,13 @@ TABLE_COLUMNS: tuple[tuple[str, int, bool], ...] = (
     ("TRIES", 5, True),
     ("SIZE", 5, True),
     ("SECONDS", 8, True),
+)
+#: The table's failure code column, after STATUS, where the listing can hold failed or
+#: skipped images; as wide as the longest code.
+CODE_COLUMN: tuple[str, int, bool] = ("CODE", max(len(code) for code in FailureCode), False)
+#: Statuses whose images never carry a failure code: their listings have no CODE column.
+UNCODED_STATUSES = frozenset(
+    {ImageStatus.PENDING, ImageStatus.QUEUED, ImageStatus.RUNNING, ImageStatus.DONE}
 )
 #: Characters of an error message shown in the table; CSV and JSON carry all of it.
 TABLE_ERROR_CHARS = 120
@@ -114,23 +123,30 @@ def _csv_cell(value: Any) -> Any:
     return value
 
 
-def _aligned(cells: tuple[str, ...], path: str) -> str:
+def _columns(with_code: bool) -> tuple[tuple[str, int, bool], ...]:
+    if not with_code:
+        return TABLE_COLUMNS
+    return (*TABLE_COLUMNS[:2], CODE_COLUMN, *TABLE_COLUMNS[2:])
+
+
+def _aligned(cells: tuple[str, ...], path: str, with_code: bool) -> str:
     fixed = "  ".join(
         cell.rjust(width) if right else cell.ljust(width)
-        for cell, (_, width, right) in zip(cells, TABLE_COLUMNS, strict=True)
+        for cell, (_, width, right) in zip(cells, _columns(with_code), strict=True)
     )
     return f"{fixed}  {path}"
 
 
-def _table_row(image: Image) -> str:
+def _table_row(image: Image, with_code: bool) -> str:
     cells = (
         str(image.id),
         image.status.value,
+        *((image.failure_code or "",) if with_code else ()),
         str(image.attempts),
         "" if image.input_size is None else str(image.input_size),
         "" if image.duration_s is None else f"{image.duration_s:.1f}",
     )
-    line = _aligned(cells, image.relative_path)
+    line = _aligned(cells, image.relative_path, with_code)
     if image.last_error:
         error = " ".join(image.last_error.split())
         if len(error) > TABLE_ERROR_CHARS:
@@ -144,6 +160,7 @@ def _pages(
     name: str,
     status: ImageStatus | None,
     limit: int | None,
+    code: str | None = None,
 ) -> Iterator[list[Image]]:
     """Yield the images page by page, at most ``limit`` in all; the first page always."""
     from catalog import list_images, transaction
@@ -153,7 +170,9 @@ def _pages(
     while True:
         rows = PAGE_ROWS if limit is None else min(PAGE_ROWS, limit - listed)
         with transaction(sessions) as db:
-            page = list_images(db, name, status=status, limit=rows, after_id=last_id)
+            page = list_images(
+                db, name, status=status, limit=rows, after_id=last_id, failure_code=code
+            )
         yield page
         listed += len(page)
         if len(page) < rows or (limit is not None and listed >= limit):
@@ -161,7 +180,7 @@ def _pages(
         last_id = page[-1].id
 
 
-def _write(pages: Iterator[list[Image]], listing_format: str) -> int:
+def _write(pages: Iterator[list[Image]], listing_format: str, with_code: bool = True) -> int:
     """Write every page in the format, one write per page; return the images written."""
     count = 0
     if listing_format == "csv":
@@ -187,9 +206,10 @@ def _write(pages: Iterator[list[Image]], listing_format: str) -> int:
             click.echo("".join(chunk), nl=False)
         click.echo("\n]" if count else "]")
     else:
-        click.echo(_aligned(tuple(header for header, _, _ in TABLE_COLUMNS), "PATH"))
+        headers = tuple(header for header, _, _ in _columns(with_code))
+        click.echo(_aligned(headers, "PATH", with_code))
         for page in pages:
-            click.echo("".join(_table_row(image) + "\n" for image in page), nl=False)
+            click.echo("".join(_table_row(image, with_code) + "\n" for image in page), nl=False)
             count += len(page)
     return count
 
@@ -200,6 +220,13 @@ def _write(pages: Iterator[list[Image]], listing_format: str) -> int:
     "--status",
     type=click.Choice([status.value for status in ImageStatus]),
     help="Only images in this status.",
+)
+@click.option(
+    "--code",
+    type=click.Choice([code.value for code in FailureCode]),
+    metavar="CODE",
+    help="Only images failed or skipped with this code (decode.truncated, oom.floor...; "
+    "docs/failures.md lists them all).",
 )
 @click.option(
     "--format",
@@ -227,6 +254,7 @@ def list_command(
     ctx: click.Context,
     name: str,
     status: str | None,
+    code: str | None,
     listing_format: str,
     as_json: bool,
     limit: int | None,
@@ -235,11 +263,14 @@ def list_command(
 
     Rows are streamed: the command starts printing at once and never holds a whole
     collection in memory. CSV and JSON carry every provenance column (source and output
-    locations and checksums, input size, precision, device, worker, times, last error).
+    locations and checksums, input size, precision, device, worker, times, last error and
+    its failure code). The table has a CODE column unless only statuses without failures
+    are listed.
 
     \b
     Examples:
       panchro list 1920s --status failed
+      panchro list 1920s --code decode.truncated --format csv
       panchro list 1920s --format csv > 1920s.csv
       panchro list 1920s --status done --format json | jq '.[].output_uri'
 
@@ -250,7 +281,8 @@ def list_command(
       last_error, source_size, source_checksum, source_checksum_kind, source_sha256,
       width, height, mode, bit_depth, output_sha256, output_size, input_size,
       sizes_tried, precision, backend, device, worker_host, model_name,
-      checkpoint_sha256, task_id, queued_at, started_at, finished_at, duration_s
+      checkpoint_sha256, task_id, queued_at, started_at, finished_at, duration_s,
+      failure_code
     """
     from panchro.context import load_settings
 
@@ -259,12 +291,13 @@ def list_command(
         listing_format = "json"
     wanted = ImageStatus(status) if status is not None else None
     with open_catalog(settings.database_url) as sessions, fail_on("listing images"):
-        pages = _pages(sessions, name, wanted, limit)
+        pages = _pages(sessions, name, wanted, limit, code)
         # Read the first page before writing anything: an unknown collection is then a
         # clean error, not a half-written document.
         first = next(pages)
         try:
-            count = _write(chain([first], pages), listing_format)
+            with_code = code is not None or wanted not in UNCODED_STATUSES
+            count = _write(chain([first], pages), listing_format, with_code)
         except BrokenPipeError:
             # The reader (head, less) went away: stop quietly, as Unix tools do.
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -272,5 +305,6 @@ def list_command(
             ctx.exit(0)
     if count == 0 and listing_format == "table":
         what = f"{status} images" if status else "images"
+        what += f" with code {code}" if code else ""
         click.echo(f"collection {name} has no {what}", err=True)
     logger.debug("collection %s: listed %d images", name, count)

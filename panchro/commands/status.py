@@ -12,7 +12,13 @@ The numbers come from ``catalog.collection_status()``; this module only formats 
                       "total": 120, "remaining": 13, "done_in_window": 30,
                       "finished_in_window": 31, "throughput_per_min": 2.07,
                       "eta_s": 377.4,
-                      "top_failures": [{"reason": "not an image", "count": 5}]}]}
+                      "top_failures": [{"code": "decode.truncated", "count": 5,
+                                        "reason": "The file ends before ...",
+                                        "action": "Copy or export ...",
+                                        "example": {"id": 7, "path": "box1/a.tif",
+                                                    "error": "box1/a.tif: cannot ..."}}]}]}
+
+Failures are grouped by their stable code; ``docs/failures.md`` lists every code.
 """
 
 from __future__ import annotations
@@ -135,12 +141,23 @@ def render_collection(progress: CollectionProgress, window_s: float) -> str:
             f"panchro list {progress.name} --status skipped"
         )
     if progress.top_failures:
-        lines.append("  failures")
-        width = len(str(progress.top_failures[0].count))
-        lines.extend(
-            f"    {f.count:>{width}}  {' '.join(f.reason.split())}" for f in progress.top_failures
-        )
+        lines.extend(_failures_lines(progress))
     return "\n".join(lines)
+
+
+def _failures_lines(progress: CollectionProgress) -> list[str]:
+    """The most common failure codes: count, code, meaning, action and an example."""
+    lines = [f"  failures  by code; panchro list {progress.name} --code CODE lists them"]
+    failures = progress.top_failures
+    width = len(str(failures[0].count))
+    code_width = max(len(f.code) for f in failures)
+    indent = " " * (4 + width + 2 + code_width + 2)
+    for f in failures:
+        action = f.action.replace("NAME", progress.name)
+        lines.append(f"    {f.count:>{width}}  {f.code:<{code_width}}  {f.reason}")
+        lines.append(f"{indent}{action}")
+        lines.append(f"{indent}e.g. {' '.join(f.example.path.split())}")
+    return lines
 
 
 def render_table(report: StatusReport) -> str:
@@ -358,7 +375,11 @@ def status_command(
                     "failed": int, "skipped": int, "cancelled": int},
          "total": int, "remaining": int, "done_in_window": int,
          "finished_in_window": int, "throughput_per_min": float|null,
-         "eta_s": float|null, "top_failures": [{"reason": str, "count": int}]}]}
+         "eta_s": float|null,
+         "top_failures": [{"code": str, "count": int, "reason": str, "action": str,
+                           "example": {"id": int, "path": str, "error": str}}]}]}
+
+    Failures are grouped by code (docs/failures.md lists them), most frequent first.
 
     Exit status: 0, or 130 when Ctrl-C stopped --watch.
     """

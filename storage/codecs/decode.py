@@ -59,7 +59,14 @@ from storage.codecs.samples import (
     scale_to_16_bits,
     unpremultiply,
 )
-from storage.errors import InvalidImage, UnsupportedImage
+from storage.errors import (
+    ImageTooLarge,
+    ImageTooSmall,
+    InvalidImage,
+    NotAnImage,
+    TruncatedImage,
+    UnsupportedImage,
+)
 from storage.metadata import ImageMetadata
 
 logger = logging.getLogger(__name__)
@@ -157,17 +164,18 @@ def decode_image(data: bytes, *, name: str = "", max_pixels: int = MAX_PIXELS) -
 
     Raises:
         InvalidImage: If the bytes are empty, not an image, truncated, corrupt, or larger
-            than ``max_pixels``.
+            than ``max_pixels`` (its subclass says which: ``TruncatedImage``,
+            ``NotAnImage``, ``ImageTooSmall``, ``ImageTooLarge``).
         UnsupportedImage: If the image is of a kind that is not colorized (floating-point
             samples, an unsupported format or colour model).
     """
     label = name or "image"
     if not data:
-        raise InvalidImage(f"{label}: the file is empty (0 bytes)")
+        raise TruncatedImage(f"{label}: the file is empty (0 bytes)")
     fmt = sniff_format(data[:SNIFF_BYTES])
     if fmt is None:
         kind, is_image = describe_unknown(data[:SNIFF_BYTES])
-        error = UnsupportedImage if is_image else InvalidImage
+        error = UnsupportedImage if is_image else NotAnImage
         raise error(f"{label}: this is {kind}; supported formats are {SUPPORTED}")
     if fmt == TIFF:
         decoded = _decode_tiff(data, label, max_pixels)
@@ -196,10 +204,16 @@ def _decoding(label: str, fmt: str) -> Iterator[None]:
     try:
         yield
     except _DECODE_ERRORS as exc:
-        raise InvalidImage(
+        error = TruncatedImage if _is_truncation(exc) else InvalidImage
+        raise error(
             f"{label}: cannot decode this {fmt} file; it is truncated or corrupt ({exc}). "
             "Check the original, or export it again"
         ) from exc
+
+
+def _is_truncation(exc: BaseException) -> bool:
+    """Tell whether a decoder's error says the data ended early (Pillow: "truncated")."""
+    return isinstance(exc, EOFError) or "truncated" in str(exc).lower()
 
 
 def _open(data: bytes, fmt: str, label: str) -> ImageFile.ImageFile:
@@ -212,9 +226,9 @@ def _open(data: bytes, fmt: str, label: str) -> ImageFile.ImageFile:
 
 def _check_size(width: int, height: int, label: str, max_pixels: int) -> None:
     if width < 1 or height < 1:
-        raise InvalidImage(f"{label}: the header gives an empty size ({width}x{height})")
+        raise ImageTooSmall(f"{label}: the header gives an empty size ({width}x{height})")
     if width * height > max_pixels:
-        raise InvalidImage(
+        raise ImageTooLarge(
             f"{label}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the "
             f"limit of {max_pixels / 1e6:.0f}; a damaged or hostile file can claim such a "
             "size. If it is a real scan, split it or raise the limit"

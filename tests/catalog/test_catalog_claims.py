@@ -152,6 +152,7 @@ def test_an_image_whose_workers_keep_dying_is_failed_at_the_cap(
     assert image.lost_attempts == MAX_LOST_ATTEMPTS
     assert image.last_error is not None
     assert f"worker died {MAX_LOST_ATTEMPTS} times" in image.last_error
+    assert image.failure_code == "worker.lost"
     with sessions.begin() as db:
         outcomes = [attempt.outcome for attempt in list_attempts(db, queued_id)]
     assert outcomes == [AttemptOutcome.LOST] * MAX_LOST_ATTEMPTS
@@ -265,6 +266,7 @@ def test_release_lost_fails_images_that_reach_the_cap(
     image = read_image(sessions, queued_id)
     assert image.status is ImageStatus.FAILED
     assert image.last_error is not None and "worker died" in image.last_error
+    assert image.failure_code == "worker.lost"
 
 
 def test_release_lost_leaves_tries_started_after_the_cutoff(

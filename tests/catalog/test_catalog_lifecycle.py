@@ -35,7 +35,13 @@ def test_retry_images_sends_failed_images_back_to_pending_with_counters_reset(
     image_ids: list[int],
     force_status: Callable[..., None],
 ) -> None:
-    force_status(image_ids[:2], ImageStatus.FAILED, last_error="boom", lost_attempts=3)
+    force_status(
+        image_ids[:2],
+        ImageStatus.FAILED,
+        last_error="boom",
+        failure_code="oom.floor",
+        lost_attempts=3,
+    )
     force_status(image_ids[2], ImageStatus.DONE)
     force_status(image_ids[3], ImageStatus.SKIPPED)
 
@@ -46,6 +52,7 @@ def test_retry_images_sends_failed_images_back_to_pending_with_counters_reset(
     assert _statuses(sessions) == ["pending", "pending", "done", "skipped", "pending"]
     image = read_image(sessions, image_ids[0])
     assert (image.last_error, image.lost_attempts, image.finished_at) == (None, 0, None)
+    assert image.failure_code is None
 
 
 def test_retry_images_can_retry_skipped_and_cancelled_too(

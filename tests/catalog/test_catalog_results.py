@@ -133,7 +133,7 @@ def test_a_worker_presumed_dead_cannot_overwrite_the_newer_try(
 
     with sessions.begin() as db:
         assert not mark_done(db, claim.image_id, claim.attempt_id, PROVENANCE)
-        assert not mark_failed(db, claim.image_id, claim.attempt_id, "late failure")
+        assert not mark_failed(db, claim.image_id, claim.attempt_id, "late", code="unknown")
     with sessions.begin() as db:
         assert mark_done(db, claim.image_id, takeover.attempt_id, PROVENANCE)
 
@@ -168,17 +168,17 @@ def test_mark_failed_records_the_reason_on_the_image_and_the_try(
     sessions: sessionmaker[Session], claim: Claim
 ) -> None:
     with sessions.begin() as db:
-        assert mark_failed(db, claim.image_id, claim.attempt_id, "not an image: truncated TIFF")
+        assert mark_failed(
+            db, claim.image_id, claim.attempt_id, "truncated TIFF", code="decode.truncated"
+        )
 
     image = read_image(sessions, claim.image_id)
-    assert (image.status, image.last_error) == (ImageStatus.FAILED, "not an image: truncated TIFF")
+    assert (image.status, image.last_error) == (ImageStatus.FAILED, "truncated TIFF")
+    assert image.failure_code == "decode.truncated"
     assert image.finished_at is not None
     with sessions.begin() as db:
         (attempt,) = list_attempts(db, claim.image_id)
-    assert (attempt.outcome, attempt.error) == (
-        AttemptOutcome.FAILED,
-        "not an image: truncated TIFF",
-    )
+    assert (attempt.outcome, attempt.error) == (AttemptOutcome.FAILED, "truncated TIFF")
 
 
 def test_mark_failed_only_applies_to_a_running_image(
@@ -187,6 +187,6 @@ def test_mark_failed_only_applies_to_a_running_image(
     with sessions.begin() as db:
         mark_done(db, claim.image_id, claim.attempt_id, PROVENANCE)
     with sessions.begin() as db:
-        assert not mark_failed(db, claim.image_id, claim.attempt_id, "too late")
+        assert not mark_failed(db, claim.image_id, claim.attempt_id, "too late", code="unknown")
 
     assert read_image(sessions, claim.image_id).status is ImageStatus.DONE

@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from catalog.errors import CollectionNotFound
 from catalog.models import Image, ImageStatus
+from catalog.reasons import REASONS, FailureCode
 from catalog.registration import register_images
-from catalog.status import FailureReason, collection_status
+from catalog.status import FailureExample, FailureReason, collection_status
 from catalog.submission import create_or_get_collection
 
 NOW = datetime(2024, 5, 1, 6, 0, tzinfo=UTC)
@@ -138,20 +139,46 @@ def test_eta_is_zero_when_nothing_remains_and_unknown_without_throughput(
     assert (finished.throughput_per_min, finished.eta_s) == (None, 0.0)
 
 
-def test_top_failures_group_identical_reasons_most_frequent_first(
+def test_top_failures_group_by_code_whatever_the_file_most_frequent_first(
     sessions: sessionmaker[Session], twenty: list[int], force_status: Callable[..., None]
 ) -> None:
-    force_status(twenty[:3], ImageStatus.FAILED, last_error="not an image")
-    force_status(twenty[3:8], ImageStatus.FAILED, last_error="out of memory at 256 px")
-    force_status(twenty[8], ImageStatus.FAILED, last_error=None)
-    force_status(twenty[9], ImageStatus.SKIPPED, last_error="already in colour")
+    # Each error names its own file; the code is what they share.
+    for n, image_id in enumerate(twenty[:8]):
+        code = "decode.truncated" if n < 3 else "oom.floor"
+        force_status(image_id, ImageStatus.FAILED, last_error=f"{n}.tif: {code}", failure_code=code)
+    force_status(twenty[8], ImageStatus.FAILED, last_error=None, failure_code=None)
+    force_status(twenty[9], ImageStatus.FAILED, last_error="boom", failure_code="unknown")
+    force_status(twenty[10], ImageStatus.SKIPPED, last_error="text", failure_code="skip.not_image")
 
     with sessions.begin() as db:
-        (progress,) = collection_status(db, "scans", top_failures=2, now=NOW).collections
+        (progress,) = collection_status(db, "scans", top_failures=3, now=NOW).collections
 
+    oom, truncated, unknown = (
+        REASONS[FailureCode(c)] for c in ("oom.floor", "decode.truncated", "unknown")
+    )
     assert progress.top_failures == (
-        FailureReason("out of memory at 256 px", 5),
-        FailureReason("not an image", 3),
+        FailureReason(
+            "oom.floor",
+            5,
+            oom.meaning,
+            oom.action,
+            FailureExample(twenty[3], "img/000003.tif", "3.tif: oom.floor"),
+        ),
+        FailureReason(
+            "decode.truncated",
+            3,
+            truncated.meaning,
+            truncated.action,
+            FailureExample(twenty[0], "img/000000.tif", "0.tif: decode.truncated"),
+        ),
+        # No code counts as unknown; the example is the first of them.
+        FailureReason(
+            "unknown",
+            2,
+            unknown.meaning,
+            unknown.action,
+            FailureExample(twenty[8], "img/000008.tif", "(no reason recorded)"),
+        ),
     )
 
 
@@ -182,7 +209,7 @@ def test_status_of_an_unknown_collection_raises(sessions: sessionmaker[Session])
 def test_status_to_dict_is_json_with_a_stable_shape(
     sessions: sessionmaker[Session], twenty: list[int], force_status: Callable[..., None]
 ) -> None:
-    force_status(twenty[0], ImageStatus.FAILED, last_error="bad")
+    force_status(twenty[0], ImageStatus.FAILED, last_error="bad", failure_code="oom.floor")
     with sessions.begin() as db:
         data = json.loads(json.dumps(collection_status(db, "scans", now=NOW).to_dict()))
 
@@ -209,5 +236,14 @@ def test_status_to_dict_is_json_with_a_stable_shape(
         "top_failures",
     }
     assert collection["status"] == "active"
-    assert collection["top_failures"] == [{"reason": "bad", "count": 1}]
+    oom = REASONS[FailureCode.OOM_FLOOR]
+    assert collection["top_failures"] == [
+        {
+            "code": "oom.floor",
+            "count": 1,
+            "reason": oom.meaning,
+            "action": oom.action,
+            "example": {"id": twenty[0], "path": "img/000000.tif", "error": "bad"},
+        }
+    ]
     assert datetime.fromisoformat(collection["created_at"]).tzinfo is not None

@@ -313,7 +313,9 @@ def test_register_handles_a_scan_of_a_hundred_thousand_objects(
 # --------------------------------------------------------------------------- skipped files
 
 
-def _file(skipped: str | None, checksum: str = "c1", *, name: str = "a.jpg") -> ScannedImage:
+def _file(
+    skipped: str | None, checksum: str = "c1", *, name: str = "a.jpg", code: str | None = None
+) -> ScannedImage:
     return ScannedImage(
         source_uri=f"s3://in/{name}",
         relative_path=name,
@@ -322,6 +324,7 @@ def _file(skipped: str | None, checksum: str = "c1", *, name: str = "a.jpg") -> 
         checksum=checksum,
         checksum_kind="etag",
         skipped=skipped,
+        skip_code=code,
     )
 
 
@@ -336,24 +339,34 @@ def _state(sessions: sessionmaker[Session]) -> tuple[str, str | None]:
         return image.status.value, image.last_error
 
 
+def _code(sessions: sessionmaker[Session]) -> str | None:
+    with sessions.begin() as db:
+        return db.scalars(select(Image.failure_code)).one()
+
+
 def test_a_skipped_file_is_registered_once_with_its_reason_and_follows_its_file(
     sessions: sessionmaker[Session], collection_id: int
 ) -> None:
-    _register(sessions, collection_id, _file("empty file (0 bytes)"))
-    _register(sessions, collection_id, _file("empty file (0 bytes)"))
+    _register(sessions, collection_id, _file("empty file (0 bytes)", code="skip.empty"))
+    _register(sessions, collection_id, _file("empty file (0 bytes)", code="skip.empty"))
     assert _state(sessions) == ("skipped", "empty file (0 bytes)")
-    _register(sessions, collection_id, _file("cannot be opened or read"))
+    assert _code(sessions) == "skip.empty"
+    _register(sessions, collection_id, _file("cannot be opened or read", code="skip.unreadable"))
     assert _state(sessions) == ("skipped", "cannot be opened or read")
+    assert _code(sessions) == "skip.unreadable"
 
     # The same bytes are an image now (a scan rule changed, a link was made readable).
     _register(sessions, collection_id, _file(None))
     assert _state(sessions) == ("pending", None)
+    assert _code(sessions) is None
     _register(sessions, collection_id, _file(None))
     assert _state(sessions) == ("pending", None)
 
     # An image whose file is no image any more: skipped, even with an unchanged checksum.
+    # A reason without a code is recorded as unknown.
     _register(sessions, collection_id, _file("not an image: it is text"))
     assert _state(sessions) == ("skipped", "not an image: it is text")
+    assert _code(sessions) == "unknown"
     assert _count(sessions) == 1
 
 

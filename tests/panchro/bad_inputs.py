@@ -49,6 +49,7 @@ class Kind:
         write: Writes it.
         outcome: ``done``, ``failed``, ``skipped`` or ``ignored``.
         words: Key words (lower case) that the recorded reason must hold.
+        code: The failure code recorded with a ``failed`` or ``skipped`` outcome.
     """
 
     kind: str
@@ -56,6 +57,7 @@ class Kind:
     write: Writer
     outcome: str
     words: tuple[str, ...] = ()
+    code: str | None = None
 
 
 def _gradient(width: int, height: int) -> np.ndarray[Any, np.dtype[np.uint8]]:
@@ -134,6 +136,14 @@ def _animated(fmt: str) -> bytes:
 def _multipage_tiff() -> bytes:
     pages = [_gray(), _gray(24, 16)]
     return _encoded(pages[0], "TIFF", save_all=True, append_images=pages[1:])
+
+
+def _zero_width_tiff() -> bytes:
+    """A TIFF whose header gives a width of 0 (its strip still holds pixels)."""
+    data = bytearray(_encoded(_gray(), "TIFF"))
+    width_tag = data.index(struct.pack("<HHI", 256, 4, 1))  # ImageWidth, one LONG
+    data[width_tag + 8 : width_tag + 12] = struct.pack("<I", 0)
+    return bytes(data)
 
 
 def _float_tiff() -> bytes:
@@ -216,40 +226,85 @@ def _text(text: str) -> bytes:
     return text.encode()
 
 
+#: Failure codes that several kinds share.
+TRUNC = "decode.truncated"
+NOT_IMAGE = "skip.not_image"
+TOO_LARGE = "size.too_large"
+
 #: The corpus: at least one entry per kind of bad or unusual input.
 CORPUS: tuple[Kind, ...] = (
-    Kind("zero bytes", "empty.jpg", _bytes(b""), SKIPPED, ("empty", "0 bytes")),
-    Kind("truncated JPEG", "truncated.jpg", _bytes(lambda: _truncated("JPEG")), FAILED, ()),
-    Kind("truncated PNG", "truncated.png", _bytes(lambda: _truncated("PNG")), FAILED, ()),
-    Kind("truncated TIFF", "truncated.tif", _bytes(lambda: _truncated("TIFF")), FAILED, ()),
+    Kind("zero bytes", "empty.jpg", _bytes(b""), SKIPPED, ("empty", "0 bytes"), "skip.empty"),
+    Kind("truncated JPEG", "truncated.jpg", _bytes(lambda: _truncated("JPEG")), FAILED, (), TRUNC),
+    Kind("truncated PNG", "truncated.png", _bytes(lambda: _truncated("PNG")), FAILED, (), TRUNC),
+    Kind("truncated TIFF", "truncated.tif", _bytes(lambda: _truncated("TIFF")), FAILED, (), TRUNC),
+    Kind(
+        "zero-width TIFF",
+        "flat.tif",
+        _bytes(_zero_width_tiff),
+        FAILED,
+        ("empty size",),
+        "size.too_small",
+    ),
     Kind("JPEG named .png", "jpeg-named.png", _image(_gray, "JPEG"), DONE),
     Kind("PNG named .tif", "png-named.tif", _image(_gray, "PNG"), DONE),
-    Kind("text named .png", "notes.png", _bytes(_text("scanned in 1998\n")), SKIPPED, ("text",)),
-    Kind("PDF named .jpg", "document.jpg", _bytes(_text("%PDF-1.4\n%\xe2\n")), SKIPPED, ("pdf",)),
+    Kind(
+        "text named .png",
+        "notes.png",
+        _bytes(_text("scanned in 1998\n")),
+        SKIPPED,
+        ("text",),
+        NOT_IMAGE,
+    ),
+    Kind(
+        "PDF named .jpg",
+        "document.jpg",
+        _bytes(_text("%PDF-1.4\n%\xe2\n")),
+        SKIPPED,
+        ("pdf",),
+        NOT_IMAGE,
+    ),
     Kind(
         "HTML named .jpg",
         "page.jpg",
         _bytes(_text("<!DOCTYPE html><html><body>404</body></html>")),
         SKIPPED,
         ("html",),
+        NOT_IMAGE,
     ),
-    Kind("ZIP named .tif", "archive.tif", _bytes(b"PK\x03\x04" + b"\x00" * 60), SKIPPED, ("zip",)),
+    Kind(
+        "ZIP named .tif",
+        "archive.tif",
+        _bytes(b"PK\x03\x04" + b"\x00" * 60),
+        SKIPPED,
+        ("zip",),
+        NOT_IMAGE,
+    ),
     Kind(
         "random bytes after a JPEG marker",
         "noise.jpg",
         _bytes(b"\xff\xd8\xff" + bytes(range(256)) * 4),
         FAILED,
+        code="decode.corrupt",
     ),
-    Kind("decompression bomb PNG", "bomb.png", _bytes(_png_bomb), FAILED, ("pixels",)),
-    Kind("decompression bomb JPEG", "bomb.jpg", _bytes(_jpeg_bomb), FAILED, ("pixels",)),
+    Kind("decompression bomb PNG", "bomb.png", _bytes(_png_bomb), FAILED, ("pixels",), TOO_LARGE),
+    Kind("decompression bomb JPEG", "bomb.jpg", _bytes(_jpeg_bomb), FAILED, ("pixels",), TOO_LARGE),
     Kind("1x1 pixel", "dot.png", _image(lambda: _gray(1, 1), "PNG"), DONE),
     Kind("8000x16", "wide.png", _image(lambda: _gray(8000, 16), "PNG"), DONE),
     Kind("16x8000", "tall.png", _image(lambda: _gray(16, 8000), "PNG"), DONE),
-    Kind("animated GIF", "animated.gif", _bytes(lambda: _animated("GIF")), SKIPPED, ("gif",)),
+    Kind(
+        "animated GIF",
+        "animated.gif",
+        _bytes(lambda: _animated("GIF")),
+        SKIPPED,
+        ("gif",),
+        NOT_IMAGE,
+    ),
     Kind("animated PNG", "animated.png", _bytes(lambda: _animated("PNG")), DONE),
     Kind("animated WebP", "animated.webp", _bytes(lambda: _animated("WEBP")), DONE),
     Kind("multi-page TIFF", "pages.tif", _bytes(_multipage_tiff), DONE),
-    Kind("float32 TIFF", "float.tif", _bytes(_float_tiff), FAILED, ("float",)),
+    Kind(
+        "float32 TIFF", "float.tif", _bytes(_float_tiff), FAILED, ("float",), "decode.unsupported"
+    ),
     Kind("16-bit PNG", "deep.png", _bytes(lambda: _sixteen_bit("PNG")), DONE),
     Kind("16-bit TIFF", "deep.tif", _bytes(lambda: _sixteen_bit("TIFF")), DONE),
     Kind("1-bit PNG", "bilevel.png", _bytes(lambda: _one_bit("PNG")), DONE),
@@ -280,6 +335,7 @@ CORPUS: tuple[Kind, ...] = (
         _link(_outside_file),
         SKIPPED,
         ("outside", "not followed"),
+        "skip.link_outside",
     ),
     Kind(
         "symlink to a folder outside the source",
@@ -287,6 +343,7 @@ CORPUS: tuple[Kind, ...] = (
         _link(_outside_folder),
         SKIPPED,
         ("outside", "not followed"),
+        "skip.link_outside",
     ),
     Kind(
         "symlink loop",
@@ -294,6 +351,7 @@ CORPUS: tuple[Kind, ...] = (
         _link(lambda path, _outside: path),
         SKIPPED,
         ("loop",),
+        "skip.symlink_loop",
     ),
     Kind(
         "broken symlink",
@@ -301,8 +359,9 @@ CORPUS: tuple[Kind, ...] = (
         _link(lambda path, _outside: path.parent / "gone.png"),
         SKIPPED,
         ("does not exist",),
+        "skip.broken_link",
     ),
-    Kind("FIFO named .png", "pipe.png", _fifo, SKIPPED, ("not a regular file",)),
+    Kind("FIFO named .png", "pipe.png", _fifo, SKIPPED, ("not a regular file",), "skip.not_a_file"),
     Kind(".DS_Store", ".DS_Store", _bytes(b"\x00\x00\x00\x01Bud1"), IGNORED, ("hidden",)),
     Kind("AppleDouble ._ file", "._scan.png", _bytes(b"\x00\x05\x16\x07"), IGNORED, ("hidden",)),
     Kind("Thumbs.db", "Thumbs.db", _bytes(b"\xd0\xcf\x11\xe0"), IGNORED, ("system",)),
@@ -311,7 +370,12 @@ CORPUS: tuple[Kind, ...] = (
 
 #: Only as a user other than root: root reads a file whatever its permissions.
 UNREADABLE = Kind(
-    "unreadable file (chmod 000)", "locked.png", _unreadable, SKIPPED, ("cannot be opened",)
+    "unreadable file (chmod 000)",
+    "locked.png",
+    _unreadable,
+    SKIPPED,
+    ("cannot be opened",),
+    "skip.unreadable",
 )
 
 

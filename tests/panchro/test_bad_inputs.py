@@ -10,7 +10,9 @@ has exactly one catalog row, except hidden and system files, which the summary c
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,6 +45,7 @@ class Row:
     status: str
     reason: str | None
     output: Path
+    code: str | None
 
 
 @dataclass(frozen=True)
@@ -80,12 +83,18 @@ def _query(dest: Path, sql: str) -> list[tuple[object, ...]]:
 
 def _rows(root: Path, dest: Path) -> dict[str, list[Row]]:
     rows: dict[str, list[Row]] = {}
-    sql = "SELECT source_uri, status, last_error, output_uri FROM images"
-    for source_uri, status, reason, output_uri in _query(dest, sql):
+    sql = "SELECT source_uri, status, last_error, output_uri, failure_code FROM images"
+    for source_uri, status, reason, output_uri, code in _query(dest, sql):
         path = os.path.relpath(parse_uri(str(source_uri)).key, root)
         output = Path(parse_uri(str(output_uri)).key)
         rows.setdefault(path, []).append(
-            Row(path, str(status), None if reason is None else str(reason), output)
+            Row(
+                path,
+                str(status),
+                None if reason is None else str(reason),
+                output,
+                None if code is None else str(code),
+            )
         )
     return rows
 
@@ -155,7 +164,7 @@ def test_every_file_has_exactly_one_row_or_is_deliberately_ignored(corpus_run: C
 @pytest.mark.parametrize("kind", _by_outcome(DONE), ids=lambda kind: kind.kind)
 def test_each_good_kind_is_colorized_at_its_own_size(corpus_run: CorpusRun, kind: Kind) -> None:
     (row,) = corpus_run.rows[os.path.normpath(kind.path)]
-    assert (row.status, row.reason) == ("done", None)
+    assert (row.status, row.reason, row.code) == ("done", None, None)
     with (
         PILImage.open(corpus_run.root / kind.path) as original,
         PILImage.open(row.output) as output,
@@ -172,7 +181,7 @@ def test_each_bad_kind_is_refused_with_a_reason_that_names_the_problem(
     corpus_run: CorpusRun, kind: Kind
 ) -> None:
     (row,) = corpus_run.rows[os.path.normpath(kind.path)]
-    assert row.status == kind.outcome
+    assert (row.status, row.code) == (kind.outcome, kind.code)
     assert row.reason is not None and "\n" not in row.reason and "Traceback" not in row.reason
     for word in kind.words:
         assert word in row.reason.lower(), (kind.kind, row.reason)
@@ -214,6 +223,34 @@ def test_list_and_status_show_the_skipped_files(corpus_run: CorpusRun) -> None:
     assert status.exit_code == 0, status.output
     assert f"{len(_by_outcome(SKIPPED))} skipped" in status.output
     assert "panchro list corpus --status skipped" in status.output
+
+
+def test_status_groups_failures_by_code_and_list_filters_by_it(corpus_run: CorpusRun) -> None:
+    url = f"sqlite:///{corpus_run.dest / '.panchro' / 'catalog.sqlite3'}"
+    truncated = sorted(k.path for k in CORPUS if k.code == "decode.truncated")
+    assert len(truncated) == 3  # three files, three different errors, one group
+
+    status = CliRunner().invoke(cli, ["--database-url", url, "status", "corpus", "--json"])
+    assert status.exit_code == 0, status.output
+    (collection,) = json.loads(status.output)["collections"]
+    groups = {group["code"]: group for group in collection["top_failures"]}
+    assert groups["decode.truncated"]["count"] == 3
+    assert groups["decode.truncated"]["example"]["path"] in truncated
+    assert groups["size.too_large"]["count"] == 2
+    text = CliRunner().invoke(cli, ["--database-url", url, "status", "corpus"]).output
+    assert re.search(r"\n +3  decode\.truncated +The file ends before", text), text
+
+    listed = CliRunner().invoke(
+        cli, ["--database-url", url, "list", "corpus", "--code", "decode.truncated"]
+    )
+    assert listed.exit_code == 0, listed.output
+    header, *lines = listed.output.splitlines()
+    assert header.split()[:3] == ["ID", "STATUS", "CODE"]
+    assert len(lines) == len(truncated)
+    assert all(line.split()[1:3] == ["failed", "decode.truncated"] for line in lines)
+    assert {path for path in truncated for line in lines if f"  {path}  (" in line} == set(
+        truncated
+    )
 
 
 def _kinds(*paths: str) -> tuple[Kind, ...]:

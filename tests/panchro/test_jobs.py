@@ -49,6 +49,8 @@ MIXED = {
 }
 #: Error recorded on every failed image of the seeded collections.
 FAILURE = "not an image: truncated TIFF"
+#: Its failure code.
+FAILURE_CODE = "decode.truncated"
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +104,7 @@ def seed(url: str, name: str, statuses: dict[ImageStatus, int]) -> None:
                         attempts=1,
                     )
                 if status is ImageStatus.FAILED:
-                    values["last_error"] = FAILURE
+                    values.update(last_error=FAILURE, failure_code=FAILURE_CODE)
                 db.execute(
                     update(Image)
                     .where(
@@ -171,7 +173,11 @@ def test_status_json_reports_the_counts_of_every_status(catalog_url: str) -> Non
         "cancelled": 0,
     }
     assert progress["total"] == 14 and progress["remaining"] == 6
-    assert progress["top_failures"] == [{"reason": FAILURE, "count": 2}]
+    (failures,) = progress["top_failures"]
+    assert (failures["code"], failures["count"]) == (FAILURE_CODE, 2)
+    assert failures["reason"].startswith("The file ends before its image does")
+    assert failures["example"]["path"] == "failed-00000.tif"
+    assert failures["example"]["error"] == FAILURE
     assert progress["throughput_per_min"] > 0
 
 
@@ -197,7 +203,10 @@ def test_status_of_one_collection_lists_its_failure_reasons(catalog_url: str) ->
     assert result.exit_code == 0, result.output
     assert "5 done, 2 failed, 1 skipped, 1 running, 2 queued, 3 pending" in result.stdout
     assert "finished  8 of 14" in result.stdout
-    assert f"2  {FAILURE}" in result.stdout
+    assert "panchro list 1920s --code CODE" in result.stdout
+    assert f"2  {FAILURE_CODE}  The file ends before its image does" in result.stdout
+    assert "then `panchro retry 1920s --failed`." in result.stdout
+    assert "e.g. failed-00000.tif" in result.stdout
     assert "skipped   1 not colorized" in result.stdout
     assert "panchro list 1920s --status skipped" in result.stdout
 
@@ -359,6 +368,8 @@ def test_list_csv_parses_back_to_every_image_with_its_provenance(catalog_url: st
     assert [int(row["id"]) for row in rows] == sorted(int(row["id"]) for row in rows)
     failed = [row for row in rows if row["status"] == "failed"]
     assert len(failed) == 2 and {row["last_error"] for row in failed} == {FAILURE}
+    assert {row["failure_code"] for row in failed} == {FAILURE_CODE}
+    assert {row["failure_code"] for row in rows if row["status"] == "done"} == {""}
     assert failed[0]["output_uri"].startswith("/out/1920s/") and failed[0]["input_size"] == "512"
 
 
@@ -417,9 +428,26 @@ def test_list_table_shows_paths_and_shortened_errors(catalog_url: str) -> None:
 
     assert result.exit_code == 0, result.output
     header, *rows = result.stdout.splitlines()
-    assert header.split() == ["ID", "STATUS", "TRIES", "SIZE", "SECONDS", "PATH"]
+    assert header.split() == ["ID", "STATUS", "CODE", "TRIES", "SIZE", "SECONDS", "PATH"]
     assert len(rows) == 2
+    assert all(row.split()[1:3] == ["failed", FAILURE_CODE] for row in rows)
     assert all("failed-0000" in row and f"({FAILURE})" in row for row in rows)
+    done = run(catalog_url, "list", "1920s", "--status", "done").stdout
+    assert done.split()[:3] == ["ID", "STATUS", "TRIES"]  # no failure can be listed
+
+
+def test_list_code_filters_by_failure_code(catalog_url: str) -> None:
+    seed(catalog_url, "1920s", MIXED)
+
+    coded = run(catalog_url, "list", "1920s", "--code", FAILURE_CODE, "--format", "json")
+    other = run(catalog_url, "list", "1920s", "--code", "oom.floor")
+    wrong = run(catalog_url, "list", "1920s", "--code", "no.such-code")
+
+    assert coded.exit_code == 0, coded.output
+    images = json.loads(coded.stdout)
+    assert [image["relative_path"] for image in images] == ["failed-00000.tif", "failed-00001.tif"]
+    assert other.exit_code == 0 and "has no images with code oom.floor" in other.stderr
+    assert wrong.exit_code == 2 and "decode.truncated" in wrong.stderr  # the choices
 
 
 def test_list_help_documents_every_column_in_order() -> None:

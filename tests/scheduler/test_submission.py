@@ -98,6 +98,7 @@ def test_submit_registers_a_local_folder_and_dispatches_it(
             text.last_error
             == "not an image panchro reads (JPEG, PNG, TIFF, WebP, BMP, JPEG 2000): it is text"
         )
+        assert text.failure_code == "skip.not_image"
     assert summary.skipped_total == 1
     assert summary.skipped_files == (("readme.txt", text.last_error),)
     assert summary.ignored == {"hidden": 1}

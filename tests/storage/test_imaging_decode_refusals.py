@@ -35,32 +35,40 @@ def _corrupt_png() -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("data", "words"),
+    ("data", "words", "code"),
     [
-        (b"", "empty"),
-        (b"%PDF-1.7\n1 0 obj\n", "PDF document"),
-        (b"Dear archivist, here are the scans.", "not a recognised image format"),
-        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "truncated or corrupt"),
-        (_truncated_jpeg(), "truncated"),
-        (_corrupt_png(), "corrupt"),
+        (b"", "empty", "decode.truncated"),
+        (b"%PDF-1.7\n1 0 obj\n", "PDF document", "decode.not_image"),
+        (
+            b"Dear archivist, here are the scans.",
+            "not a recognised image format",
+            "decode.not_image",
+        ),
+        (b"\x89PNG\r\n\x1a\n" + b"\x00" * 20, "truncated or corrupt", "decode.corrupt"),
+        (_truncated_jpeg(), "truncated", "decode.truncated"),
+        (_corrupt_png(), "corrupt", "decode.corrupt"),
     ],
     ids=["empty", "pdf", "text", "png-header-only", "truncated-jpeg", "corrupt-png"],
 )
-def test_decode_refuses_bad_bytes_with_a_helpful_message(data: bytes, words: str) -> None:
+def test_decode_refuses_bad_bytes_with_a_helpful_message(
+    data: bytes, words: str, code: str
+) -> None:
     with pytest.raises(InvalidImage) as raised:
         decode_image(data, name="box7/scan-0042")
 
     message = str(raised.value)
     assert message.startswith("box7/scan-0042: ")
     assert words in message
-    assert type(raised.value) is InvalidImage
+    assert not isinstance(raised.value, UnsupportedImage)
+    assert raised.value.code == code
 
 
 def test_decode_refuses_gif_as_unsupported() -> None:
     data = _pillow(Image.new("L", (4, 4)), "GIF")
 
-    with pytest.raises(UnsupportedImage, match="GIF"):
+    with pytest.raises(UnsupportedImage, match="GIF") as raised:
         decode_image(data)
+    assert raised.value.code == "decode.unsupported"
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.complex64])
@@ -75,8 +83,19 @@ def test_decode_refuses_image_over_the_pixel_limit_before_decoding() -> None:
     data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header)
     data += _chunk(b"IDAT", zlib.compress(b"\x00" * 1000)) + _chunk(b"IEND", b"")
 
-    with pytest.raises(InvalidImage, match="1600 megapixels"):
+    with pytest.raises(InvalidImage, match="1600 megapixels") as raised:
         decode_image(data)
+    assert raised.value.code == "size.too_large"
+
+
+def test_decode_refuses_a_header_without_pixels_as_too_small() -> None:
+    data = bytearray(_pillow(Image.new("L", (4, 4)), "TIFF"))
+    width_tag = data.index(struct.pack("<HHI", 256, 4, 1))  # ImageWidth, one LONG
+    data[width_tag + 8 : width_tag + 12] = struct.pack("<I", 0)
+
+    with pytest.raises(InvalidImage, match="empty size") as raised:
+        decode_image(bytes(data))
+    assert raised.value.code == "size.too_small"
 
 
 def test_decode_applies_a_lower_pixel_limit_to_wide_tiffs() -> None:

@@ -168,6 +168,7 @@ def test_corrupt_original_fails_with_a_reason_and_leaves_no_output(
     row = read_image(sessions, ids["broken.png"])
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and "truncated or corrupt" in row.last_error
+    assert row.failure_code == "decode.corrupt"
     [attempt] = attempts_of(sessions, row.id)
     assert attempt.outcome is AttemptOutcome.FAILED and attempt.error == row.last_error
     assert attempt.finished_at is not None and attempt.input_size is None
@@ -208,6 +209,7 @@ def test_out_of_memory_at_the_smallest_size_fails_with_a_reason_that_says_so(
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and "out of memory" in row.last_error
     assert "384, 256" in row.last_error
+    assert row.failure_code == "oom.floor"
     steps = [(a.outcome, a.input_size) for a in attempts_of(sessions, row.id)]
     assert steps == [(AttemptOutcome.OOM_RETRY, 384), (AttemptOutcome.FAILED, 256)]
     assert not (output / "a.png").exists()
@@ -255,6 +257,7 @@ def test_last_retry_of_an_unreachable_store_fails_the_image_with_the_retry_count
     row = read_image(sessions, ids["a.png"])
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and row.last_error.startswith("gave up after 5 retries")
+    assert row.failure_code == "storage.unavailable"
 
 
 def test_redelivered_message_for_a_done_image_does_nothing(
@@ -312,6 +315,7 @@ def test_redelivery_at_the_lost_cap_fails_the_image_instead(
     row = read_image(sessions, ids["a.png"])
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and "worker died" in row.last_error
+    assert row.failure_code == "worker.lost"
     assert not (output / "a.png").exists()
 
 
@@ -344,6 +348,7 @@ def test_output_that_is_the_original_is_refused_and_the_original_kept(
     assert outcome.status is ProcessStatus.FAILED
     row = read_image(sessions, ids["a.png"])
     assert row.last_error is not None and "is the original itself" in row.last_error
+    assert row.failure_code == "output.unsafe"
     assert original.read_bytes() == before
 
 

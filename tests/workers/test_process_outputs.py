@@ -73,6 +73,7 @@ def test_a_foreign_file_at_the_planned_output_is_left_byte_identical_and_the_ima
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and NOT_OURS in row.last_error
     assert str(foreign) in row.last_error
+    assert row.failure_code == "output.conflict"
     assert (foreign.read_bytes(), foreign.stat().st_mtime_ns) == before
     assert _temporary_files(output) == []
 

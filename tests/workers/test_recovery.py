@@ -195,6 +195,7 @@ def test_an_image_past_the_hard_time_limit_is_failed_and_the_collection_goes_on(
 
     stuck = read_image(rig.catalog, ids["stuck.png"])
     assert stuck.last_error == time_limit_reason(4.0)
+    assert stuck.failure_code == "time_limit"
     assert rig.outcomes(ids["stuck.png"]) == [AttemptOutcome.FAILED]
     # Acknowledged, not redelivered: nothing is left for the worker to take.
     assert "Hard time limit (4.0s) exceeded" in rig.output()

@@ -215,7 +215,8 @@ def test_an_image_past_the_soft_time_limit_is_failed_with_time_limit_as_reason(
     ):
         _call(task, ids["a.png"], id="m-1")
 
-    assert read_image(sessions, ids["a.png"]).status is ImageStatus.FAILED
+    row = read_image(sessions, ids["a.png"])
+    assert (row.status, row.failure_code) == (ImageStatus.FAILED, "time_limit")
 
 
 def _with_storage_down(
@@ -269,6 +270,7 @@ def test_colorize_task_on_its_last_retry_records_that_it_gave_up(
     row = read_image(sessions, ids["a.png"])
     assert row.status is ImageStatus.FAILED
     assert row.last_error is not None and "unreachable" in row.last_error
+    assert row.failure_code == "storage.unavailable"
 
 
 def test_pool_process_recycles_itself_when_idle_after_repeated_out_of_memory(

@@ -9,6 +9,7 @@ Prometheus::
         numbers = read_metrics(db, window=timedelta(minutes=5))
     numbers.images["1920s"]["done"]           # 118
     numbers.oom_steps[("1920s", 1024)]        # 3 tries ran out of memory at 1024 px
+    numbers.failed[("1920s", "oom.floor")]    # 1 image failed out of memory at 256 px
 
 Seconds per image come from the ``done`` images (``duration_s``: start to finish of the
 try that produced the output), as cumulative bucket counts the way a Prometheus
@@ -27,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from catalog.engine import database_errors
 from catalog.models import Attempt, AttemptOutcome, Collection, Image, ImageStatus, utcnow
+from catalog.reasons import FailureCode
 
 __all__ = [
     "DURATION_BUCKETS_S",
@@ -90,6 +92,8 @@ class MetricsSnapshot:
         durations: Seconds per done image, by input size, device and precision.
         oom_steps: Tries that ran out of memory, by collection and input size.
         lost_attempts: Tries given up because their worker vanished.
+        failed: Failed images by collection and failure code (``unknown`` for those
+            without one); only codes that occur.
     """
 
     images: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -98,6 +102,7 @@ class MetricsSnapshot:
     durations: tuple[DurationHistogram, ...] = ()
     oom_steps: dict[tuple[str, int], int] = field(default_factory=dict)
     lost_attempts: dict[str, int] = field(default_factory=dict)
+    failed: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 def _images_by_status(db: Session) -> dict[str, dict[str, int]]:
@@ -171,6 +176,20 @@ def _lost_attempts(db: Session) -> dict[str, int]:
     return {name: int(n) for name, n in db.execute(query)}
 
 
+def _failed_by_code(db: Session) -> dict[tuple[str, str], int]:
+    rows = db.execute(
+        select(Collection.name, Image.failure_code, func.count())
+        .join(Image, Image.collection_id == Collection.id)
+        .where(Image.status == ImageStatus.FAILED)
+        .group_by(Collection.name, Image.failure_code)
+    )
+    failed: dict[tuple[str, str], int] = {}
+    for name, code, count in rows:
+        key = (name, code or FailureCode.UNKNOWN.value)
+        failed[key] = failed.get(key, 0) + int(count)
+    return failed
+
+
 @database_errors()
 def read_metrics(
     db: Session,
@@ -205,6 +224,7 @@ def read_metrics(
         durations=_durations(db, bounds),
         oom_steps=_oom_steps(db),
         lost_attempts=_lost_attempts(db),
+        failed=_failed_by_code(db),
     )
 
 

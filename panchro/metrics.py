@@ -4,8 +4,8 @@
 sources, each asked with a short timeout and each allowed to fail alone:
 
 - the catalog (:func:`catalog.metrics.read_metrics`): images by status, done images and
-  images per second, seconds per image by input size/device/precision, out-of-memory
-  ladder steps by size, lost tries;
+  images per second, failed images by failure code, seconds per image by input
+  size/device/precision, out-of-memory ladder steps by size, lost tries;
 - the broker (:func:`scheduler.reaping.read_broker`): colorize messages waiting in the
   queue and delivered but not acknowledged, by collection;
 - the live workers (one ``panchro_warm`` broadcast, :mod:`workers.warmth`): which are up,
@@ -125,7 +125,14 @@ def _images(snapshot: MetricsSnapshot) -> Iterator[Metric]:
             by_status.add_metric([name, status], count)
         done.add_metric([name], counts.get("done", 0))
         rate.add_metric([name], snapshot.done_in_window.get(name, 0) / snapshot.window_s)
-    yield from (by_status, done, rate)
+    failed = GaugeMetricFamily(
+        "panchro_failed_images",
+        "Failed images of a collection by failure code (docs/failures.md); only codes that occur.",
+        labels=["collection", "code"],
+    )
+    for (name, code), count in sorted(snapshot.failed.items()):
+        failed.add_metric([name, code], count)
+    yield from (by_status, done, rate, failed)
 
 
 def _work(snapshot: MetricsSnapshot) -> Iterator[Metric]:

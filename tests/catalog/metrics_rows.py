@@ -3,7 +3,8 @@
 Collection ``1920s`` holds ten images: four done (three at 512 px on the CPU in fp32,
 0.3 s, 0.8 s and 1.5 s, finished a minute ago; one at 768 px on a GPU in fp16, 40 s,
 finished an hour ago, after running out of memory at 1024 px), two failed (one after
-running out of memory at 1024 and 768 px), one running (its first try lost), one queued,
+running out of memory at 1024, 768 and 512 px: ``oom.floor``; one with no code, as before
+codes existed), one running (its first try lost), one queued,
 two pending (one with a lost try). Collection ``empty`` holds no image.
 """
 
@@ -72,7 +73,7 @@ def seed_metrics_rows(sessions: sessionmaker[Session]) -> Seeded:
                     "finished_at": old,
                 },
             ),
-            (ids[4], ImageStatus.FAILED, {"finished_at": recent}),
+            (ids[4], ImageStatus.FAILED, {"finished_at": recent, "failure_code": "oom.floor"}),
             (ids[5], ImageStatus.FAILED, {"finished_at": recent}),
             (ids[6], ImageStatus.RUNNING, {"lost_attempts": 1}),
             (ids[7], ImageStatus.QUEUED, {}),

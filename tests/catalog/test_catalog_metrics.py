@@ -42,6 +42,8 @@ def test_read_metrics_counts_statuses_rates_durations_oom_steps_and_lost_tries(
     assert set(by_key) == {(512, "cpu", "fp32"), (768, GPU, "fp16")}
     assert numbers.oom_steps == {("1920s", 1024): 2, ("1920s", 768): 1}
     assert numbers.lost_attempts == {"1920s": 2}
+    # An image failed before codes existed counts as unknown.
+    assert numbers.failed == {("1920s", "oom.floor"): 1, ("1920s", "unknown"): 1}
     assert collection_of == {seeded.queued: "1920s"}
 
 

@@ -117,6 +117,11 @@ def test_scrape_reports_the_catalog_queue_and_workers(
     assert got.value("panchro_oom_steps_total", collection="1920s", input_size="768") == 1
     assert got.value("panchro_lost_attempts_total", collection="1920s") == 2
     assert got.value("panchro_lost_attempts_total", collection="empty") == 0
+    failed = {
+        (dict(k)["collection"], dict(k)["code"]): v
+        for k, v in got.labelled("panchro_failed_images").items()
+    }
+    assert failed == {("1920s", "oom.floor"): 1, ("1920s", "unknown"): 1}
 
     assert got.value("panchro_queue_messages", collection="1920s", state="waiting") == 2
     assert got.value("panchro_queue_messages", collection="1920s", state="unacked") == 1

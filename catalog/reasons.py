@@ -158,7 +158,8 @@ REASONS: Final[Mapping[FailureCode, Reason]] = {
             _FAILED,
             "The collection asks for a precision that this worker's device cannot run (bf16 "
             "on a device without it).",
-            "Submit the collection with --precision auto or fp32, or run it on devices with bf16.",
+            "Submit the collection with PANCHRO_PRECISION=auto or fp32, or run it on devices "
+            "with bf16.",
         ),
         Reason(
             FailureCode.MODEL_ERROR,
@@ -171,7 +172,7 @@ REASONS: Final[Mapping[FailureCode, Reason]] = {
             _FAILED,
             "The colorized copy could not be encoded with the collection's options (for "
             "example alpha in a JPEG output).",
-            "Submit the collection again with another --output-format.",
+            "Choose an --output-format that can hold the image (PNG or TIFF keep alpha).",
         ),
         Reason(
             FailureCode.TIME_LIMIT,

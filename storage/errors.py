@@ -58,6 +58,8 @@ class StorageFull(StorageUnavailable):
     is retried with backoff instead of failing every image that meets it overnight.
     """
 
+    code: ClassVar[str] = "storage.full"
+
 
 class StorageMisconfigured(StorageError):
     """This process cannot use the store as configured; no object is to blame.

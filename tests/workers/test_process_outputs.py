@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy.orm import Session, sessionmaker
 from workers_helpers import (
     add_collection,
@@ -56,6 +58,23 @@ def sessions(catalog_sessions: sessionmaker[Session]) -> sessionmaker[Session]:
 
 def _temporary_files(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if path.name.endswith(".tmp")]
+
+
+def test_an_output_format_that_cannot_hold_the_image_fails_it_as_encode_failed(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    gray = np.tile(np.arange(32, dtype=np.uint8), (24, 1))
+    source.mkdir(parents=True, exist_ok=True)
+    Image.merge("LA", [Image.fromarray(gray)] * 2).save(source / "a.png")
+    ids = add_collection(sessions, source, output, ["a.png"], options={"output_format": "jpg"})
+
+    outcome = _process(sessions, ids["a.png"])
+
+    assert outcome.status is ProcessStatus.FAILED
+    row = read_image(sessions, ids["a.png"])
+    assert (row.status, row.failure_code) == (ImageStatus.FAILED, "encode.failed")
+    assert row.last_error is not None and "JPEG cannot store alpha" in row.last_error
+    assert not output.exists() or not any(output.rglob("*"))  # nothing written
 
 
 def test_a_foreign_file_at_the_planned_output_is_left_byte_identical_and_the_image_fails(

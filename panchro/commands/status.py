@@ -304,6 +304,11 @@ def _watch(
             if _is_finished(report):
                 return report
             if _is_stalled(sessions, name, report, stale_after):
+                # The last images may have finished since the report was read: then
+                # nothing is stalled, and the finished report is shown.
+                report = _read_report(sessions, name)
+                if _is_finished(report):
+                    continue
                 running = sum(p.counts.get("running", 0) for p in report.collections)
                 click.echo(
                     f"nothing can progress: {running} image(s) still running, each for longer "

@@ -78,14 +78,14 @@ class Reason:
 
     Attributes:
         code: The code.
-        status: The status of the images that carry it: ``failed`` or ``skipped``
-            (``unknown`` can be either).
+        statuses: The statuses of the images that carry it: ``failed`` or ``skipped``
+            (``unknown`` both).
         meaning: What happened, in a sentence.
         action: What to do about it, in a sentence.
     """
 
     code: FailureCode
-    status: ImageStatus
+    statuses: tuple[ImageStatus, ...]
     meaning: str
     action: str
 
@@ -95,8 +95,8 @@ class Reason:
         return f"{self.meaning} {self.action}"
 
 
-_FAILED = ImageStatus.FAILED
-_SKIPPED = ImageStatus.SKIPPED
+_FAILED = (ImageStatus.FAILED,)
+_SKIPPED = (ImageStatus.SKIPPED,)
 _RETRY = "then `panchro retry NAME --failed`."
 
 #: Every code with its meaning and action, in the order reports list them.
@@ -247,7 +247,7 @@ REASONS: Final[Mapping[FailureCode, Reason]] = {
         ),
         Reason(
             FailureCode.UNKNOWN,
-            _FAILED,
+            (*_FAILED, *_SKIPPED),
             "An unexpected error (a bug), or a reason recorded before codes existed that "
             "matches none of them.",
             "Read last_error and the worker's log, which has the traceback; report a bug.",
@@ -334,7 +334,7 @@ def reasons_table() -> str:
     """
     lines = ["| code | status | what it means | what to do |", "|---|---|---|---|"]
     lines.extend(
-        f"| `{r.code.value}` | {r.status.value} | {r.meaning} | {r.action} |"
+        f"| `{r.code.value}` | {' or '.join(r.statuses)} | {r.meaning} | {r.action} |"
         for r in REASONS.values()
     )
     return "\n".join(lines) + "\n"

@@ -63,6 +63,7 @@ class Sample:
         mode: Pixel mode the catalog must record for the original.
         alpha: The original's alpha channel (HxW), which the output must keep.
         problem: For a broken image, words its failure reason must contain.
+        code: For a broken image, the failure code it must get.
         skip_reason: For a file the scan must pass over, the reason it reports.
     """
 
@@ -75,6 +76,7 @@ class Sample:
     mode: str = ""
     alpha: np.ndarray | None = None
     problem: str | None = None
+    code: str | None = None
     skip_reason: str | None = None
 
     @property
@@ -315,9 +317,24 @@ def broken_samples() -> list[Sample]:
     noise = np.random.default_rng(91).integers(0, 256, size=4096, dtype=np.uint8).tobytes()
     whole_tiff = _tiff_gray16("x.tif", (150, 150), seed=92).data
     return [
-        Sample("box1/broken.jpg", whole_jpeg[: len(whole_jpeg) // 2], problem="truncated"),
-        Sample("box2/noise.png", b"\x00" + noise, problem="not a recognised image format"),
-        Sample("negatives/cut.tif", whole_tiff[: len(whole_tiff) // 3], problem="truncated"),
+        Sample(
+            "box1/broken.jpg",
+            whole_jpeg[: len(whole_jpeg) // 2],
+            problem="truncated",
+            code="decode.truncated",
+        ),
+        Sample(
+            "box2/noise.png",
+            b"\x00" + noise,
+            problem="not a recognised image format",
+            code="decode.not_image",
+        ),
+        Sample(
+            "negatives/cut.tif",
+            whole_tiff[: len(whole_tiff) // 3],
+            problem="truncated",
+            code="decode.truncated",
+        ),
     ]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,7 @@ from catalog import (
     make_sessionmaker,
 )
 from ddcolor import resolve_precision
+from storage.skips import SKIP_CODES
 from tests.panchro.metrics_helpers import Scrape, scrape, serve
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -304,6 +306,7 @@ def test_submit_skips_empty_files_non_images_and_hidden_files(pipeline: Pipeline
             assert row.last_error and f"    {sample.relative}: {row.last_error}" in (
                 pipeline.submit_output
             )
+            assert row.failure_code == SKIP_CODES[sample.skip_reason], sample.relative
 
 
 def test_collection_records_the_model_checkpoint_and_input_size(pipeline: PipelineRun) -> None:
@@ -366,6 +369,7 @@ def test_corrupt_images_fail_with_a_reason_naming_the_file_and_the_problem(
         reason = image.last_error or ""
         assert sample.relative in reason, reason
         assert sample.problem is not None and sample.problem in reason, reason
+        assert image.failure_code == sample.code, sample.relative
         assert f"{OUTPUT_PREFIX}/{sample.relative}" not in pipeline.objects
         assert image.output_sha256 is None
 
@@ -489,6 +493,8 @@ def test_metrics_report_the_workers_warm_and_the_collection_finished(
     assert got.value("panchro_images", collection=COLLECTION, status="failed") == len(
         pipeline.broken
     )
+    failed = {dict(k)["code"]: v for k, v in got.labelled("panchro_failed_images").items()}
+    assert failed == dict(Counter(sample.code for sample in pipeline.broken))
     assert got.value("panchro_queue_messages", collection=COLLECTION, state="waiting") == 0
     done = sum(
         v for (name, _), v in got.samples.items() if name == "panchro_image_duration_seconds_count"
@@ -504,4 +510,6 @@ def test_status_reports_the_collection_as_finished(pipeline: PipelineRun) -> Non
     assert counts["done"] == len(pipeline.good)
     assert counts["failed"] == len(pipeline.broken)
     assert report["remaining"] == 0
-    assert sum(failure["count"] for failure in report["top_failures"]) == len(pipeline.broken)
+    # Failures group by code, whatever the file: the two truncated files are one group.
+    codes = Counter(sample.code for sample in pipeline.broken)
+    assert {f["code"]: f["count"] for f in report["top_failures"]} == dict(codes)

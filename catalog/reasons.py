@@ -6,13 +6,14 @@
 
     SELECT failure_code, count(*) FROM images WHERE status = 'failed' GROUP BY 1;
 
-Each room names the codes of its own errors without importing this module: a ``code``
-class attribute on every error class of ``storage.errors``, ``ddcolor.errors``,
-``catalog.errors`` and ``workers.errors``, and ``storage.skips.SKIP_CODES`` for the
-reasons a scan passes a file over. This module is the one vocabulary they must all come
-from (a test checks it), with a meaning and an action per code; ``docs/failures.md``
-holds :func:`reasons_table` (checked by a test too). A code is never renamed: reports
-and dashboards keep it.
+Each room names the codes of its own errors (``storage`` and ``ddcolor`` without importing
+this module): a ``code`` class attribute on every error class of ``storage.errors``,
+``ddcolor.errors``, ``catalog.errors`` and ``workers.errors``, ``storage.skips.SKIP_CODES``
+for the reasons a scan passes a file over, and ``workers.source_checks`` for an original a
+worker skips. This module is the one vocabulary they must all come from (a test checks
+it), with a meaning and an action per code; ``docs/failures.md`` holds
+:func:`reasons_table` (checked by a test too). A code is never renamed: reports and
+dashboards keep it.
 
 Plain values with no SQLAlchemy import, so that the command line can offer the codes as
 choices without loading the database layer.
@@ -70,6 +71,7 @@ class FailureCode(StrEnum):
     SKIP_BROKEN_LINK = "skip.broken_link"
     SKIP_UNREADABLE = "skip.unreadable"
     SKIP_NOT_A_FILE = "skip.not_a_file"
+    SKIP_COLOUR = "skip.colour"
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,12 @@ REASONS: Final[Mapping[FailureCode, Reason]] = {
             _SKIPPED,
             "Not a regular file: a FIFO, socket or device.",
             "Nothing; remove it from the source if it should not be there.",
+        ),
+        Reason(
+            FailureCode.SKIP_COLOUR,
+            _SKIPPED,
+            "An original already in colour, in a collection submitted with --skip-colour.",
+            "Nothing, or submit the collection again with --no-skip-colour to colorize it.",
         ),
     )
 }

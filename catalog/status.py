@@ -195,8 +195,8 @@ def _top_failures(db: Session, collection_id: int, limit: int) -> tuple[FailureR
         .where(Image.collection_id == collection_id, Image.status == ImageStatus.FAILED)
         .group_by(Image.failure_code)
     )
-    # Failed images without a code count as unknown: merged here rather than by a
-    # GROUP BY on an expression, which PostgreSQL and SQLite bind differently.
+    # Failed images without a code count as unknown: merged here, so that the query
+    # groups by the indexed column itself (ix_images_collection_id_failure_code).
     groups: dict[str, tuple[int, int]] = {}
     for code, n, first in rows:
         key = code or FailureCode.UNKNOWN.value

@@ -213,7 +213,6 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
     image_values: dict[str, Any] = {
         "status": ImageStatus.DONE,
         "last_error": None,
-        "failure_code": None,
         "output_sha256": provenance.output_sha256,
         "output_size": provenance.output_size,
         "input_size": provenance.input_size,

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 from catalog.engine import database_errors
 from catalog.models import Image, ImageStatus
 from catalog.queries import get_collection
+from catalog.reasons import FailureCode
 
 __all__ = [
     "UNKNOWN_FAILURE_CODE",
@@ -39,7 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Code under which failures that carry no ``failure_code`` are grouped.
-UNKNOWN_FAILURE_CODE: Final = "unknown"
+UNKNOWN_FAILURE_CODE: Final = str(FailureCode.UNKNOWN)
 #: Statuses whose images are grouped by failure code.
 GROUPED_STATUSES: Final = (ImageStatus.FAILED, ImageStatus.SKIPPED)
 #: Most failure groups reported per status; the rest are summed into one count.

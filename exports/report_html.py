@@ -189,8 +189,11 @@ def _as_run(report: CollectionReport) -> str:
 
 
 def _group_rows(groups: Iterable[FailureGroup]) -> str:
+    from catalog.reasons import describe_reason
+
     rows = []
     for group in groups:
+        reason = describe_reason(group.code)
         examples = "".join(
             f'<li><code>{escape(example.relative_path)}</code> <span class="muted">#'
             f"{example.image_id}</span><br>{escape(example.last_error or '')}</li>"
@@ -199,6 +202,8 @@ def _group_rows(groups: Iterable[FailureGroup]) -> str:
         rows.append(
             f'<tr data-code="{escape(group.code)}"><td><code>{escape(group.code)}</code></td>'
             f'<td class="num">{group.count:,}</td>'
+            f"<td>{escape(reason.meaning)}<br>"
+            f'<span class="muted">{escape(reason.action)}</span></td>'
             f'<td><ul class="examples">{examples}</ul></td></tr>'
         )
     return "".join(rows)
@@ -212,7 +217,8 @@ def _failures(report: CollectionReport) -> str:
             continue
         parts.append(
             f'<section id="{status}-groups"><h2>{title} by code</h2><table>'
-            "<tr><th>Code</th><th>Images</th><th>Examples</th></tr>"
+            "<tr><th>Code</th><th>Images</th><th>What it means, what to do</th>"
+            "<th>Examples</th></tr>"
             f"{_group_rows(groups)}</table></section>"
         )
     if report.other_failures:

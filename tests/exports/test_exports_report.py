@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import urllib.request
+from html import escape
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -79,6 +80,11 @@ def test_the_report_counts_images_by_status_and_groups_failures_by_code(
     failures = page.section("failed-groups")
     assert "truncated 0" in failures and "truncated 2" in failures
     assert "truncated 3" not in failures  # three examples per group
+    # Each group says what its code means and what to do, from the one vocabulary.
+    from catalog.reasons import describe_reason
+
+    truncated = describe_reason("decode.truncated")
+    assert escape(truncated.meaning) in failures and escape(truncated.action) in failures
     assert "not an image" in page.section("skipped-groups")
     settings = page.section("settings")
     assert CHECKPOINT in settings and "ddcolor_paper_tiny" in settings and "guided" in settings

@@ -27,6 +27,7 @@ from catalog import make_sessionmaker
 from panchro.cli import cli
 from tests.catalog.metrics_rows import GPU, Seeded, seed_metrics_rows
 from workers.app import create_app
+from workers.broker import message_priority, queue_keys
 from workers.names import COLORIZE
 
 #: The Grafana dashboard of deploy/.
@@ -51,7 +52,7 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
 
 def _deliver(client: redis.Redis, tag: str) -> None:
     """Move the oldest waiting message to kombu's unacked hash, as a delivery does."""
-    raw = client.rpop("colorize")
+    raw = client.rpop(queue_keys("colorize")[message_priority(0)])
     assert isinstance(raw, bytes)
     message = json.loads(raw)
     client.hset("unacked", tag, json.dumps([message, "colorize", "colorize"]))

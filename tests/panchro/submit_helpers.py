@@ -14,7 +14,6 @@ from catalog import Collection, Image, ImageStatus, make_engine, make_sessionmak
 from panchro.cli import cli
 from workers.broker import message_priority, queue_keys
 
-#: Redis list that holds the messages of the colorize queue.
 #: The Redis list the tasks of a collection of the default priority wait in.
 COLORIZE_QUEUE = queue_keys("colorize")[message_priority(0)]
 #: Relative paths of the images of the sample source.

@@ -27,7 +27,6 @@ from catalog import make_sessionmaker
 from panchro.cli import cli
 from tests.catalog.metrics_rows import GPU, Seeded, seed_metrics_rows
 from workers.app import create_app
-from workers.broker import message_priority, queue_keys
 from workers.names import COLORIZE
 
 #: The Grafana dashboard of deploy/.
@@ -52,7 +51,7 @@ def seeded(sessions: sessionmaker[Session]) -> Seeded:
 
 def _deliver(client: redis.Redis, tag: str) -> None:
     """Move the oldest waiting message to kombu's unacked hash, as a delivery does."""
-    raw = client.rpop(queue_keys("colorize")[message_priority(0)])
+    raw = client.rpop("colorize")
     assert isinstance(raw, bytes)
     message = json.loads(raw)
     client.hset("unacked", tag, json.dumps([message, "colorize", "colorize"]))

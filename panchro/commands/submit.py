@@ -252,7 +252,8 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     default=0,
     show_default=True,
     metavar="N",
-    help="Collections with a higher priority are sent to the workers first.",
+    help="Collections with a higher priority are sent to the workers first, ahead of the "
+    "tasks of lower ones already queued (0 to 9; others count as 0 or 9).",
 )
 @click.option(
     "--force",

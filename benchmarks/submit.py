@@ -71,7 +71,7 @@ from scheduler import (
 from storage.options import StorageOptions
 from storage.registry import open_storage
 from workers.app import create_app
-from workers.broker import COLORIZE_QUEUE
+from workers.broker import COLORIZE_QUEUE, queue_keys
 
 #: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -138,7 +138,7 @@ def _empty_broker(broker_url: str) -> None:
 def _queue_length(broker_url: str) -> int:
     client = redis.Redis.from_url(broker_url)
     try:
-        return int(client.llen(COLORIZE_QUEUE))
+        return sum(int(client.llen(key)) for key in queue_keys(COLORIZE_QUEUE))
     finally:
         client.close()
 

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
         OverlappingOutput,
         SchedulerError,
     )
+    from scheduler.flight import shared_max_in_flight
     from scheduler.outputs import (
         Location,
         check_destination,
@@ -76,6 +77,7 @@ _SOURCES = {
     "OutputCollision": "scheduler.errors",
     "OverlappingOutput": "scheduler.errors",
     "SchedulerError": "scheduler.errors",
+    "shared_max_in_flight": "scheduler.flight",
     "Location": "scheduler.outputs",
     "check_destination": "scheduler.outputs",
     "check_locations": "scheduler.outputs",
@@ -161,6 +163,7 @@ __all__ = [
     "scan_source",
     "scheduler_argv",
     "setting_changes",
+    "shared_max_in_flight",
     "submit",
     "window_opens_at",
 ]

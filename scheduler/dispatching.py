@@ -5,7 +5,8 @@ skips those whose start window has not opened (:mod:`scheduler.windows`), and qu
 one's pending images, oldest first, in batches::
 
     transaction:  lock; room = max_in_flight - queued images; queue_pending(room)  (commit)
-    send:         one message per image, the whole batch in one broker round trip, on a
+    send:         one message per image, carrying its collection's priority, the whole
+                  batch in one broker round trip, on a
                   background thread while the next batch is queued
     on failure:   unqueue the images whose messages were not sent and the batch queued
                   meanwhile  (commit), then raise
@@ -14,6 +15,11 @@ A pass first makes ``active`` again every ``done`` collection that has images to
 registration that committed while the previous pass completed it), then marks ``done``
 every active collection none of whose images is pending, queued or running (all done,
 failed or skipped); registering new work or a retry makes it active again.
+
+The messages carry their collection's priority, and a worker takes the next message from
+the highest priority that holds one (``workers.broker.message_priority``): a collection
+submitted behind thousands of queued images of a lower one overtakes them as soon as this
+pass sends its first batch, not after the queue in front of it has drained.
 
 Back-pressure is counted in the catalog: at most ``max_in_flight`` images are ``queued``
 (sent but not yet claimed by a worker) at any time, over all collections. Workers claim
@@ -52,6 +58,7 @@ from catalog import (
 )
 from scheduler._queries import lock_dispatch, relative_paths
 from scheduler.errors import BrokerUnavailable
+from scheduler.flight import room as free_room
 from scheduler.windows import window_opens_at
 
 logger = logging.getLogger(__name__)
@@ -69,12 +76,14 @@ class TaskRequest:
         collection_id: Its collection's id.
         collection: Its collection's name.
         relative_path: Its source path below the collection's source.
+        priority: Its collection's priority (higher is sent and served first).
     """
 
     image_id: int
     collection_id: int
     collection: str
     relative_path: str
+    priority: int = 0
 
     @property
     def argsrepr(self) -> str:
@@ -164,6 +173,7 @@ class _Active:
     id: int
     name: str
     opens_at: datetime | None
+    priority: int = 0
 
 
 def dispatch(
@@ -202,7 +212,7 @@ def dispatch(
     with transaction(sessions) as db:
         reopen_collections(db)
         active = [
-            _Active(c.id, c.name, window_opens_at(c.not_before, c.updated_at, tz=tz))
+            _Active(c.id, c.name, window_opens_at(c.not_before, c.updated_at, tz=tz), c.priority)
             for c in list_collections(db, statuses=[CollectionStatus.ACTIVE])
         ]
         # A collection with nothing pending, queued or running is done (one indexed
@@ -259,12 +269,17 @@ def _dispatch_collection(
         while True:
             with transaction(sessions) as db:
                 lock_dispatch(db)
-                in_flight = count_in_flight(db)
-                room = max_in_flight - in_flight
+                in_flight, room = free_room(db, max_in_flight)
                 ids = queue_pending(db, collection.id, min(room, batch_size)) if room > 0 else []
                 paths = relative_paths(db, ids)
             requests = [
-                TaskRequest(image_id, collection.id, collection.name, paths.get(image_id, ""))
+                TaskRequest(
+                    image_id,
+                    collection.id,
+                    collection.name,
+                    paths.get(image_id, ""),
+                    collection.priority,
+                )
                 for image_id in ids
             ]
             # The previous batch was sent while this one was queued; if it failed, this

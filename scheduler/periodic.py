@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from catalog import DatabaseUnavailable, make_sessionmaker, transaction, unqueue_stale
 from scheduler.dispatching import dispatch
 from scheduler.errors import BrokerUnavailable
+from scheduler.flight import announce_max_in_flight
 from scheduler.reaping import INSPECT_TIMEOUT_S, REAP_AFTER_S, read_broker, reap
 from scheduler.sending import celery_sender
 from workers.broker import SCHEDULER_QUEUE
@@ -146,6 +147,7 @@ def dispatcher(
     orphan_after: float = ORPHAN_AFTER_S,
     reap_after: float = REAP_AFTER_S,
     inspect_timeout: float = INSPECT_TIMEOUT_S,
+    interval: float = DISPATCH_INTERVAL_S,
 ) -> Callable[[], int]:
     """Return one dispatch pass: hand back what was lost, then top the broker up.
 
@@ -162,6 +164,8 @@ def dispatcher(
         reap_after: Seconds after which a delivered message or a running try that no
             live worker holds is handed back (``scheduler.reaping``).
         inspect_timeout: Seconds the reaper waits for the workers' answers.
+        interval: Seconds between two passes; each pass announces ``max_in_flight`` to
+            submissions for a few of them (``scheduler.flight``).
 
     Returns:
         A callable that runs one pass and returns the number of tasks it sent; a pass
@@ -184,6 +188,7 @@ def dispatcher(
 
     def dispatch_pass() -> int:
         """Run one dispatch pass; return the number of tasks sent."""
+        announce_max_in_flight(app, max_in_flight, interval=interval)
         try:
             hand_back_lost(
                 app,
@@ -244,6 +249,7 @@ def install_dispatcher(
         orphan_after=orphan_after,
         reap_after=reap_after,
         inspect_timeout=inspect_timeout,
+        interval=interval,
     )
     # Not acks_late: a pass lost with its worker needs no redelivery, beat sends the next.
     app.task(name=DISPATCH, ignore_result=True, acks_late=False, shared=False)(dispatch_pass)
@@ -324,7 +330,12 @@ def run_scheduler(
     if interval <= 0:
         raise ValueError(f"interval must be positive, not {interval}")
     dispatch_pass = dispatcher(
-        app, database_url=database_url, max_in_flight=max_in_flight, tz=tz, **options
+        app,
+        database_url=database_url,
+        max_in_flight=max_in_flight,
+        tz=tz,
+        interval=interval,
+        **options,
     )
     stop = threading.Event() if stop is None else stop
     restore = _stop_on_signals(stop)

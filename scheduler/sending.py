@@ -17,6 +17,10 @@ kombu, and what a template cannot express falls back to the slow path rather tha
 producing messages no worker reads. Why not Celery's path tuned: one producer and one
 pipeline per batch (the fallback) leave its per-message work, the cost that mattered.
 
+Each message carries its collection's priority (``workers.broker.message_priority``),
+which picks the Redis list it waits in; a batch of several priorities is sent as one run
+per priority, each from its own template.
+
 Celery's path is also taken when the broker is not Redis, when kombu has no publish
 batches or may replay a pipeline (``retry_on_timeout``), and while a receiver listens to
 Celery's publish signals, which the template path does not send. A batch's events wait for
@@ -26,6 +30,7 @@ Pub/Sub subscribers that lag behind, so that Redis does not cut Flower off
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -36,7 +41,7 @@ from kombu.exceptions import OperationalError
 from scheduler.dispatching import Send, TaskRequest
 from scheduler.errors import BrokerUnavailable
 from scheduler.templates import COMMANDS_PER_MESSAGE, Template, record_template
-from workers.broker import Subscribers, broker_errors
+from workers.broker import Subscribers, broker_errors, message_priority
 from workers.names import COLORIZE
 
 logger = logging.getLogger(__name__)
@@ -73,14 +78,21 @@ def celery_sender(app: Any, *, fast: bool = True) -> Send:
             with app.producer_or_acquire() as producer:
                 errors = broker_errors(producer.connection)
                 try:
-                    template = record_template(app, producer, _publisher, warned) if fast else None
-                    if template is None:
-                        for count in _send_with_celery(app, producer, requests):
-                            sent = count
-                    else:
-                        # Rendered before the pipeline opens: it needs no broker.
-                        payloads = template.render(requests)
-                        template.write(producer.channel, payloads, subscribers)
+                    # One template per priority: the priority picks the message's list.
+                    for priority, run in _by_priority(requests):
+                        publisher = functools.partial(_publisher, priority=priority)
+                        template = (
+                            record_template(app, producer, publisher, warned) if fast else None
+                        )
+                        before = sent
+                        if template is None:
+                            for count in _send_with_celery(app, producer, run, priority):
+                                sent = before + count
+                        else:
+                            # Rendered before the pipeline opens: it needs no broker.
+                            payloads = template.render(run)
+                            template.write(producer.channel, payloads, subscribers)
+                            sent = before + len(run)
                 except errors as exc:
                     raise BrokerUnavailable(
                         f"cannot send tasks to the broker: {exc}", sent=sent
@@ -96,14 +108,25 @@ def celery_sender(app: Any, *, fast: bool = True) -> Send:
     return send
 
 
-def _send_with_celery(app: Any, producer: Any, requests: Sequence[TaskRequest]) -> Iterator[int]:
+def _by_priority(requests: Sequence[TaskRequest]) -> Iterator[tuple[int, Sequence[TaskRequest]]]:
+    """Cut a batch into runs of one message priority each, keeping its order."""
+    start = 0
+    for end in range(1, len(requests) + 1):
+        if end == len(requests) or requests[end].priority != requests[start].priority:
+            yield message_priority(requests[start].priority), requests[start:end]
+            start = end
+
+
+def _send_with_celery(
+    app: Any, producer: Any, requests: Sequence[TaskRequest], priority: int
+) -> Iterator[int]:
     """Send every message through Celery's own code, yielding how many have been sent.
 
     With kombu's publish batches the whole batch goes in one pipeline at the end, so the
     count is only yielded then; without them it is yielded after every message.
     """
     batched = hasattr(producer, "batch") and producer.supports_batch_publish
-    publish = _publisher(app, producer, retry=False if batched else None)
+    publish = _publisher(app, producer, retry=False if batched else None, priority=priority)
     if batched:
         with producer.batch(max_size=COMMANDS_PER_MESSAGE * len(requests)):
             for request in requests:
@@ -115,8 +138,13 @@ def _send_with_celery(app: Any, producer: Any, requests: Sequence[TaskRequest]) 
         yield sent
 
 
-def _publisher(app: Any, producer: Any, *, retry: bool | None) -> Callable[[str, int, str], None]:
-    """Return a function that publishes one colorize task on ``producer`` with Celery."""
+def _publisher(
+    app: Any, producer: Any, *, retry: bool | None, priority: int
+) -> Callable[[str, int, str], None]:
+    """Return a function that publishes one colorize task on ``producer`` with Celery.
+
+    ``priority`` is kombu's message priority (0 is served first), not the collection's.
+    """
     amqp = app.amqp
     queue = amqp.router.route({}, COLORIZE)["queue"]
     options = {
@@ -124,6 +152,7 @@ def _publisher(app: Any, producer: Any, *, retry: bool | None) -> Callable[[str,
         "create_sent_event": bool(app.conf.task_send_sent_event),
         "ignore_result": True,
     }
+    route = {"priority": priority}
     create_message = amqp.create_task_message
     send_message = amqp.send_task_message
     declared: list[bool] = []
@@ -132,7 +161,9 @@ def _publisher(app: Any, producer: Any, *, retry: bool | None) -> Callable[[str,
         message = create_message(task_id, COLORIZE, [image_id], {}, argsrepr=argsrepr, **options)
         # None lets Celery declare the queue (a no-op once known); [] skips the check.
         declare: list[Any] | None = [] if declared else None
-        send_message(producer, COLORIZE, message, queue=queue, declare=declare, retry=retry)
+        send_message(
+            producer, COLORIZE, message, queue=queue, declare=declare, retry=retry, **route
+        )
         declared.append(True)
 
     return publish

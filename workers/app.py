@@ -19,6 +19,10 @@ connection left unacknowledged as soon as it is connected again, and the schedul
 reaper hands back what no live worker holds. The limits come from ``panchro.settings``
 (``PANCHRO_SOFT_TIME_LIMIT``, ``PANCHRO_TIME_LIMIT``, ``PANCHRO_VISIBILITY_TIMEOUT``).
 
+Each collection's tasks carry its priority (``workers.broker.message_priority``): on
+Redis they wait in one list per priority, and a worker takes the next message from the
+highest list that holds one, so a collection of higher priority overtakes what is queued.
+
 Queue names and the transport options that make redelivery prompt come from
 :mod:`workers.broker`, the one module that knows kombu's Redis internals.
 
@@ -33,7 +37,12 @@ from typing import Any
 
 from celery import Celery
 
-from workers.broker import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS, SCHEDULER_QUEUE
+from workers.broker import (
+    COLORIZE_QUEUE,
+    PRIORITY_TRANSPORT_OPTIONS,
+    REDELIVERY_TRANSPORT_OPTIONS,
+    SCHEDULER_QUEUE,
+)
 from workers.names import COLORIZE, DISPATCH
 
 logger = logging.getLogger(__name__)
@@ -124,6 +133,7 @@ def create_app(
     # visibility timeout is always the one checked above.
     transport_options = {
         **REDELIVERY_TRANSPORT_OPTIONS,
+        **PRIORITY_TRANSPORT_OPTIONS,
         **dict(options.pop("broker_transport_options", None) or {}),
         "visibility_timeout": visibility_timeout,
     }

@@ -5,6 +5,8 @@ to look below that, and they are all here:
 
 - the queue names and the transport options that make redelivery prompt
   (``unacked_restore_interval``);
+- the message priorities (:data:`PRIORITY_STEPS`, :func:`message_priority`,
+  :func:`queue_keys`) and the small values shared through Redis (:func:`write_setting`);
 - where a queue's messages are: one Redis list per priority step, kombu publishing with
   ``LPUSH`` and consuming with ``BRPOP`` (so the right end is the front), and the
   ``unacked`` hash (with ``unacked_index``, the time of each delivery) that holds what a
@@ -36,6 +38,8 @@ from kombu.exceptions import OperationalError
 
 __all__ = [
     "COLORIZE_QUEUE",
+    "PRIORITY_STEPS",
+    "PRIORITY_TRANSPORT_OPTIONS",
     "REDELIVERY_TRANSPORT_OPTIONS",
     "RESTORE_INTERVAL_S",
     "SCHEDULER_QUEUE",
@@ -46,11 +50,15 @@ __all__ = [
     "broker_errors",
     "is_redis",
     "message_body",
+    "message_priority",
     "push_batch",
+    "queue_keys",
+    "read_setting",
     "read_queue",
     "recording",
     "restore_in_front",
     "unacked_tags",
+    "write_setting",
 ]
 
 logger = logging.getLogger(__name__)
@@ -69,6 +77,15 @@ REDELIVERY_TRANSPORT_OPTIONS: Final[dict[str, int]] = {
     "unacked_restore_interval": RESTORE_INTERVAL_S,
     "unacked_restore_throttle": 1,
 }
+#: Message priorities that get a Redis list of their own (kombu's ``priority_steps``): one
+#: per priority, 0 to 9. A worker's ``BRPOP`` names the lists in this order and takes
+#: from the first that holds a message, so priority 0 is served first.
+PRIORITY_STEPS: Final = tuple(range(10))
+#: Broker transport options of the priority lists; producers, workers, the reaper and
+#: Flower must all use the same steps, or some lists are never read.
+PRIORITY_TRANSPORT_OPTIONS: Final[dict[str, list[int]]] = {"priority_steps": list(PRIORITY_STEPS)}
+#: Separator between a queue's name and its priority in kombu's list names.
+PRIORITY_SEPARATOR: Final = "\x06\x16"
 #: Bytes of events a Pub/Sub subscriber may leave unread before sending waits for it.
 SUBSCRIBER_BACKLOG_BYTES: Final = 2 * 2**20
 #: Seconds a lagging subscriber may read nothing before sending stops waiting for it.
@@ -87,6 +104,36 @@ def is_redis(connection: Any) -> bool:
         True for kombu's Redis transport (and panchro's subclass of it).
     """
     return connection is not None and connection.transport.driver_type == "redis"
+
+
+def message_priority(collection_priority: int) -> int:
+    """Return the kombu message priority of a collection's tasks.
+
+    kombu's Redis transport serves message priority 0 first; collections are served
+    higher first. Collection priorities below 0 share the lowest step, above 9 the highest
+    (the dispatcher still sends them in their order).
+
+    Args:
+        collection_priority: The collection's dispatch priority (``--priority``).
+
+    Returns:
+        The message priority, 0 (served first) to 9.
+    """
+    top = PRIORITY_STEPS[-1]
+    return top - max(0, min(top, collection_priority))
+
+
+def queue_keys(queue: str) -> tuple[str, ...]:
+    """Return the Redis lists of a queue, in the order a worker takes from them.
+
+    Args:
+        queue: The queue's name.
+
+    Returns:
+        One list per priority step: the queue's own name for step 0, then
+        ``NAME\\x06\\x16STEP``.
+    """
+    return tuple(f"{queue}{PRIORITY_SEPARATOR}{step}" if step else queue for step in PRIORITY_STEPS)
 
 
 def broker_errors(connection: Any) -> tuple[type[BaseException], ...]:
@@ -170,6 +217,48 @@ def read_queue(app: Any, queue: str) -> QueueContents | None:
     unacked = {_text(tag): value for tag, value in replies[len(lists)].items()}
     delivered_at = {_text(tag): float(score) for tag, score in replies[len(lists) + 1]}
     return QueueContents(waiting, unacked, delivered_at)
+
+
+def write_setting(app: Any, key: str, value: str, ttl_s: float) -> bool:
+    """Store a small value in the broker for ``ttl_s`` seconds, for every process to read.
+
+    Args:
+        app: The Celery app.
+        key: The Redis key.
+        value: The value.
+        ttl_s: Seconds after which Redis forgets it unless it is written again.
+
+    Returns:
+        True if stored; False when the broker is not Redis.
+
+    Raises:
+        Exception: Whatever the connection raises when Redis cannot be reached.
+    """
+    with app.connection_for_write() as connection:
+        if not is_redis(connection):
+            return False
+        connection.default_channel.client.set(key, value, px=max(1, int(ttl_s * 1000)))
+    return True
+
+
+def read_setting(app: Any, key: str) -> str | None:
+    """Return a value that :func:`write_setting` stored, or None if none is (or not Redis).
+
+    Args:
+        app: The Celery app.
+        key: The Redis key.
+
+    Returns:
+        The value, or None.
+
+    Raises:
+        Exception: Whatever the connection raises when Redis cannot be reached.
+    """
+    with app.connection_for_write() as connection:
+        if not is_redis(connection):
+            return None
+        raw = connection.default_channel.client.get(key)
+    return None if raw is None else _text(raw)
 
 
 def _text(value: bytes | str) -> str:

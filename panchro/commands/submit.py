@@ -252,7 +252,8 @@ def _sender(broker_url: str) -> tuple[Any, Any]:
     default=0,
     show_default=True,
     metavar="N",
-    help="Collections with a higher priority are sent to the workers first.",
+    help="Collections with a higher priority are sent to the workers first, ahead of the "
+    "tasks of lower ones already queued (0 to 9; others count as 0 or 9).",
 )
 @click.option(
     "--force",
@@ -322,7 +323,7 @@ def submit_command(
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
     """
     from panchro.context import load_settings
-    from scheduler import CollectionSettings, check_locations
+    from scheduler import CollectionSettings, check_locations, shared_max_in_flight
     from scheduler import submit as submit_collection
     from storage.registry import open_storage
     from workers.source_checks import SKIP_COLOUR_OPTION
@@ -366,7 +367,8 @@ def submit_command(
                     output=output,
                     storage=storage,
                     send=send,
-                    max_in_flight=settings.max_in_flight,
+                    # The running scheduler's limit, so both keep to one.
+                    max_in_flight=shared_max_in_flight(app, settings.max_in_flight),
                     settings=collection_settings,
                     on_progress=bar.update,
                     force=force,

@@ -12,9 +12,10 @@ from sqlalchemy import select
 
 from catalog import Collection, Image, ImageStatus, make_engine, make_sessionmaker
 from panchro.cli import cli
+from workers.broker import message_priority, queue_keys
 
-#: Redis list that holds the messages of the colorize queue.
-COLORIZE_QUEUE = "colorize"
+#: The Redis list the tasks of a collection of the default priority wait in.
+COLORIZE_QUEUE = queue_keys("colorize")[message_priority(0)]
 #: Relative paths of the images of the sample source.
 IMAGES = ("album/p1.png", "album/p2.png", "loose.png", "z/deep/p3.png")
 

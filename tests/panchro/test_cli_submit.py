@@ -17,6 +17,8 @@ from submit_helpers import COLORIZE_QUEUE, IMAGES, collection, images, run, run_
 
 from catalog import ImageStatus
 from panchro.cli import cli
+from scheduler.flight import MAX_IN_FLIGHT_KEY
+from workers.broker import message_priority, queue_keys
 
 
 def test_submit_registers_every_image_and_sends_one_task_each(
@@ -42,7 +44,7 @@ def test_submit_registers_every_image_and_sends_one_task_each(
     assert "skipped   1 file, not colorized:\n    notes.txt: not an image" in result.stdout
     assert "4 sent to the workers" in result.stdout
     assert "scanning" in result.stderr
-    assert broker.llen(COLORIZE_QUEUE) == 4
+    assert broker.llen(queue_keys("colorize")[message_priority(3)]) == 4
     assert images(catalog_url) == {
         **{relative: ImageStatus.QUEUED for relative in IMAGES},
         "notes.txt": ImageStatus.SKIPPED,
@@ -168,3 +170,16 @@ def test_submit_scans_an_s3_prefix_through_the_configured_endpoint(
     assert "4 new" in result.stdout
     assert broker.llen(COLORIZE_QUEUE) == 4
     assert sorted(images(url)) == sorted(IMAGES)
+
+
+def test_submit_keeps_to_the_running_schedulers_max_in_flight(
+    catalog_url: str, redis_url: str, broker: redis.Redis, scans: Path, tmp_path: Path
+) -> None:
+    broker.set(MAX_IN_FLIGHT_KEY, "3", ex=60)  # what `panchro scheduler --max-in-flight 3` says
+
+    result = run_submit(catalog_url, redis_url, scans, tmp_path / "colour")
+
+    assert result.exit_code == 0, result.output
+    assert "3 sent to the workers" in result.stdout
+    assert broker.llen(COLORIZE_QUEUE) == 3
+    assert sorted(images(catalog_url).values()).count(ImageStatus.QUEUED) == 3

@@ -17,8 +17,15 @@ import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from catalog import Collection, Image, ImageStatus
-from workers.broker import COLORIZE_QUEUE
+from catalog import (
+    Collection,
+    Image,
+    ImageStatus,
+    ScannedImage,
+    create_or_get_collection,
+    register_images,
+)
+from workers.broker import COLORIZE_QUEUE, queue_keys
 
 if TYPE_CHECKING:
     from scheduler import SubmitSummary
@@ -104,14 +111,27 @@ def submit_night(
 
 
 def queued_messages(redis_url: str, queue: str = COLORIZE_QUEUE) -> list[QueuedMessage]:
-    """Decode every message waiting in a queue's Redis list, oldest first."""
+    """Decode every message waiting in a queue, in the order workers take them."""
     client = redis.Redis.from_url(redis_url)
     try:
-        raw = client.lrange(queue, 0, -1)
+        return [decode_message(item) for item in waiting_in_order(client, queue)]
     finally:
         client.close()
-    # kombu pushes on the left and pops on the right.
-    return [decode_message(item) for item in reversed(raw)]
+
+
+def waiting_in_order(client: redis.Redis, queue: str = COLORIZE_QUEUE) -> list[bytes]:
+    """Return the raw messages waiting in a queue's priority lists, next one first."""
+    # kombu pushes on the left and pops on the right, from the first list that has one.
+    return [item for key in queue_keys(queue) for item in reversed(client.lrange(key, 0, -1))]
+
+
+def pop_next(client: redis.Redis, queue: str = COLORIZE_QUEUE) -> bytes | None:
+    """Take the message a worker would take next (what kombu's ``BRPOP`` does)."""
+    for key in queue_keys(queue):
+        raw = client.rpop(key)
+        if raw is not None:
+            return bytes(raw)
+    return None
 
 
 def decode_message(raw: Any) -> QueuedMessage:
@@ -123,10 +143,10 @@ def decode_message(raw: Any) -> QueuedMessage:
 
 
 def queue_length(redis_url: str, queue: str = COLORIZE_QUEUE) -> int:
-    """Return LLEN of a queue's Redis list: the messages waiting in it."""
+    """Return the messages waiting in a queue, in all its priority lists."""
     client = redis.Redis.from_url(redis_url)
     try:
-        return int(client.llen(queue))
+        return sum(int(client.llen(key)) for key in queue_keys(queue))
     finally:
         client.close()
 
@@ -236,3 +256,38 @@ def stop_worker(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def pending_collection(
+    sessions: sessionmaker[Session],
+    name: str,
+    count: int,
+    *,
+    priority: int = 0,
+    not_before: str | None = None,
+) -> list[int]:
+    """Create a collection with ``count`` pending images; return their ids in order."""
+    rows = [
+        ScannedImage(
+            source_uri=f"s3://scans/{name}/p{index:04d}.tif",
+            relative_path=f"p{index:04d}.tif",
+            output_uri=f"s3://colour/{name}/p{index:04d}.tif",
+            size=100,
+            checksum=f"etag-{index}",
+            checksum_kind="etag",
+        )
+        for index in range(count)
+    ]
+    with sessions.begin() as db:
+        collection, _ = create_or_get_collection(
+            db,
+            name,
+            f"s3://scans/{name}",
+            f"s3://colour/{name}",
+            priority=priority,
+            not_before=not_before,
+        )
+        register_images(db, collection.id, rows)
+    ids = [image_id for _path, image_id in sorted(ids_by_path(sessions, name).items())]
+    assert len(ids) == count
+    return ids

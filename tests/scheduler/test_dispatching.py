@@ -15,10 +15,14 @@ import redis
 from scheduler_testing import (
     decode_message,
     ids_by_path,
+    pop_next,
     queue_length,
     queued_messages,
     status_counts,
     statuses,
+)
+from scheduler_testing import (
+    pending_collection as _collection,
 )
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,56 +32,17 @@ from catalog import (
     CollectionStatus,
     Image,
     ImageStatus,
-    ScannedImage,
     claim_image,
     count_in_flight,
-    create_or_get_collection,
     get_collection,
     make_sessionmaker,
-    register_images,
     retry_images,
 )
 from scheduler import BrokerUnavailable, TaskRequest, celery_sender, dispatch
 from workers.app import create_app
-from workers.broker import COLORIZE_QUEUE
 from workers.names import COLORIZE
 
 BERLIN = ZoneInfo("Europe/Berlin")
-
-
-def _collection(
-    sessions: sessionmaker[Session],
-    name: str,
-    count: int,
-    *,
-    priority: int = 0,
-    not_before: str | None = None,
-) -> list[int]:
-    """Create a collection with ``count`` pending images; return their ids in order."""
-    rows = [
-        ScannedImage(
-            source_uri=f"s3://scans/{name}/p{index:04d}.tif",
-            relative_path=f"p{index:04d}.tif",
-            output_uri=f"s3://colour/{name}/p{index:04d}.tif",
-            size=100,
-            checksum=f"etag-{index}",
-            checksum_kind="etag",
-        )
-        for index in range(count)
-    ]
-    with sessions.begin() as db:
-        collection, _ = create_or_get_collection(
-            db,
-            name,
-            f"s3://scans/{name}",
-            f"s3://colour/{name}",
-            priority=priority,
-            not_before=not_before,
-        )
-        register_images(db, collection.id, rows)
-    ids = _ids(sessions, name)
-    assert len(ids) == count
-    return ids
 
 
 def _ids(sessions: sessionmaker[Session], name: str) -> list[int]:
@@ -88,7 +53,7 @@ def _pop_and_claim(redis_url: str, sessions: sessionmaker[Session], count: int) 
     """Do what workers do with the oldest ``count`` messages: take them, claim the images."""
     client = redis.Redis.from_url(redis_url)
     try:
-        taken = [client.rpop(COLORIZE_QUEUE) for _ in range(count)]
+        taken = [pop_next(client) for _ in range(count)]
     finally:
         client.close()
     claimed = []

@@ -9,12 +9,13 @@ from typing import Any
 
 import pytest
 import redis
-from scheduler_testing import queue_length, statuses, submit_night
+from scheduler_testing import pop_next, queue_length, statuses, submit_night
 from sqlalchemy.orm import Session, sessionmaker
 
 from scheduler import SCHEDULER_QUEUE, install_dispatcher, run_scheduler, scheduler_argv
 from scheduler.periodic import colorize_messages
 from workers.app import create_app
+from workers.broker import COLORIZE_QUEUE, queue_keys
 from workers.names import DISPATCH
 
 
@@ -120,7 +121,7 @@ def _lose_the_messages(redis_url: str) -> None:
     """What a broker restarted without persistence does: the queue is gone."""
     client = redis.Redis.from_url(redis_url)
     try:
-        client.delete("colorize")
+        client.delete(*queue_keys(COLORIZE_QUEUE))
     finally:
         client.close()
 
@@ -167,7 +168,7 @@ def test_a_delivered_unacknowledged_message_holds_the_sweep_back(
     client = redis.Redis.from_url(redis_url)
     try:
         # A worker holds the message (kombu's record of it), not the queue.
-        client.hset("unacked", "delivery-tag", client.rpop("colorize") or b"")
+        client.hset("unacked", "delivery-tag", pop_next(client) or b"")
 
         assert celery_app.tasks[DISPATCH]() == 0
         assert colorize_messages(celery_app) == 1

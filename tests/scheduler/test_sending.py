@@ -29,12 +29,13 @@ from scheduler_testing import (
     queued_messages,
     start_standin_worker,
     stop_worker,
+    waiting_in_order,
 )
 
 from scheduler import TaskRequest, celery_sender
 from workers import broker
 from workers.app import create_app
-from workers.broker import COLORIZE_QUEUE
+from workers.broker import COLORIZE_QUEUE, message_priority, queue_keys
 from workers.names import COLORIZE
 
 #: Seconds to wait for published events to arrive; a guard against hanging only.
@@ -73,13 +74,13 @@ def _without(fields: dict[str, Any], names: set[str]) -> dict[str, Any]:
 
 
 def _queued_ids(redis_url: str) -> list[str]:
-    """Task ids of the messages waiting in the colorize queue, oldest first."""
+    """Task ids of the messages waiting in the colorize queue, next one first."""
     client = redis.Redis.from_url(redis_url)
     try:
-        raw = client.lrange(COLORIZE_QUEUE, 0, -1)
+        raw = waiting_in_order(client)
     finally:
         client.close()
-    return [json.loads(item)["headers"]["id"] for item in reversed(raw)]
+    return [json.loads(item)["headers"]["id"] for item in raw]
 
 
 @pytest.fixture
@@ -131,12 +132,12 @@ def test_celery_sender_queues_one_message_per_request_in_order(
 def test_celery_sender_writes_the_same_headers_as_send_task(
     celery_app: Any, redis_url: str
 ) -> None:
-    celery_app.send_task(COLORIZE, args=[1])
+    celery_app.send_task(COLORIZE, args=[1], priority=message_priority(0))
     celery_sender(celery_app)(_requests(1))
 
     client = redis.Redis.from_url(redis_url)
     try:
-        raw = client.lrange(COLORIZE_QUEUE, 0, -1)
+        raw = client.lrange(queue_keys(COLORIZE_QUEUE)[message_priority(0)], 0, -1)
     finally:
         client.close()
     ours, reference = (json.loads(item) for item in raw)  # newest first
@@ -161,7 +162,7 @@ def test_template_message_equals_celerys_field_by_field(
 
     client = redis.Redis.from_url(redis_url)
     try:
-        key = f"{key_prefix or ''}{COLORIZE_QUEUE}"
+        key = f"{key_prefix or ''}{queue_keys(COLORIZE_QUEUE)[message_priority(0)]}"
         lists = [name for name in client.keys("*") if client.type(name) == b"list"]
         assert lists == [key.encode()]
         ours, celerys = (_decoded(item) for item in client.lrange(key, 0, -1))  # newest first

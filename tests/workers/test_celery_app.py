@@ -10,7 +10,11 @@ import pytest
 
 from scheduler import SCHEDULER_QUEUE
 from workers.app import create_app
-from workers.broker import COLORIZE_QUEUE, REDELIVERY_TRANSPORT_OPTIONS
+from workers.broker import (
+    COLORIZE_QUEUE,
+    PRIORITY_TRANSPORT_OPTIONS,
+    REDELIVERY_TRANSPORT_OPTIONS,
+)
 from workers.broker import SCHEDULER_QUEUE as APP_SCHEDULER_QUEUE
 from workers.names import COLORIZE, DISPATCH
 
@@ -49,6 +53,7 @@ def test_create_app_merges_extra_transport_options_with_the_visibility_timeout()
 
     assert conf.broker_transport_options == {
         **REDELIVERY_TRANSPORT_OPTIONS,
+        **PRIORITY_TRANSPORT_OPTIONS,
         "max_retries": 2,
         "visibility_timeout": 7200,
     }

@@ -27,6 +27,7 @@ from launcher_helpers import wait_until as _wait
 from scheduler.dispatching import TaskRequest
 from scheduler.sending import celery_sender
 from workers.app import create_app
+from workers.broker import message_priority, queue_keys
 from workers.launcher import ChildSpec
 
 #: The launcher as its own process: ``launcher.py SPECS_JSON``; logs to stdout.
@@ -181,7 +182,9 @@ def test_warm_shutdown_lets_the_running_task_finish_and_acknowledges_it(
 
     assert launcher.wait() == 0, launcher.output()
     assert helpers.redis_ids(redis_url, helpers.FINISHED_KEY) == [7]
-    assert client.llen("colorize") == 0, "the message went back to the queue"
+    assert client.llen(queue_keys("colorize")[message_priority(0)]) == 0, (
+        "the message went back to the queue"
+    )
     assert client.hlen("unacked") == 0, "the message was never acknowledged"
     assert f"worker {node} exited with exit code 0" in launcher.output()
     app.close()

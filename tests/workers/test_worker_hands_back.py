@@ -32,6 +32,7 @@ from catalog import ImageStatus, list_images, make_sessionmaker, transaction
 from migrations import upgrade
 from storage import StorageOptions, open_storage
 from workers.app import create_app
+from workers.broker import message_priority, queue_keys
 from workers.errors import EX_CONFIG
 
 pytestmark = [pytest.mark.slow, pytest.mark.s3]
@@ -302,6 +303,8 @@ def test_worker_with_other_weights_hands_the_image_back_and_stops(
     ), log
     assert not output.exists()
     queued = redis.Redis.from_url(redis_url)
-    assert queued.llen("colorize") == 2  # both messages are back in the queue
+    assert (
+        queued.llen(queue_keys("colorize")[message_priority(0)]) == 2
+    )  # both messages are back in the queue
     queued.close()
     sessions.kw["bind"].dispose()

@@ -7,7 +7,9 @@ by torch eager in fp32, torch eager in bf16 (autocast, what ``auto`` means on CP
 native bf16) and ONNX Runtime in fp32 (the export is timed apart, and cached beside the
 checkpoint as in production). Each cell is one warm-up pass, then ``--repeat`` timed passes;
 the median is reported. |d ab| is the largest absolute difference of the predicted ab from
-torch fp32's (ab spans about -128..127). Both runtimes get the same number of threads.
+torch fp32's, beside the largest |ab| torch fp32 predicted (random weights predict small ab;
+trained ones span about -128..127). Both runtimes get the same number of threads. The
+export time includes opening the ONNX Runtime session.
 
 On a CPU without native bf16 (no AVX512-BF16 nor AMX) bf16 is emulated and dozens of times
 slower (``ddcolor.device``): that cell is skipped unless ``--emulated-bf16`` is given.
@@ -70,15 +72,25 @@ def _bench_arch(arch: str, size: int, repeat: int, bf16: bool) -> list[tuple[str
         net = build_ddcolor(info.arch, state_dict=state_dict)
         torch_runner = TorchRunner(net)
         seconds, reference = _timed(lambda: torch_runner.predict(x, "fp32")[0], repeat)
-        rows.append((arch, "torch", "fp32", f"{1 / seconds:.3f}", f"{seconds:.2f}", "0", "-"))
+        span = f"{float(reference.abs().max()):.3g}"
+        rows.append((arch, "torch", "fp32", f"{1 / seconds:.3f}", f"{seconds:.2f}", "0", span, "-"))
         if bf16:
             seconds, ab = _timed(lambda: torch_runner.predict(x, "bf16")[0], repeat)
             diff = float((ab - reference).abs().max())
             rows.append(
-                (arch, "torch", "bf16", f"{1 / seconds:.3f}", f"{seconds:.2f}", f"{diff:.3g}", "-")
+                (
+                    arch,
+                    "torch",
+                    "bf16",
+                    f"{1 / seconds:.3f}",
+                    f"{seconds:.2f}",
+                    f"{diff:.3g}",
+                    span,
+                    "-",
+                )
             )
         else:
-            rows.append((arch, "torch", "bf16", "skipped: bf16 emulated on this CPU", "", "", ""))
+            rows.append((arch, "torch", "bf16", "skipped: emulated bf16", "", "", "", ""))
         began = time.perf_counter()
         onnx_runner = load_onnx_runner(net, model_name=model_name, checkpoint=info)
         export = time.perf_counter() - began
@@ -92,6 +104,7 @@ def _bench_arch(arch: str, size: int, repeat: int, bf16: bool) -> list[tuple[str
                 f"{1 / seconds:.3f}",
                 f"{seconds:.2f}",
                 f"{diff:.3g}",
+                span,
                 f"{export:.0f}",
             )
         )
@@ -113,7 +126,16 @@ def main() -> None:
         f"torch {torch.__version__}, native bf16: {cpu_has_native_bf16()}, "
         f"{args.size} px, batch 1, median of {args.repeat}"
     )
-    header = ("arch", "backend", "precision", "images/s", "s/image", "max |d ab|", "export s")
+    header = (
+        "arch",
+        "backend",
+        "precision",
+        "images/s",
+        "s/image",
+        "max |d ab|",
+        "max |ab|",
+        "export s",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for arch in args.arch or ["tiny", "large"]:

@@ -261,7 +261,8 @@ class Image(Base):
     output_thumb_uri: Mapped[str | None] = mapped_column(Text)
     #: JSON sidecar with the output's provenance, where the collection asked for one.
     sidecar_uri: Mapped[str | None] = mapped_column(Text)
-    #: Torch backend that ran the model ("cuda", "rocm", "cpu").
+    #: What ran the model: torch's device backend ("cuda", "rocm", "cpu"), or ONNX Runtime
+    #: and its device ("onnx-cpu", "onnx-cuda").
     backend: Mapped[str | None] = mapped_column(String(16))
     device: Mapped[str | None] = mapped_column(String(128))
     worker_host: Mapped[str | None] = mapped_column(String(255))

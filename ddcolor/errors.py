@@ -9,6 +9,7 @@ weights under the Apache-2.0 licence.
     DDColorError                  base class of everything below
     ├── CheckpointError           a weights file that is unreadable, damaged or not DDColor's
     ├── InvalidSize               an input size the network cannot take
+    ├── NetworkOutOfMemory        one forward ran out of device memory (the ladder's signal)
     ├── OutOfMemoryAtMinimumSize  out of device memory even at the smallest input size
     └── UnsupportedPrecision      a precision name other than fp32, fp16 or bf16, or one
                                   the device cannot run
@@ -43,6 +44,14 @@ class InvalidSize(DDColorError):
 
     Height and width must be multiples of 32 (the encoder's total stride); the colorization
     pipeline further limits the square input size to its supported range.
+    """
+
+
+class NetworkOutOfMemory(DDColorError):
+    """One forward pass ran out of device memory; the pipeline retries at a smaller size.
+
+    Raised by every runner of :mod:`ddcolor.runners` (translating ``torch.OutOfMemoryError``
+    or an execution provider's allocation failure) and caught by the pipeline's ladder.
     """
 
 

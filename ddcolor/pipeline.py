@@ -36,7 +36,6 @@ from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import CheckpointInfo, read_checkpoint
 from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
 from ddcolor.device import (
-    TORCH_DTYPES,
     describe_device,
     resolve_device,
     resolve_precision,
@@ -44,20 +43,23 @@ from ddcolor.device import (
 )
 from ddcolor.errors import (
     CheckpointError,
-    DDColorError,
+    NetworkOutOfMemory,
     OutOfMemoryAtMinimumSize,
     UnsupportedPrecision,
 )
 from ddcolor.registry import (
+    DEFAULT_BACKEND,
     DEFAULT_SIZE,
     DEFAULT_UPSAMPLE,
     PRECISIONS,
     UNTRAINED_MODEL,
     UpsampleMethod,
     size_ladder,
+    validate_backend,
     validate_size,
     validate_upsample,
 )
+from ddcolor.runners import NetworkRunner, TorchRunner
 from ddcolor.transforms import AbUpsampler, resize_bilinear
 
 if TYPE_CHECKING:
@@ -129,23 +131,8 @@ def network_input(image: np.ndarray, size: int, math: ColorMath) -> tuple[torch.
     return torch.from_numpy(np.ascontiguousarray(grey.transpose(2, 0, 1)))[None], light
 
 
-def _predict(model: nn.Module, x: torch.Tensor, precision: str) -> tuple[torch.Tensor, str]:
-    """One forward, reduced precision by autocast; redone in fp32 if it gave NaN or Inf."""
-    if precision != "fp32":
-        with torch.autocast(device_type=x.device.type, dtype=TORCH_DTYPES[precision]):
-            ab = model(x).float()
-        if bool(torch.isfinite(ab).all()):
-            return ab, precision
-        logger.warning("non-finite ab in %s; redoing the image in fp32", precision)
-        del ab
-    ab = model(x).float()
-    if not bool(torch.isfinite(ab).all()):
-        raise DDColorError("the network gave NaN or infinite ab in fp32; are the weights damaged?")
-    return ab, "fp32"
-
-
 def colorize(
-    model: nn.Module,
+    model: nn.Module | NetworkRunner,
     image: np.ndarray,
     *,
     size: int = DEFAULT_SIZE,
@@ -156,7 +143,8 @@ def colorize(
     """Colorize a black-and-white photograph.
 
     Args:
-        model: DDColor in eval mode, taking Bx3xSxS RGB in [0, 1] and returning Bx2xSxS ab.
+        model: DDColor in eval mode, taking Bx3xSxS RGB in [0, 1] and returning Bx2xSxS ab,
+            or a runner of :mod:`ddcolor.runners` (torch eager, ONNX Runtime).
         image: HxW grey or HxWx3 RGB, uint8 or uint16. Only the L of RGB scans is used.
         size: Square input size in pixels; smaller sizes of
             :data:`ddcolor.registry.OOM_LADDER` are tried when the device runs out of memory.
@@ -164,7 +152,8 @@ def colorize(
             :class:`Colorizer` resolves ``auto``).
         upsample: How ab is brought to full resolution, one of
             :data:`ddcolor.registry.UPSAMPLE_METHODS`.
-        device: Device to run the network on; None for the model's own.
+        device: Device to run a torch model on; None for the model's own (a runner has its
+            own).
 
     Returns:
         The HxWx3 RGB image of the input's dtype, and its provenance.
@@ -186,10 +175,7 @@ def colorize(
             "resolves auto for its device"
         )
     sizes = size_ladder(size)
-    if device is None:
-        param = next(model.parameters(), None)
-        device = param.device if param is not None else torch.device("cpu")
-    device = torch.device(device)
+    runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
     tried: list[int] = []
     for step in sizes:
@@ -198,24 +184,22 @@ def colorize(
         out_of_memory = False
         try:
             began = time.perf_counter()
-            with torch.inference_mode():
-                ab, used = _predict(model, x.to(device), precision)
-                ab_small = ab[0].permute(1, 2, 0).cpu().numpy()
-                del ab
+            ab, used = runner.predict(x, precision)
+            ab_small = ab[0].permute(1, 2, 0).cpu().numpy()
+            del ab
             network_seconds = time.perf_counter() - began
-        except torch.OutOfMemoryError:
+        except (NetworkOutOfMemory, torch.OutOfMemoryError):
             out_of_memory = True
         if not out_of_memory:
             break
         # Freed only here: inside the except block the traceback keeps the tensors alive.
         del x
         gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        logger.warning("out of memory at input size %d on %s", step, device)
+        runner.release_memory()
+        logger.warning("out of memory at input size %d on %s", step, runner.device)
     else:
         raise OutOfMemoryAtMinimumSize(
-            f"out of memory on {device} at every input size tried "
+            f"out of memory on {runner.device} at every input size tried "
             f"({', '.join(map(str, tried))} px); free the device or run on the CPU"
         )
     output = _compose(image, ab_small, light_small, math, upsample)
@@ -225,7 +209,7 @@ def colorize(
         sizes_tried=tuple(tried),
         precision=used,
         upsample=upsample,
-        device=str(describe_device(device)),
+        device=str(describe_device(runner.device)),
         seconds=time.perf_counter() - started,
         network_seconds=network_seconds,
     )
@@ -269,6 +253,8 @@ class Colorizer:
         upsample: Default upsampling of ab.
         model_name: Registry name of the weights, for provenance.
         checkpoint: Provenance of the weights file, when loaded from one.
+        runner: What runs the network (:mod:`ddcolor.runners`); None for torch eager on
+            ``model``. A precision the runner lacks (ONNX Runtime runs fp32) resolves to fp32.
 
     Raises:
         InvalidSize: If ``size`` is not valid.
@@ -286,9 +272,11 @@ class Colorizer:
         upsample: str = DEFAULT_UPSAMPLE,
         model_name: str | None = None,
         checkpoint: CheckpointInfo | None = None,
+        runner: NetworkRunner | None = None,
     ) -> None:
         self.model = model
         self.device = torch.device(device)
+        self.runner: NetworkRunner = runner or TorchRunner(model, self.device)
         self._resolved: dict[str, str] = {}
         self.precision = self.resolve_precision(precision)
         if self.device.type == "cpu":
@@ -312,7 +300,14 @@ class Colorizer:
         """
         resolved = self._resolved.get(requested)
         if resolved is None:
-            resolved = self._resolved[requested] = resolve_precision(requested, self.device)
+            resolved = resolve_precision(requested, self.device)
+            if resolved not in self.runner.precisions:
+                if requested != "auto":
+                    logger.warning(
+                        "the %s backend has no %s; running fp32", self.runner.name, resolved
+                    )
+                resolved = "fp32"
+            self._resolved[requested] = resolved
         return resolved
 
     def warm_up(self) -> float:
@@ -355,7 +350,7 @@ class Colorizer:
             The HxWx3 RGB image of the input's dtype, and its provenance.
         """
         return colorize(
-            self.model,
+            self.runner,
             image,
             size=self.size if size is None else size,
             precision=self.precision if precision is None else self.resolve_precision(precision),
@@ -367,6 +362,7 @@ class Colorizer:
         """Summarise for logs."""
         return (
             f"Colorizer(model={self.model_name!r}, device={self.device}, "
+            f"backend={self.runner.name}, "
             f"precision={self.precision}, size={self.size}, upsample={self.upsample})"
         )
 
@@ -380,6 +376,8 @@ def load_colorizer(
     untrained: bool = False,
     size: int = DEFAULT_SIZE,
     upsample: str = DEFAULT_UPSAMPLE,
+    backend: str = DEFAULT_BACKEND,
+    onnx_cache: str | PathLike[str] | None = None,
 ) -> Colorizer:
     """Load a checkpoint into a :class:`Colorizer` on a device.
 
@@ -395,13 +393,18 @@ def load_colorizer(
             tests; the colours are meaningless.
         size: Default square input size in pixels.
         upsample: Default upsampling of ab.
+        backend: What runs the network, one of :data:`ddcolor.registry.BACKENDS`: ``torch``
+            (eager), or ``onnx`` (ONNX Runtime on the network exported once and cached, fp32;
+            see :mod:`ddcolor.onnx_runner`).
+        onnx_cache: Folder for ONNX exports that cannot sit beside the checkpoint (and of
+            random weights); None for :func:`ddcolor.onnx_runner.default_cache_dir`.
 
     Returns:
         The colorizer; the network stays float32, reduced precision is applied by autocast.
 
     Raises:
         CheckpointError: If no weights are given, or the file is not a DDColor checkpoint.
-        DDColorError: If the device does not exist here.
+        DDColorError: If the device does not exist here, or the ONNX backend cannot be set up.
         UnsupportedPrecision: If the precision is unknown or unsupported on the device.
         InvalidSize: If ``size`` is not valid.
         ValueError: If ``upsample`` is unknown.
@@ -409,32 +412,44 @@ def load_colorizer(
     target = resolve_device(device)
     validate_size(size)
     validate_upsample(upsample)
+    backend = validate_backend(backend)
+    # ONNX Runtime holds its own copy of the weights; the torch network stays on the CPU.
+    home = target if backend == "torch" else torch.device("cpu")
+    info: CheckpointInfo | None = None
     if untrained:
         name = model or UNTRAINED_MODEL
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(UNTRAINED_SEED)
-            net = build_ddcolor(name, device="cpu")
+            net = build_ddcolor(name, device="cpu").to(home)
         logger.warning("using untrained %s weights: the colours are meaningless", name)
-        return Colorizer(
-            net.to(target),
-            device=target,
-            precision=precision,
-            size=size,
-            upsample=upsample,
-            model_name=name,
+    else:
+        if weights is None:
+            raise CheckpointError("no checkpoint given: pass the weights file, or untrained=True")
+        state_dict, info = read_checkpoint(weights, model=model)
+        net = build_ddcolor(model or info.arch, state_dict=state_dict, device=home)
+        name = info.model_name
+        logger.info(
+            "loaded DDColor %s (%s) from %s, sha256 %s, on %s",
+            info.model_name,
+            info.arch,
+            info.path,
+            info.sha256,
+            target,
         )
-    if weights is None:
-        raise CheckpointError("no checkpoint given: pass the weights file, or untrained=True")
-    state_dict, info = read_checkpoint(weights, model=model)
-    net = build_ddcolor(model or info.arch, state_dict=state_dict, device=target)
-    logger.info(
-        "loaded DDColor %s (%s) from %s, sha256 %s, on %s",
-        info.model_name,
-        info.arch,
-        info.path,
-        info.sha256,
-        target,
-    )
+    runner: NetworkRunner | None = None
+    if backend == "onnx":
+        from ddcolor.onnx_runner import load_onnx_runner
+
+        runner = load_onnx_runner(
+            net, model_name=name, checkpoint=info, device=target, cache_dir=onnx_cache
+        )
     return Colorizer(
-        net, device=target, precision=precision, size=size, upsample=upsample, checkpoint=info
+        net,
+        device=target,
+        precision=precision,
+        size=size,
+        upsample=upsample,
+        model_name=name,
+        checkpoint=info,
+        runner=runner,
     )

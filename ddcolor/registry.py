@@ -126,6 +126,12 @@ PRECISIONS: tuple[str, ...] = ("fp32", "fp16", "bf16")
 #: :func:`ddcolor.device.resolve_precision`) and the precisions.
 PRECISION_CHOICES: tuple[str, ...] = ("auto", *PRECISIONS)
 
+#: What runs the network (see :mod:`ddcolor.runners`): PyTorch eager, or ONNX Runtime on the
+#: network exported to ONNX (fp32 only); the default first.
+BACKENDS: tuple[str, ...] = ("torch", "onnx")
+#: Backend used when none is given; the measurements are in docs/performance.md.
+DEFAULT_BACKEND = "torch"
+
 #: How the predicted ab is brought to full resolution (see :mod:`ddcolor.transforms`).
 UpsampleMethod = Literal["nearest", "bilinear", "bicubic", "guided"]
 #: The upsampling methods, the default first.
@@ -209,6 +215,23 @@ def validate_upsample(method: str) -> UpsampleMethod:
         if method == known:
             return known
     raise ValueError(f"unknown upsampling {method!r}; use one of {', '.join(UPSAMPLE_METHODS)}")
+
+
+def validate_backend(backend: str) -> str:
+    """Check a backend's name.
+
+    Args:
+        backend: A name of :data:`BACKENDS`.
+
+    Returns:
+        The name.
+
+    Raises:
+        ValueError: For any other name.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; use one of {', '.join(BACKENDS)}")
+    return backend
 
 
 def get_config(name_or_config: str | ModelConfig) -> ModelConfig:

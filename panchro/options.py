@@ -10,6 +10,7 @@ import click
 
 from ddcolor.errors import InvalidSize
 from ddcolor.registry import (
+    BACKENDS,
     DEFAULT_SIZE,
     DEFAULT_UPSAMPLE,
     OFFICIAL_MODELS,
@@ -119,6 +120,28 @@ precision_option = click.option(
     type=click.Choice(PRECISION_CHOICES),
     help="auto is fp16 on GPUs; on the CPU bf16 where the processor computes it natively, "
     "else fp32. Env: PANCHRO_PRECISION.",
+)
+
+
+def _override_setting(ctx: click.Context, param: click.Parameter, value: Any) -> None:
+    """Hand an option given on the command line to :func:`panchro.context.load_settings`."""
+    if value is None or param.name is None:
+        return
+    root = ctx.find_root()
+    if not isinstance(root.obj, dict):
+        root.obj = {}
+    root.obj.setdefault("overrides", {})[param.name] = value
+
+
+#: ``--backend``: what runs the network (a Settings field; the commands read it there).
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    expose_value=False,
+    callback=_override_setting,
+    help="What runs the network: torch (PyTorch eager, default) or onnx (ONNX Runtime on "
+    "the network exported once and cached beside the checkpoint; fp32; needs "
+    "panchro[onnx]). Env: PANCHRO_BACKEND.",
 )
 #: ``--untrained``: random weights, said so everywhere.
 untrained_option = click.option(
@@ -238,7 +261,7 @@ def wants_json(as_json: bool, report_format: str | None) -> bool:
 
 
 def model_options(func: F) -> F:
-    """Add the options that load a model: weights, model, untrained, precision, device, upsample."""
+    """Add the options that load a model: weights, model, untrained, backend, precision..."""
     options = [
         upsample_option,
         click.option(
@@ -247,6 +270,7 @@ def model_options(func: F) -> F:
             "too. Env: PANCHRO_DEVICE.",
         ),
         precision_option,
+        backend_option,
         untrained_option,
         model_option,
         weights_option,

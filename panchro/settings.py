@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ddcolor.registry import PRECISION_CHOICES
+from ddcolor.registry import BACKENDS, DEFAULT_BACKEND, PRECISION_CHOICES
 from storage.options import ADDRESSING_STYLES, StorageOptions
 from workers.app import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, check_limits
 
@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
     precision: str = Field("auto", description="auto, fp16, bf16 or fp32")
+    backend: str = Field(DEFAULT_BACKEND, description="What runs the network: torch or onnx")
     max_in_flight: int = Field(200, ge=1, description="Most tasks kept in the broker at once")
     flower_user: str | None = Field(None, description="Flower basic-auth user")
     flower_password: str | None = Field(None, description="Flower basic-auth password")
@@ -110,6 +111,13 @@ class Settings(BaseSettings):
         if value not in PRECISION_CHOICES:
             choices = ", ".join(PRECISION_CHOICES)
             raise ValueError(f"precision must be one of {choices}, not {value!r}")
+        return value
+
+    @field_validator("backend")
+    @classmethod
+    def _check_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {value!r}")
         return value
 
     @field_validator("s3_addressing_style")

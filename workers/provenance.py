@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from catalog import Provenance
-from ddcolor.device import describe_device
 from workers.weights import describe_weights
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def catalog_provenance(
         input_size=result.size,
         precision=result.precision,
         sizes_tried=result.sizes_tried,
-        backend=describe_device(colorizer.device).backend,
+        backend=colorizer.runner.label(),
         device=result.device[:128],
         model_name=(colorizer.model_name or "ddcolor")[:64],
         checkpoint_sha256=describe_weights(colorizer, untrained)[1],

@@ -57,6 +57,7 @@ class WorkerConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
         precision: ``auto``, ``fp16``, ``bf16`` or ``fp32``: for collections that leave the
             choice to the worker (their precision is ``auto`` or unset).
+        backend: What runs the network: ``torch`` or ``onnx`` (ONNX Runtime, fp32).
         size: Input size in pixels for collections that name none; None for the model's
             default (512).
         upsample: How predicted colour is brought to full resolution; None for the default.
@@ -76,6 +77,7 @@ class WorkerConfig:
     model_name: str | None = None
     device: str = "auto"
     precision: str = "auto"
+    backend: str = "torch"
     size: int | None = None
     upsample: str | None = None
     storage: StorageOptions = field(default_factory=StorageOptions)
@@ -126,8 +128,9 @@ def load_configured_colorizer(config: WorkerConfig) -> Colorizer:
             untrained=config.untrained,
             size=config.size or DEFAULT_SIZE,
             upsample=upsample,
+            backend=config.backend,
         )
-    except (DDColorError, OSError) as exc:
+    except (DDColorError, OSError, ValueError) as exc:
         raise WorkerSetupError(f"cannot load the model: {exc}") from exc
 
 

@@ -239,6 +239,7 @@ def _load(
             untrained=untrained,
             size=size or DEFAULT_SIZE,
             upsample=upsample,
+            backend=settings.backend,
         )
 
 

@@ -114,6 +114,7 @@ def _runtime(
         model_name=model,
         device=settings.device,
         precision=settings.precision,
+        backend=settings.backend,
         size=size,
         upsample=upsample,
         storage=settings.storage_options(),

@@ -27,6 +27,7 @@ import click
 
 from panchro.logs import current_log_format, log_format_option, loglevel_option
 from panchro.options import (
+    backend_option,
     precision_option,
     time_limit_options,
     untrained_option,
@@ -187,6 +188,7 @@ def plan_children(
 )
 @weights_option
 @precision_option
+@backend_option
 @click.option(
     "--max-memory-per-child",
     type=click.IntRange(min=1),
@@ -364,6 +366,7 @@ def worker_config(
             untrained=untrained,
             device=settings.device,
             precision=settings.precision,
+            backend=settings.backend,
             storage=settings.storage_options(),
             node_name=node,
             cpu_threads=cpu_threads,

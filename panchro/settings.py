@@ -13,7 +13,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from ddcolor.registry import BACKENDS, DEFAULT_BACKEND, PRECISION_CHOICES
+from ddcolor.errors import InvalidSize
+from ddcolor.registry import (
+    BACKENDS,
+    DEFAULT_BACKEND,
+    DEFAULT_SIZE,
+    PRECISION_CHOICES,
+    validate_size,
+)
 from storage.options import ADDRESSING_STYLES, StorageOptions
 from workers.app import SOFT_TIME_LIMIT_S, TIME_LIMIT_S, check_limits
 
@@ -68,6 +75,20 @@ class Settings(BaseSettings):
         description="Seconds Redis waits for an acknowledgement before redelivering a message; "
         "default twice the time limit",
     )
+    worker_size: int | None = Field(
+        None,
+        description=f"Input size in pixels of the workers for collections submitted without "
+        f"--size or --preset, and of their warm-up pass; default {DEFAULT_SIZE}",
+    )
+    retry_backoff: int | None = Field(
+        None,
+        ge=1,
+        description="Seconds before a worker retries an image whose catalog, broker or store "
+        "was unavailable; each further retry waits up to twice as long; default 10",
+    )
+    retry_backoff_max: int | None = Field(
+        None, ge=1, description="Seconds that no such retry waits longer than; default 60"
+    )
 
     @field_validator("database_url")
     @classmethod
@@ -119,6 +140,16 @@ class Settings(BaseSettings):
         if value not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {value!r}")
         return value
+
+    @field_validator("worker_size")
+    @classmethod
+    def _check_worker_size(cls, value: int | None) -> int | None:
+        if value is None:
+            return None
+        try:
+            return validate_size(value)
+        except InvalidSize as exc:
+            raise ValueError(str(exc)) from exc
 
     @field_validator("s3_addressing_style")
     @classmethod

@@ -66,6 +66,11 @@ class WorkerConfig:
         cpu_threads: Torch threads for a CPU worker; None leaves torch's default.
         read_ahead: Read and decode the probable next image while the model runs.
         recycle_after_oom: Out-of-memory ladder steps after which the process is replaced.
+        retry_backoff: Seconds before the first retry of a task whose catalog, broker or
+            store was unavailable (each further retry waits up to twice as long); None for
+            ``workers.tasks.RETRY_BACKOFF_S``.
+        retry_backoff_max: Seconds that no retry waits longer than; None for
+            ``workers.tasks.RETRY_BACKOFF_MAX_S``.
 
     Raises:
         ValueError: If neither weights nor ``untrained`` are given, or a count is invalid.
@@ -85,6 +90,8 @@ class WorkerConfig:
     cpu_threads: int | None = None
     read_ahead: bool = True
     recycle_after_oom: int = RECYCLE_AFTER_OOM
+    retry_backoff: int | None = None
+    retry_backoff_max: int | None = None
 
     def __post_init__(self) -> None:
         if self.weights is None and not self.untrained:
@@ -93,6 +100,10 @@ class WorkerConfig:
             raise ValueError(f"recycle_after_oom must be at least 1: {self.recycle_after_oom}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be at least 1: {self.cpu_threads}")
+        for name in ("retry_backoff", "retry_backoff_max"):
+            seconds = getattr(self, name)
+            if seconds is not None and seconds < 1:
+                raise ValueError(f"{name} must be at least 1 second: {seconds}")
 
 
 def load_configured_colorizer(config: WorkerConfig) -> Colorizer:

@@ -367,9 +367,12 @@ def worker_config(
             device=settings.device,
             precision=settings.precision,
             backend=settings.backend,
+            size=settings.worker_size,
             storage=settings.storage_options(),
             node_name=node,
             cpu_threads=cpu_threads,
+            retry_backoff=settings.retry_backoff,
+            retry_backoff_max=settings.retry_backoff_max,
         )
     except ValueError as exc:
         raise click.ClickException(

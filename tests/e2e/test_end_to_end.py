@@ -200,7 +200,13 @@ def pipeline(
     """Run the whole pipeline once: upload, migrate, submit, colorize, stop the workers."""
     work = tmp_path_factory.mktemp("e2e")
     database_url = postgres_database_factory()
-    env = {**e2e_environment, "PANCHRO_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT)}
+    # The workers warm up at the collection's size, not at the default 512 px (4 times
+    # the work, for nothing this test looks at).
+    env = {
+        **e2e_environment,
+        "PANCHRO_MAX_IN_FLIGHT": str(MAX_IN_FLIGHT),
+        "PANCHRO_WORKER_SIZE": str(INPUT_SIZE),
+    }
     samples = good_samples() + broken_samples() + skipped_samples()
     uploaded = _upload(s3_client, e2e_bucket, samples)
 

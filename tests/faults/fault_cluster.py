@@ -252,14 +252,15 @@ class FaultCluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
-        """Stop the workers and the scheduler (killing what does not stop)."""
-        for launcher in (self.workers, self.scheduler):
-            if launcher is None:
-                continue
+        """Stop the workers and the scheduler together (killing what does not stop)."""
+        launchers = [item for item in (self.workers, self.scheduler) if item is not None]
+        for launcher in launchers:
             with contextlib.suppress(Exception):
                 if launcher.proc.poll() is None:
                     launcher.proc.send_signal(signal.SIGTERM)
-                    launcher.proc.wait(timeout=30)
+        for launcher in launchers:
+            with contextlib.suppress(Exception):
+                launcher.proc.wait(timeout=30)
             launcher.kill()
         self.engine.dispose()
 

@@ -133,6 +133,16 @@ def test_colorize_task_retries_within_a_minute_of_an_outage_ending_and_rides_out
     assert sum(waits) >= 5 * 60
 
 
+def test_colorize_task_takes_its_retry_backoff_from_the_worker_config(
+    app: Celery, catalog_url: str
+) -> None:
+    task = register_tasks(app, _runtime(catalog_url, retry_backoff=2, retry_backoff_max=8))
+
+    assert (task.retry_backoff, task.retry_backoff_max) == (2, 8)
+    with pytest.raises(ValueError, match="retry_backoff"):
+        WorkerConfig(database_url=catalog_url, untrained=True, retry_backoff=0)
+
+
 def test_colorize_task_as_a_plain_function_colorizes_with_the_message_id(
     app: Celery, catalog_url: str, sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:

@@ -39,6 +39,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.s3]
 
 #: Seconds a worker gets to start and colorize the few images; a guard against hanging.
 WORK_S = 240.0
+#: Input size of the collections, and of the workers' warm-up pass (the default, 512 px,
+#: would take four times as long for nothing these tests look at).
+INPUT_SIZE = 256
 
 
 @dataclass(frozen=True)
@@ -181,7 +184,7 @@ def _submit(
         storage=open_storage(source, StorageOptions(endpoint_url=s3.endpoint, region="us-east-1")),
         send=celery_sender(producer),
         max_in_flight=10,
-        settings=CollectionSettings(input_size=256),
+        settings=CollectionSettings(input_size=INPUT_SIZE),
     )
 
 
@@ -214,6 +217,7 @@ def test_worker_denied_a_bucket_mid_run_hands_the_image_back_and_stops(
         PANCHRO_S3_REGION="us-east-1",
         PANCHRO_DEVICE="cpu",
         PANCHRO_PRECISION="fp32",
+        PANCHRO_WORKER_SIZE=str(INPUT_SIZE),
     )
     _submit(sessions, producer, s3, "allowed", s3.allowed)
     scoped = Launcher({**base, **s3.scoped.env()}, tmp_path / "scoped.log")
@@ -277,7 +281,7 @@ def test_worker_with_other_weights_hands_the_image_back_and_stops(
         storage=open_storage(source),
         send=celery_sender(producer),
         max_in_flight=10,
-        settings=CollectionSettings(input_size=256, checkpoint_sha256="ab" * 32),
+        settings=CollectionSettings(input_size=INPUT_SIZE, checkpoint_sha256="ab" * 32),
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("PANCHRO_")}
     env.update(
@@ -285,6 +289,7 @@ def test_worker_with_other_weights_hands_the_image_back_and_stops(
         PANCHRO_BROKER_URL=redis_url,
         PANCHRO_DEVICE="cpu",
         PANCHRO_PRECISION="fp32",
+        PANCHRO_WORKER_SIZE=str(INPUT_SIZE),
     )
     launcher = Launcher(env, tmp_path / "workers.log")
     try:

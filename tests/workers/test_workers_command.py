@@ -87,6 +87,24 @@ def test_children_need_a_checkpoint_unless_untrained(tmp_path: Path) -> None:
         plan_children(_settings(weights=tmp_path / "missing.pth"), [slot], base_env={})
 
 
+def test_worker_size_and_retry_backoff_settings_reach_the_worker_config() -> None:
+    from panchro.commands.workers import worker_config
+
+    default = worker_config(_settings(), node="cpu0@h", untrained=True)
+    tuned = worker_config(
+        _settings(worker_size=256, retry_backoff=2, retry_backoff_max=8),
+        node="cpu0@h",
+        untrained=True,
+    )
+
+    assert (default.size, default.retry_backoff, default.retry_backoff_max) == (None, None, None)
+    assert (tuned.size, tuned.retry_backoff, tuned.retry_backoff_max) == (256, 2, 8)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        _settings(worker_size=300)
+    with pytest.raises(ValueError, match="greater than or equal to 1"):
+        _settings(retry_backoff=0)
+
+
 def test_settings_environment_round_trips_through_settings(tmp_path: Path) -> None:
     from panchro.commands.workers import settings_environment
 
@@ -108,7 +126,13 @@ def test_panchro_workers_runs_a_cpu_worker_and_stops_it_warmly(
     log = tmp_path / "workers.log"
     catalog = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
     upgrade(catalog)  # the start-up checks refuse a catalog without the schema
-    env = {**os.environ, "PANCHRO_BROKER_URL": redis_url, "PANCHRO_DATABASE_URL": catalog}
+    env = {
+        **os.environ,
+        "PANCHRO_BROKER_URL": redis_url,
+        "PANCHRO_DATABASE_URL": catalog,
+        # The warm shutdown waits for the warm-up pass: the smallest size makes it short.
+        "PANCHRO_WORKER_SIZE": "256",
+    }
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [

@@ -375,9 +375,8 @@ def worker_config(
             retry_backoff_max=settings.retry_backoff_max,
         )
     except ValueError as exc:
-        raise click.ClickException(
-            f"{exc}: set PANCHRO_WEIGHTS or --weights (see `panchro doctor`)"
-        ) from exc
+        hint = "set PANCHRO_WEIGHTS or --weights (see `panchro doctor`)"
+        raise click.ClickException(f"{exc}: {hint}") from exc
 
 
 def is_loopback(address: str) -> bool:

@@ -154,12 +154,7 @@ class LocalStorage:
             ObjectNotFound: If it does not exist.
             StorageError: If it cannot be read (a folder, permissions, I/O).
         """
-        path = _local(uri).key
-        try:
-            with open(path, "rb") as file:
-                return sha256_of_chunks(iter(lambda: file.read(COPY_CHUNK_SIZE), b""))
-        except OSError as exc:
-            raise _error(exc, path, "read") from exc
+        return sha256_of_chunks(self.read_chunks(uri))
 
     def read_chunks(self, uri: URI | str, chunk_size: int = COPY_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the content of a file in pieces, never holding the whole file.

@@ -174,13 +174,7 @@ class S3Storage:
             StorageError: If the bucket is missing or access is denied.
             StorageUnavailable: If S3 cannot be reached or the transfer breaks.
         """
-        location = _s3(uri)
-        with self._translated(location, "read"):
-            body = self.client.get_object(Bucket=location.bucket, Key=location.key)["Body"]
-            try:
-                return sha256_of_chunks(body.iter_chunks(CHECK_CHUNK_SIZE))
-            finally:
-                body.close()
+        return sha256_of_chunks(self.read_chunks(uri))
 
     def read_chunks(self, uri: URI | str, chunk_size: int = CHECK_CHUNK_SIZE) -> Iterator[bytes]:
         """Yield the content of an object in pieces from one streamed GET.

@@ -20,6 +20,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,8 @@ DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 #: Seconds to wait for a private server to accept connections.
 SERVER_START_TIMEOUT = 30.0
+#: Connections that drop the session's databases at its end, together.
+DROP_THREADS = 8
 
 
 def free_port() -> int:
@@ -143,9 +146,15 @@ def postgres_database_factory(postgres_admin_url: str) -> Iterator[object]:
         return make_url(postgres_admin_url).set(database=name).render_as_string(hide_password=False)
 
     yield create
-    with admin.connect() as conn:
-        for name in created:
+
+    def drop(name: str) -> None:
+        with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    # Each DROP DATABASE waits for a checkpoint of the whole server; dropped together,
+    # the drops share a few checkpoints instead of one each.
+    with ThreadPoolExecutor(max_workers=DROP_THREADS) as pool:
+        list(pool.map(drop, created))
     admin.dispose()
 
 

@@ -31,9 +31,10 @@ from recovery_helpers import (
     worker_command,
     worker_environment,
 )
+from sqlalchemy import text
 from workers_helpers import add_collection, attempts_of, read_image, write_gray_png
 
-from catalog import AttemptOutcome, ImageStatus, make_sessionmaker
+from catalog import AttemptOutcome, ImageStatus, make_engine, make_sessionmaker
 from migrations import upgrade
 
 # The fault suite's Redis: killed with SIGKILL and started again on the same append-only file.
@@ -126,12 +127,22 @@ class _Rig:
 NODE = "cpu0@recovery"
 
 
-@pytest.fixture
-def rig(postgres_database_factory: Any, tmp_path: Path) -> Iterator[_Rig]:
-    """A fresh, migrated PostgreSQL catalog and a held worker to start (see ``_Rig``)."""
+@pytest.fixture(scope="module")
+def recovery_catalog(postgres_database_factory: Any) -> str:
+    """A PostgreSQL catalog migrated once for the module; each rig empties it."""
     url: str = postgres_database_factory()
     upgrade(url)
-    made = _Rig(url, tmp_path)
+    return url
+
+
+@pytest.fixture
+def rig(recovery_catalog: str, tmp_path: Path) -> Iterator[_Rig]:
+    """An emptied, migrated PostgreSQL catalog and a held worker to start (see ``_Rig``)."""
+    engine = make_engine(recovery_catalog)
+    with engine.begin() as conn:
+        conn.execute(text("TRUNCATE collections RESTART IDENTITY CASCADE"))
+    engine.dispose()
+    made = _Rig(recovery_catalog, tmp_path)
     yield made
     made.close()
     print(made.output()[-6000:])

@@ -177,7 +177,7 @@ def export_bag(
         agent: This panchro and host (``bag-info.txt`` and the PREMIS record name it).
         target: The bag's folder: it must not exist or be empty.
         stores: Where the outputs are read from.
-        jobs: Files copied at once, and processes that hash the manifests.
+        jobs: Files copied at once.
         on_file: Called with the size of each payload file once copied (a progress bar).
 
     Returns:
@@ -200,10 +200,13 @@ def export_bag(
     )
     try:
         made = _fill(sessions, collection, stores, staging, jobs, on_file)
+        # Hashed in this process: bagit's processes are forked, and a child forked from a
+        # process with live threads and connections (boto3's pools, a broker client) can
+        # hang for ever in their after-fork clean-up. Hashing is not what takes the time.
         bagit.make_bag(
             str(staging),
             _bag_info(collection, counts, agent),
-            processes=jobs,
+            processes=1,
             checksums=list(BAG_CHECKSUMS),
         )
         premis = staging / PREMIS_TAG_FILE

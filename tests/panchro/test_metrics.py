@@ -225,7 +225,13 @@ def test_panchro_metrics_serves_until_interrupted(
     }
     argv = [sys.executable, "-m", "panchro.cli", "metrics", "--port", "0"]
     proc = subprocess.Popen(
-        [*argv, "--inspect-timeout", "0.1"], env=env, stderr=subprocess.PIPE, text=True
+        [*argv, "--inspect-timeout", "0.1"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+        # Ctrl-C must reach the child even where the tests run with SIGINT ignored (a
+        # background job); Python then installs its own handler.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert proc.stderr is not None

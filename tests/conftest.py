@@ -37,6 +37,30 @@ SERVER_START_TIMEOUT = 30.0
 DROP_THREADS = 8
 
 
+#: Test files that take a minute or more, longest first. With two test processes taking
+#: whole files (pytest-xdist, ``--dist loadfile``), starting these first keeps one of them
+#: from running alone at the end.
+LONG_FILES = (
+    "tests/faults/test_faults.py",
+    "tests/e2e/test_end_to_end.py",
+    "tests/panchro/test_bad_inputs.py",
+    "tests/panchro/test_run_command.py",
+    "tests/workers/test_recovery.py",
+    "tests/panchro/test_run_lock.py",
+    "tests/workers/test_worker_hands_back.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the long files first (see :data:`LONG_FILES`); the rest keep their order."""
+
+    def rank(item: pytest.Item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return LONG_FILES.index(path) if path in LONG_FILES else len(LONG_FILES)
+
+    items.sort(key=rank)
+
+
 def free_port() -> int:
     """Return a TCP port on the loopback interface that is free right now."""
     with socket.socket() as sock:
@@ -180,14 +204,20 @@ def _redis_reachable(url: str) -> bool:
 
 @pytest.fixture(scope="session")
 def redis_server_url() -> Iterator[str]:
-    """URL of a Redis server (without a database number) that the tests may use."""
+    """URL of a Redis server (without a database number) that the tests may use.
+
+    Under pytest-xdist, every test process but the first gets a private server: the tests
+    number their Redis databases 1-15 and flush them, which two processes sharing one
+    server would do to each other.
+    """
     env = os.environ.get("PANCHRO_TEST_REDIS_URL")
-    if env:
+    private = os.environ.get("PYTEST_XDIST_WORKER", "gw0") != "gw0"
+    if env and not private:
         if not _redis_reachable(env):
             pytest.fail(f"PANCHRO_TEST_REDIS_URL is set but Redis does not answer: {env}")
         yield env.rsplit("/", 1)[0] if env.count("/") > 2 else env
         return
-    if _redis_reachable(DEFAULT_REDIS_URL):
+    if not private and _redis_reachable(DEFAULT_REDIS_URL):
         yield DEFAULT_REDIS_URL.rsplit("/", 1)[0]
         return
     binary = shutil.which("redis-server")

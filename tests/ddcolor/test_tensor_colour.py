@@ -8,43 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from colour_checks import SHAPES, compare_with_numpy, levels_apart, smooth_ab, synthetic_scan
 from torch import nn
 
 import ddcolor.tensor_colour as tensor_colour
-from ddcolor.colorspace import ColorMath
-from ddcolor.pipeline import Colorizer, _compose, colorize, network_input
-from ddcolor.registry import UPSAMPLE_METHODS
+from ddcolor.pipeline import Colorizer, colorize
 from ddcolor.tensor_colour import DeviceImage, resolve_colour_ops
 
 CPU = torch.device("cpu")
-#: Odd, thin, one-pixel and ordinary shapes, grey and RGB.
-SHAPES = [(133, 217), (1, 1), (157, 3), (3, 300), (40, 61, 3), (97, 130, 3)]
 #: Side of the network's grid in these tests, in pixels: the colour work takes any size.
 GRID = 64
-
-
-def _math(dtype: type[np.unsignedinteger]) -> ColorMath:
-    return "opencv" if dtype == np.uint8 else "exact"
-
-
-def _scan(rng: np.random.Generator, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A smooth random scan with sharp edges and noise, so every level range is used."""
-    top = np.iinfo(dtype).max
-    base = rng.uniform(0, top, (5, 7) + shape[2:])
-    cells = (-(-shape[0] // 5), -(-shape[1] // 7)) + (1,) * (len(shape) - 2)
-    image = np.kron(base, np.ones(cells))[: shape[0], : shape[1]]
-    image = image + rng.normal(0, top / 40, image.shape)
-    return np.clip(np.rint(image), 0, top).astype(dtype)
-
-
-def _ab_grid(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Smooth ab with strong colours, SxSx2 float32."""
-    coarse = rng.uniform(-60, 60, (8, 8, 2))
-    return np.kron(coarse, np.ones((size // 8, size // 8, 1))).astype(np.float32)
-
-
-def _levels_apart(a: np.ndarray, b: np.ndarray) -> int:
-    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
 
 
 @pytest.fixture
@@ -57,26 +30,17 @@ def rng() -> np.random.Generator:
 def test_colour_work_on_the_device_is_within_one_level_of_numpys(
     rng: np.random.Generator, dtype: type, shape: tuple[int, ...]
 ) -> None:
-    image, math = _scan(rng, shape, dtype), _math(dtype)
-    ab = _ab_grid(rng, GRID)
-    x, light = network_input(image, GRID, math)
-    on_device = DeviceImage(image, CPU, math)
-    x_dev, light_dev = on_device.network_input(GRID)
-    np.testing.assert_array_equal(x_dev.numpy(), x.numpy())
-    np.testing.assert_array_equal(light_dev.numpy(), light)
-    for method in UPSAMPLE_METHODS:
-        expected = _compose(image, ab, light, math, method)
-        got = on_device.compose(torch.from_numpy(ab), light_dev, method)
-        assert got.dtype == image.dtype and got.shape == shape[:2] + (3,)
-        # Measured on the CPU device: equal, for every shape, bit depth and method.
-        assert _levels_apart(got, expected) <= 1, method
+    gaps = compare_with_numpy(synthetic_scan(rng, shape, dtype), GRID, CPU, rng)
+    # Measured on the CPU device: all equal, for every shape, bit depth and method.
+    assert gaps.pop("input") == 0.0 and gaps.pop("light") == 0.0
+    assert max(gaps.values()) <= 1, gaps
 
 
 def test_compose_in_many_bands_equals_one_band(
     rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    image = _scan(rng, (203, 150, 3), np.uint8)
-    ab = torch.from_numpy(_ab_grid(rng, GRID))
+    image = synthetic_scan(rng, (203, 150, 3), np.uint8)
+    ab = torch.from_numpy(smooth_ab(rng, GRID))
     on_device = DeviceImage(image, CPU, "opencv")
     _, light = on_device.network_input(GRID)
     whole = on_device.compose(ab, light, "guided")
@@ -107,11 +71,11 @@ class _SmoothAb(nn.Module):
 def test_colorize_gives_the_same_image_with_either_colour_ops(
     rng: np.random.Generator, dtype: type
 ) -> None:
-    image = _scan(rng, (50, 71), dtype)
+    image = synthetic_scan(rng, (50, 71), dtype)
     results = {
         ops: colorize(_SmoothAb(), image, size=256, colour_ops=ops) for ops in ("numpy", "torch")
     }
-    assert _levels_apart(results["torch"].image, results["numpy"].image) <= 1
+    assert levels_apart(results["torch"].image, results["numpy"].image) <= 1
 
 
 def test_out_of_memory_while_composing_on_the_device_composes_on_the_host(
@@ -120,7 +84,7 @@ def test_out_of_memory_while_composing_on_the_device_composes_on_the_host(
     def no_room(*args: object, **kwargs: object) -> np.ndarray:
         raise torch.OutOfMemoryError("fake: no room for the bands")
 
-    image = _scan(rng, (60, 80), np.uint8)
+    image = synthetic_scan(rng, (60, 80), np.uint8)
     expected = colorize(_SmoothAb(), image, size=256, colour_ops="numpy").image
     monkeypatch.setattr(DeviceImage, "compose", no_room)
     np.testing.assert_array_equal(

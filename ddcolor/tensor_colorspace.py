@@ -49,6 +49,7 @@ from ddcolor.colorspace import (
 
 __all__ = [
     "device_table",
+    "divide",
     "grey_lightness",
     "lab_to_rgb",
     "rgb_lightness",
@@ -224,15 +225,15 @@ def _opencv_lab_to_rgb(light: torch.Tensor, ab: torch.Tensor, vector: bool) -> t
         fy_high = (light + 16.0) * _INV_116
         f_xz = (a * _INV_500, b * _NEG_INV_200)
     else:
-        y_low = light / _f32(903.3)
-        fy_high = (light + 16.0) / 116.0
-        f_xz = (a / 500.0, -(b / 200.0))
+        y_low = divide(light, _f32(903.3))
+        fy_high = divide(light + 16.0, 116.0)
+        f_xz = (divide(a, 500.0), -divide(b, 200.0))
     y = torch.where(low, y_low, fy_high * fy_high * fy_high)
     fy = torch.where(low, y_low * _f32(7.787) + _BIAS, fy_high)
     xz = []
     for f_part in f_xz:
         f = f_part + fy
-        linear = (f - _BIAS) * _INV_7787 if vector else (f - _BIAS) / _f32(7.787)
+        linear = (f - _BIAS) * _INV_7787 if vector else divide(f - _BIAS, _f32(7.787))
         xz.append(torch.where(f <= _SIX_29, linear, f * f * f))
     x, z = xz
     spline = device_table("spline", light.device)
@@ -245,6 +246,27 @@ def _opencv_lab_to_rgb(light: torch.Tensor, ab: torch.Tensor, vector: bool) -> t
         p = spline[cell]
         channels.append(((p[..., 3] * t + p[..., 2]) * t + p[..., 1]) * t + p[..., 0])
     return torch.stack(channels, dim=-1)
+
+
+def divide(x: torch.Tensor, divisor: float) -> torch.Tensor:
+    """Divide by a number the way numpy does, on any device.
+
+    CUDA kernels divide by a host scalar as a multiplication by its reciprocal, which can
+    be one bit off; dividing by a tensor on ``x``'s device rounds the quotient once.
+
+    Args:
+        x: Floating tensor.
+        divisor: The number, representable in ``x``'s dtype.
+
+    Returns:
+        ``x / divisor`` correctly rounded, of ``x``'s dtype.
+    """
+    return x / _device_scalar(divisor, x.dtype, x.device)
+
+
+@functools.cache
+def _device_scalar(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.tensor(value, dtype=dtype, device=device)
 
 
 def _srgb_to_linear(c: torch.Tensor) -> torch.Tensor:

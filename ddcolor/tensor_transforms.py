@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ddcolor.registry import UpsampleMethod, validate_upsample
+from ddcolor.tensor_colorspace import divide
 from ddcolor.transforms import (
     GUIDED_EPS,
     GUIDED_RADIUS,
@@ -97,7 +98,7 @@ def _guided_maps(ab: torch.Tensor, guide: torch.Tensor) -> torch.Tensor:
     As :func:`ddcolor.transforms._guided_maps`, with the four window means of the least-squares
     fit (L, ab, L*ab, L*L) taken in one pass over the stacked channels.
     """
-    g = guide.double()[..., None] / 100.0
+    g = divide(guide.double()[..., None], 100.0)
     p = ab.double()
     means = _box_mean(torch.cat([g, p, g * p, g * g], dim=2), GUIDED_RADIUS)
     mean_g, mean_p, mean_gp, mean_gg = torch.split(means, [1, 2, 2, 1], dim=2)

@@ -61,7 +61,7 @@ from ddcolor.registry import (
     validate_upsample,
 )
 from ddcolor.runners import NetworkRunner, TorchRunner
-from ddcolor.tensor_colour import DeviceImage, resolve_colour_ops
+from ddcolor.tensor_colour import DeviceImage, device_image, resolve_colour_ops
 from ddcolor.transforms import AbUpsampler, resize_bilinear
 
 if TYPE_CHECKING:
@@ -182,9 +182,7 @@ def colorize(
     sizes = size_ladder(size)
     runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
-    on_device = None
-    if resolve_colour_ops(colour_ops, runner.device) == "torch":
-        on_device = DeviceImage(image, runner.device, math)
+    on_device = device_image(image, runner.device, math, colour_ops)
     tried: list[int] = []
     for step in sizes:
         tried.append(step)
@@ -228,7 +226,10 @@ def _network_input(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The network input and its L, made on the device or on the host."""
     if on_device is not None:
-        return on_device.network_input(size)
+        try:
+            return on_device.network_input(size)
+        except torch.OutOfMemoryError:
+            logger.warning("out of memory making the %d px input on the device; on the host", size)
     x, light = network_input(image, size, math)
     return x, torch.from_numpy(light)
 

@@ -34,7 +34,7 @@ from ddcolor.registry import COLOUR_OPS, UpsampleMethod
 from ddcolor.tensor_colorspace import grey_lightness, lab_to_rgb, rgb_lightness, unit_float
 from ddcolor.tensor_transforms import TensorAbUpsampler, resize_bilinear
 
-__all__ = ["DEVICE_BAND_PIXELS", "DeviceImage", "resolve_colour_ops"]
+__all__ = ["DEVICE_BAND_PIXELS", "DeviceImage", "device_image", "resolve_colour_ops"]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,35 @@ def resolve_colour_ops(requested: str, device: torch.device) -> str:
         return requested
     on_gpu = device.type == "cuda" and torch.cuda.is_available()
     return "torch" if on_gpu else "numpy"
+
+
+def device_image(
+    image: np.ndarray, device: torch.device, math: ColorMath, colour_ops: str
+) -> DeviceImage | None:
+    """The image copied to the device, where the colour work is to run there.
+
+    Args:
+        image: HxW grey or HxWx3 RGB, uint8 or uint16.
+        device: Where the network runs.
+        math: Colour arithmetic.
+        colour_ops: ``auto``, ``torch`` or ``numpy`` (:func:`resolve_colour_ops`).
+
+    Returns:
+        The image on the device; None where the colour work runs on the host, or the device
+        has no room for the image (logged).
+
+    Raises:
+        ValueError: If ``colour_ops`` is unknown.
+    """
+    if resolve_colour_ops(colour_ops, device) != "torch":
+        return None
+    try:
+        return DeviceImage(image, device, math)
+    except torch.OutOfMemoryError:
+        logger.warning(
+            "no room on %s for a %s image; its colour work runs on the host", device, image.shape
+        )
+        return None
 
 
 def _band_rows(width: int) -> int:
@@ -147,7 +176,8 @@ class DeviceImage:
 
         Args:
             ab: SxSx2 float32 ab as the network predicted it (on any device).
-            light_small: SxS float32 L of the network input (:meth:`network_input`).
+            light_small: SxS float32 L of the network input (:meth:`network_input`; on any
+                device).
             upsample: How ab is brought to full resolution.
 
         Returns:
@@ -157,8 +187,8 @@ class DeviceImage:
             ValueError: If ``upsample`` is unknown.
         """
         height, width = int(self.shape[0]), int(self.shape[1])
-        grid = ab.to(self.device)
-        upsampler = TensorAbUpsampler(grid, (height, width), upsample, guide=light_small)
+        grid, guide = ab.to(self.device), light_small.to(self.device)
+        upsampler = TensorAbUpsampler(grid, (height, width), upsample, guide=guide)
         raw = torch.int16 if self.dtype == np.uint16 else torch.uint8
         if self.device.type == "cpu":
             output = np.empty((height, width, 3), dtype=self.dtype)

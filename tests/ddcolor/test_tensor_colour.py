@@ -78,15 +78,16 @@ def test_colorize_gives_the_same_image_with_either_colour_ops(
     assert levels_apart(results["torch"].image, results["numpy"].image) <= 1
 
 
-def test_out_of_memory_while_composing_on_the_device_composes_on_the_host(
-    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("where", ["__init__", "network_input", "compose"])
+def test_out_of_memory_on_the_device_moves_that_colour_work_to_the_host(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, where: str
 ) -> None:
-    def no_room(*args: object, **kwargs: object) -> np.ndarray:
-        raise torch.OutOfMemoryError("fake: no room for the bands")
+    def no_room(*args: object, **kwargs: object) -> None:
+        raise torch.OutOfMemoryError("fake: no room for the scan")
 
     image = synthetic_scan(rng, (60, 80), np.uint8)
     expected = colorize(_SmoothAb(), image, size=256, colour_ops="numpy").image
-    monkeypatch.setattr(DeviceImage, "compose", no_room)
+    monkeypatch.setattr(DeviceImage, where, no_room)
     np.testing.assert_array_equal(
         colorize(_SmoothAb(), image, size=256, colour_ops="torch").image, expected
     )

@@ -10,8 +10,9 @@
 #   1. the GPU: nvidia-smi (or rocm-smi); no GPU -> "no GPU", exit 0 within seconds
 #   2. a virtual environment: the python3 that has torch is reused through
 #      --system-site-packages (plus a .pth to its own site-packages when python3 is itself
-#      a venv); `pip install -e '.[test]'` when PyPI answers, else the project alone
-#      (--no-deps) and PYTHONPATH; torch from PyPI only where none is importable
+#      a venv); `pip install -e '.[test]'` when PyPI answers, else the checkout on
+#      PYTHONPATH (the cuda tests need only torch, numpy and pytest); torch from PyPI only
+#      where none is importable
 #   3. the tests marked `cuda` (colour work on the GPU equal to numpy within 1 level,
 #      the real out-of-memory ladder, fp16/bf16 against fp32, device pinning), with -s so
 #      their measurements print; conftest-free, so torch, numpy and pytest suffice
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY_RUN=1 ;;
     --budget) BUDGET="$2"; shift ;;
-    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; exit 0 ;;
     *) echo "unknown option $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
@@ -105,29 +106,31 @@ if [ "$DRY_RUN" = 1 ]; then
   SUMMARY+=("venv: dry run")
 else
   if "$PY" -c "import torch" >/dev/null 2>&1; then
-    "$PY" -m venv --system-site-packages "$VENV" >>"$LOG" 2>&1
-    # A python3 that is itself a venv hides its packages from --system-site-packages.
-    PARENT_SITE=$("$PY" -c "import site; print('\n'.join(site.getsitepackages()))")
-    VENV_SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    echo "$PARENT_SITE" >"$VENV_SITE/_gpu_check_parent.pth"
-    say "venv: $VENV over $("$PY" -c 'import sys; print(sys.prefix)') (torch reused)"
+    if "$PY" -m venv --system-site-packages "$VENV" >>"$LOG" 2>&1; then
+      # A python3 that is itself a venv hides its packages from --system-site-packages.
+      PARENT_SITE=$("$PY" -c "import site; print('\n'.join(site.getsitepackages()))")
+      VENV_SITE=$("$VENV/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+      echo "$PARENT_SITE" >"$VENV_SITE/_gpu_check_parent.pth"
+      say "venv: $VENV over $("$PY" -c 'import sys; print(sys.prefix)') (torch reused)"
+      PY="$VENV/bin/python"
+    else
+      say "venv: cannot be made here; installing into $PY's own environment"
+    fi
   else
-    "$PY" -m venv "$VENV" >>"$LOG" 2>&1
-    step "torch_install" 240 torch_install.txt "$VENV/bin/python" -m pip install -q torch
+    "$PY" -m venv "$VENV" >>"$LOG" 2>&1 && PY="$VENV/bin/python"
+    step "torch_install" 240 torch_install.txt "$PY" -m pip install -q torch
   fi
-  if "$VENV/bin/python" - <<'EOF' >/dev/null 2>&1
+  if "$PY" - <<'EOF' >/dev/null 2>&1
 import os, urllib.request
 index = os.environ.get("PIP_INDEX_URL", "https://pypi.org/simple").rstrip("/")
 urllib.request.urlopen(index + "/pip/", timeout=5)
 EOF
   then
-    step "install" 180 install.txt "$VENV/bin/python" -m pip install -q -e '.[test]'
+    step "install" 180 install.txt "$PY" -m pip install -q -e '.[test]'
   else
-    say "install: the package index does not answer; installing the project alone"
-    step "install" 60 install.txt "$VENV/bin/python" -m pip install -q --no-deps \
-      --no-build-isolation -e .
+    say "install: the package index does not answer; the checkout is used from PYTHONPATH"
+    SUMMARY+=("install: none (no package index); torch, numpy and pytest of $PY")
   fi
-  PY="$VENV/bin/python"
 fi
 
 if [ "$DRY_RUN" = 0 ] && ! "$PY" -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then

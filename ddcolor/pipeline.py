@@ -49,6 +49,7 @@ from ddcolor.errors import (
 )
 from ddcolor.registry import (
     DEFAULT_BACKEND,
+    DEFAULT_COLOUR_OPS,
     DEFAULT_SIZE,
     DEFAULT_UPSAMPLE,
     PRECISIONS,
@@ -60,6 +61,7 @@ from ddcolor.registry import (
     validate_upsample,
 )
 from ddcolor.runners import NetworkRunner, TorchRunner
+from ddcolor.tensor_colour import DeviceImage, device_image, resolve_colour_ops
 from ddcolor.transforms import AbUpsampler, resize_bilinear
 
 if TYPE_CHECKING:
@@ -139,6 +141,7 @@ def colorize(
     precision: str = "fp32",
     upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
     device: str | torch.device | None = None,
+    colour_ops: str = DEFAULT_COLOUR_OPS,
 ) -> ColorizeResult:
     """Colorize a black-and-white photograph.
 
@@ -154,13 +157,15 @@ def colorize(
             :data:`ddcolor.registry.UPSAMPLE_METHODS`.
         device: Device to run a torch model on; None for the model's own (a runner has its
             own).
+        colour_ops: Where the colour work around the network runs (``torch`` on its device,
+            ``numpy`` on the host, ``auto``), see :mod:`ddcolor.tensor_colour`.
 
     Returns:
         The HxWx3 RGB image of the input's dtype, and its provenance.
 
     Raises:
         TypeError: If the image is not a uint8 or uint16 array.
-        ValueError: If the image is not HxW or HxWx3, or ``upsample`` is unknown.
+        ValueError: If the image is not HxW or HxWx3, or an option is unknown.
         InvalidSize: If ``size`` is not valid.
         UnsupportedPrecision: If ``precision`` is not one of the three.
         OutOfMemoryAtMinimumSize: If the device runs out of memory at every size.
@@ -177,15 +182,16 @@ def colorize(
     sizes = size_ladder(size)
     runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
+    on_device = device_image(image, runner.device, math, colour_ops)
     tried: list[int] = []
     for step in sizes:
         tried.append(step)
-        x, light_small = network_input(image, step, math)
+        x, light_small = _network_input(image, on_device, step, math)
         out_of_memory = False
         try:
             began = time.perf_counter()
             ab, used = runner.predict(x, precision)
-            ab_small = ab[0].permute(1, 2, 0).cpu().numpy()
+            ab_small = ab[0].permute(1, 2, 0) if on_device else ab[0].permute(1, 2, 0).cpu()
             del ab
             network_seconds = time.perf_counter() - began
         except (NetworkOutOfMemory, torch.OutOfMemoryError):
@@ -202,7 +208,7 @@ def colorize(
             f"out of memory on {runner.device} at every input size tried "
             f"({', '.join(map(str, tried))} px); free the device or run on the CPU"
         )
-    output = _compose(image, ab_small, light_small, math, upsample)
+    output = _compose_anywhere(image, on_device, ab_small, light_small, math, upsample, runner)
     return ColorizeResult(
         image=output,
         size=tried[-1],
@@ -213,6 +219,39 @@ def colorize(
         seconds=time.perf_counter() - started,
         network_seconds=network_seconds,
     )
+
+
+def _network_input(
+    image: np.ndarray, on_device: DeviceImage | None, size: int, math: ColorMath
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network input and its L, made on the device or on the host."""
+    if on_device is not None:
+        try:
+            return on_device.network_input(size)
+        except torch.OutOfMemoryError:
+            logger.warning("out of memory making the %d px input on the device; on the host", size)
+    x, light = network_input(image, size, math)
+    return x, torch.from_numpy(light)
+
+
+def _compose_anywhere(
+    image: np.ndarray,
+    on_device: DeviceImage | None,
+    ab_small: torch.Tensor,
+    light_small: torch.Tensor,
+    math: ColorMath,
+    upsample: UpsampleMethod,
+    runner: NetworkRunner,
+) -> np.ndarray:
+    """The output, composed on the device; on the host where there is no room there."""
+    if on_device is not None:
+        try:
+            return on_device.compose(ab_small, light_small, upsample)
+        except torch.OutOfMemoryError:
+            logger.warning("out of memory composing on %s; composing on the host", runner.device)
+        runner.release_memory()
+    ab_host, light_host = ab_small.cpu().numpy(), light_small.cpu().numpy()
+    return _compose(image, ab_host, light_host, math, upsample)
 
 
 def _compose(
@@ -255,11 +294,13 @@ class Colorizer:
         checkpoint: Provenance of the weights file, when loaded from one.
         runner: What runs the network (:mod:`ddcolor.runners`); None for torch eager on
             ``model``. A precision the runner lacks (ONNX Runtime runs fp32) resolves to fp32.
+        colour_ops: Where the colour work around the network runs
+            (:data:`ddcolor.registry.COLOUR_OPS`).
 
     Raises:
         InvalidSize: If ``size`` is not valid.
         UnsupportedPrecision: If ``precision`` is unknown or unsupported on the device.
-        ValueError: If ``upsample`` is unknown.
+        ValueError: If ``upsample`` or ``colour_ops`` is unknown.
     """
 
     def __init__(
@@ -273,6 +314,7 @@ class Colorizer:
         model_name: str | None = None,
         checkpoint: CheckpointInfo | None = None,
         runner: NetworkRunner | None = None,
+        colour_ops: str = DEFAULT_COLOUR_OPS,
     ) -> None:
         self.model = model
         self.device = torch.device(device)
@@ -283,6 +325,8 @@ class Colorizer:
             tune_cpu_allocator()
         self.size = validate_size(size)
         self.upsample: UpsampleMethod = validate_upsample(upsample)
+        self.colour_ops = colour_ops
+        resolve_colour_ops(colour_ops, self.device)  # refuses an unknown name now
         self.checkpoint = checkpoint
         self.model_name = model_name or (checkpoint.model_name if checkpoint else None)
 
@@ -356,6 +400,7 @@ class Colorizer:
             precision=self.precision if precision is None else self.resolve_precision(precision),
             upsample=self.upsample if upsample is None else validate_upsample(upsample),
             device=self.device,
+            colour_ops=self.colour_ops,
         )
 
     def __repr__(self) -> str:

@@ -132,6 +132,13 @@ BACKENDS: tuple[str, ...] = ("torch", "onnx")
 #: Backend used when none is given; the measurements are in docs/performance.md.
 DEFAULT_BACKEND = "torch"
 
+#: Where the colour work around the network runs (resize, Lab, ab upsampling, Lab -> RGB):
+#: ``torch`` on the network's device (:mod:`ddcolor.tensor_colour`), ``numpy`` on the host,
+#: ``auto`` torch on a GPU and numpy on the CPU (measurements in docs/performance.md).
+COLOUR_OPS: tuple[str, ...] = ("auto", "torch", "numpy")
+#: Colour work used when none is given.
+DEFAULT_COLOUR_OPS = "auto"
+
 #: How the predicted ab is brought to full resolution (see :mod:`ddcolor.transforms`).
 UpsampleMethod = Literal["nearest", "bilinear", "bicubic", "guided"]
 #: The upsampling methods, the default first.

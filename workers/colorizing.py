@@ -37,6 +37,7 @@ __all__ = [
     "ColorizedCopy",
     "Original",
     "colorize_original",
+    "encode_copy",
     "read_original",
     "software_name",
 ]
@@ -153,8 +154,43 @@ def colorize_original(
         ValueError: If the output format cannot hold the image (alpha in JPEG), or the
             upsampling method is unknown.
     """
+    result = colorizer.colorize(
+        original.decoded.pixels, size=size, upsample=upsample, precision=precision
+    )
+    return encode_copy(
+        colorizer, original, result, output_format=output_format, untrained=untrained, host=host
+    )
+
+
+def encode_copy(
+    colorizer: Colorizer,
+    original: Original,
+    result: ColorizeResult,
+    *,
+    output_format: str | None = None,
+    untrained: bool = False,
+    host: str | None = None,
+) -> ColorizedCopy:
+    """Encode a colorization of an original, with its provenance stamp.
+
+    The second half of :func:`colorize_original`, for a colorization made otherwise (in a
+    batch, :func:`ddcolor.batching.colorize_batch`).
+
+    Args:
+        colorizer: The model that made it.
+        original: The original it was made from.
+        result: The colorization of ``original.decoded.pixels``.
+        output_format: Output format instead of the original's family (``png``, ``tif``...).
+        untrained: Whether the weights are random (marked in the metadata).
+        host: The worker or machine, as stamped into the copy; None for this host's name.
+
+    Returns:
+        The encoded copy and its provenance.
+
+    Raises:
+        ValueError: If the output format cannot hold the image (alpha in JPEG).
+    """
     image = original.decoded
-    result = colorizer.colorize(image.pixels, size=size, upsample=upsample, precision=precision)
     model_name, checkpoint = describe_weights(colorizer, untrained)
     stamp = ProvenanceStamp(
         software=software_name(),

@@ -25,6 +25,9 @@ class ProcessStatus(StrEnum):
     NOT_CLAIMED = "not_claimed"
     #: The try was given up and taken over meanwhile; its result was not recorded.
     DROPPED = "dropped"
+    #: Handed back unfinished, to be tried again: its batch stopped at the soft time limit
+    #: while another image of it was being processed.
+    RELEASED = "released"
 
 
 @dataclass(frozen=True)

@@ -95,27 +95,32 @@ class ReadAhead:
         except CatalogError as exc:
             logger.debug("image %s: not read ahead: %s", image_id, exc)
 
-    def after_claim(self, collection_id: int) -> None:
-        """Told that an image of a collection was claimed; guess the next one if asked to.
+    def after_claim(self, collection_id: int, *, count: int = 1) -> None:
+        """Told that images of a collection were claimed; guess the next ones if asked to.
 
         Args:
-            collection_id: The collection of the claimed image.
+            collection_id: The collection of the claimed images.
+            count: How many were claimed together: as many are guessed (the next batch).
         """
         if self.guess_next:
-            self.prefetch_next_queued(collection_id)
+            self.prefetch_next_queued(collection_id, count=count)
 
-    def prefetch_next_queued(self, collection_id: int) -> None:
-        """Start reading the image of a collection that is most likely handed out next.
+    def prefetch_next_queued(self, collection_id: int, *, count: int = 1) -> None:
+        """Start reading the images of a collection that are most likely handed out next.
 
-        That is the queued image with the lowest id: the dispatcher queues and sends in
-        id order, so its message is at the head of the broker's queue.
+        Those are the queued images with the lowest ids: the dispatcher queues and sends
+        in id order, so their messages are at the head of the broker's queue, and a
+        batching worker claims them first (``catalog.claim_more``).
 
         Args:
-            collection_id: The collection of the image that was just claimed.
+            collection_id: The collection of the images that were just claimed.
+            count: How many to read.
         """
         try:
             with transaction(self._sessions) as db:
-                upcoming = list_images(db, collection_id, status=ImageStatus.QUEUED, limit=1)
+                upcoming = list_images(
+                    db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)
+                )
                 for image in upcoming:
                     self._start(image)
         except CatalogError as exc:
@@ -140,6 +145,15 @@ class ReadAhead:
             while len(self._entries) > self._capacity:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
                 dropped.cancel()
+
+    def waiting(self) -> list[int]:
+        """Return the images read ahead or being read, oldest first.
+
+        Returns:
+            Their ids: a batching worker claims these first.
+        """
+        with self._lock:
+            return list(self._entries)
 
     def take(self, image_id: int, source_uri: str, checksum: str | None) -> Original | None:
         """Hand out what was read ahead for an image, waiting if the read is under way.

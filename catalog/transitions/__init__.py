@@ -17,6 +17,9 @@ others see that nothing changed and step back. On PostgreSQL the row lock taken 
 UPDATE makes a later racer re-check its WHERE against the committed row; SQLite lets one
 writer at a time in.
 
+A worker that batches claims more images of the same collection for its message's try
+with ``claim_more``, each one as ``claim_image`` claims it, under the message's task id.
+
 A running image is held by one try: ``images.attempts`` equals the ``number`` of its
 open ``attempts`` row. The changes a worker makes name that row (``attempt_id``) and
 match ``images.attempts`` against its number, so a worker whose try was given up and
@@ -30,6 +33,7 @@ cannot deadlock.
 from __future__ import annotations
 
 from catalog.transitions._common import MAX_LOST_ATTEMPTS
+from catalog.transitions.batch_claims import claim_more
 from catalog.transitions.claims import (
     Claim,
     Released,
@@ -63,6 +67,7 @@ __all__ = [
     "Released",
     "cancel_collection",
     "claim_image",
+    "claim_more",
     "held_attempt",
     "complete_collection",
     "mark_done",

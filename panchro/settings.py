@@ -80,6 +80,13 @@ class Settings(BaseSettings):
         description=f"Input size in pixels of the workers for collections submitted without "
         f"--size or --preset, and of their warm-up pass; default {DEFAULT_SIZE}",
     )
+    batch_size: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Images of a collection colorized together in one forward of the "
+        "network; default 4 on a GPU, 1 on the CPU",
+    )
     retry_backoff: int | None = Field(
         None,
         ge=1,

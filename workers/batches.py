@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer, ColorizeResult
     from workers.readahead import ReadAhead, StorageFor
 
-__all__ = ["IMAGE_LOGGER", "OnOutcome", "process_batch"]
+__all__ = ["IMAGE_LOGGER", "AtWork", "OnOutcome", "process_batch"]
 
 #: The logger of every image's lines (its name is part of the log's contract).
 IMAGE_LOGGER: Final = "workers.process"
@@ -77,6 +77,13 @@ logger = logging.getLogger(IMAGE_LOGGER)
 
 #: Told each image's outcome as soon as it is known (a progress bar).
 OnOutcome = Callable[[Outcome], None]
+#: Told the ids of the images at work.
+AtWork = Callable[[Sequence[int]], None]
+
+
+def _nobody(image_ids: Sequence[int]) -> None:
+    """Tell no one what is at work."""
+
 
 _T = TypeVar("_T")
 
@@ -97,6 +104,7 @@ def process_batch(
     give_up: bool = False,
     release_to: ImageStatus = ImageStatus.QUEUED,
     on_outcome: OnOutcome | None = None,
+    at_work: AtWork | None = None,
 ) -> list[Outcome]:
     """Colorize queued images of one collection together and record each one's result.
 
@@ -123,6 +131,8 @@ def process_batch(
         release_to: Status the named images are handed back in: ``queued`` when a retry
             of the message will come, ``pending`` when none will.
         on_outcome: Told each image's outcome as soon as it is known.
+        at_work: Told the ids of the images each step works on (empty between steps),
+            so that a process killed at the hard time limit can be told about.
 
     Returns:
         The outcome of every named image in order, then of the further ones.
@@ -150,7 +160,7 @@ def process_batch(
         more=0 if give_up or task_id is None else more,
         prefer=read_ahead.waiting() if read_ahead is not None else (),
     )
-    batch = _Batch(sessions, retries, on_outcome)
+    batch = _Batch(sessions, retries, on_outcome, at_work or _nobody)
     outcomes: dict[int, Outcome] = {}
     works: list[ImageWork] = []
     for index, (image_id, found) in enumerate(claims):
@@ -233,6 +243,7 @@ class _Batch:
     sessions: sessionmaker[Session]
     retries: int
     on_outcome: OnOutcome | None
+    at_work: AtWork
     works: Sequence[ImageWork] = ()
     #: An image reached the soft time limit: the rest of the batch is handed back.
     time_up: bool = False
@@ -268,6 +279,16 @@ class _Batch:
         for (size, precision, upsample), group in groups.items():
             if self.time_up:
                 break
+            ids = [work.image_id for work in group]
+            if len(group) > 1:
+                logger.info(
+                    "collection %s: images %s in one forward at %d px",
+                    group[0].job.collection,
+                    ids,
+                    size,
+                    extra={"collection": group[0].job.collection, "batch": len(group)},
+                )
+            self.at_work(ids)
             entries, shared = _colorize(colorizer, group, size, precision, upsample)
             for work, entry in zip(group, entries, strict=True):
                 if self.time_up and not shared:
@@ -286,6 +307,7 @@ class _Batch:
 
     def _step(self, work: ImageWork, step: Callable[[], _T]) -> _T | None:
         """Run one step of one image, and settle what its error means (module docstring)."""
+        self.at_work([work.image_id])
         try:
             result = step()
         except WORKER_FAULTS as exc:
@@ -311,6 +333,8 @@ class _Batch:
         except KeyboardInterrupt:
             self._stop("interrupted before it finished")
             raise
+        finally:
+            self.at_work(())
         if isinstance(result, Outcome):
             self.settle(result)
         return result

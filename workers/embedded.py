@@ -2,11 +2,12 @@
 
 rq's ``SimpleWorker`` idea beside the Celery task: the same ``process_image()``, fed
 from the catalog instead of a queue. Each round queues a batch of the collection's
-pending images (``pending -> queued``), then claims and colorizes them one by one in
-id order while the next originals are read and decoded on background threads
-(:class:`workers.readahead.ReadAhead`), so the model never waits for storage::
+pending images (``pending -> queued``), then claims and colorizes them in id order, one
+by one or ``batch`` at a time (one forward of the network for each batch:
+:mod:`workers.batches`), while the next originals are read and decoded on background
+threads (:class:`workers.readahead.ReadAhead`), so the model never waits for storage::
 
-    worker = EmbeddedWorker(WorkerRuntime(config), prefetch=2)
+    worker = EmbeddedWorker(WorkerRuntime(config), prefetch=2, batch=1)
     worker.recover(collection_id)       # hand back what an interrupted run left behind
     worker.work(collection_id, on_outcome=progress)    # until nothing is pending
 
@@ -18,7 +19,7 @@ image.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
@@ -30,7 +31,8 @@ from catalog import (
     unqueue,
     unqueue_stale,
 )
-from workers.process import Outcome, process_image
+from workers.batches import OnOutcome, process_batch
+from workers.outcomes import Outcome
 from workers.readahead import ReadAhead, StorageFor
 
 if TYPE_CHECKING:
@@ -48,9 +50,6 @@ ROUND_SIZE: Final = 500
 #: Images read and decoded ahead while the model runs.
 DEFAULT_PREFETCH: Final = 2
 
-#: Told each image's outcome as soon as it is known (a progress bar).
-OnOutcome = Callable[[Outcome], None]
-
 
 class EmbeddedWorker:
     """Colorizes the pending images of a collection in this process, reading ahead.
@@ -60,6 +59,8 @@ class EmbeddedWorker:
             name come from its config, as for a Celery worker).
         prefetch: Images read and decoded ahead; 0 reads each one when its turn comes.
         round_size: Images queued per round.
+        batch: Images per forward of the network; None for the runtime's
+            (``WorkerRuntime.batch_size``).
     """
 
     def __init__(
@@ -68,10 +69,12 @@ class EmbeddedWorker:
         *,
         prefetch: int = DEFAULT_PREFETCH,
         round_size: int = ROUND_SIZE,
+        batch: int | None = None,
     ) -> None:
         self.runtime = runtime
         self.prefetch = prefetch
         self.round_size = round_size
+        self.batch = batch
 
     def recover(self, collection_id: int) -> int:
         """Hand back what an interrupted run of this collection left running or queued.
@@ -132,6 +135,7 @@ class EmbeddedWorker:
                     device=device,
                     untrained=runtime.config.untrained,
                     prefetch=self.prefetch,
+                    batch=self.batch or runtime.batch_size(),
                     on_outcome=on_outcome,
                 )
             finally:
@@ -150,22 +154,24 @@ def process_many(
     device: str | None = None,
     untrained: bool = False,
     prefetch: int = DEFAULT_PREFETCH,
+    batch: int = 1,
     on_outcome: OnOutcome | None = None,
 ) -> list[Outcome]:
     """Colorize queued images in order, reading and decoding ahead while the model runs.
 
-    Before each image is processed, the next ``prefetch`` images are read and decoded
-    on background threads. Nothing is claimed ahead: each image is claimed when its turn
-    comes, and an original read ahead is used only if the catalog still has the same
-    source and checksum.
+    The images go ``batch`` at a time through one forward of the network. Before each
+    batch is processed, the next ``prefetch`` images (at least the next batch) are read
+    and decoded on background threads. Nothing is claimed ahead: each batch is claimed
+    when its turn comes, and an original read ahead is used only if the catalog still has
+    the same source and checksum.
 
-    Stops cleanly on Ctrl-C: the image being processed is handed back as ``pending``
-    (its attempt closed), what was read ahead is dropped, and ``KeyboardInterrupt``
-    propagates. A failure that may pass (store or database unreachable) hands the image
-    back as ``pending`` too, and propagates.
+    Stops cleanly on Ctrl-C: the images being processed are handed back as ``pending``
+    (their attempts closed), what was read ahead is dropped, and ``KeyboardInterrupt``
+    propagates. A failure that may pass (store or database unreachable) hands the
+    unfinished images back as ``pending`` too, and propagates.
 
     Args:
-        image_ids: Queued images, in the order to process them.
+        image_ids: Queued images of one collection, in the order to process them.
         sessions: The catalog's session factory.
         storage_for: Returns the store of a location.
         colorizer: The loaded model.
@@ -173,6 +179,7 @@ def process_many(
         device: Device description; None for the model's.
         untrained: The weights are random.
         prefetch: Images read ahead; 0 reads each one when its turn comes.
+        batch: Images per forward of the network.
         on_outcome: Told each image's outcome as soon as it is known.
 
     Returns:
@@ -184,17 +191,19 @@ def process_many(
         KeyboardInterrupt: If interrupted.
     """
     ids = list(image_ids)
+    batch = max(1, batch)
+    ahead = max(prefetch, batch) if prefetch > 0 else 0
     read_ahead = None
-    if prefetch > 0:
-        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=prefetch + 1)
+    if ahead > 0:
+        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=batch + ahead)
     outcomes: list[Outcome] = []
     try:
-        for index, image_id in enumerate(ids):
+        for start in range(0, len(ids), batch):
             if read_ahead is not None:
-                for upcoming in ids[index + 1 : index + 1 + prefetch]:
+                for upcoming in ids[start + 1 : start + batch + ahead]:
                     read_ahead.prefetch(upcoming)
-            outcome = process_image(
-                image_id,
+            outcomes += process_batch(
+                ids[start : start + batch],
                 sessions=sessions,
                 storage_for=storage_for,
                 colorizer=colorizer,
@@ -203,10 +212,8 @@ def process_many(
                 untrained=untrained,
                 read_ahead=read_ahead,
                 release_to=ImageStatus.PENDING,
+                on_outcome=on_outcome,
             )
-            outcomes.append(outcome)
-            if on_outcome is not None:
-                on_outcome(outcome)
     finally:
         if read_ahead is not None:
             read_ahead.close()

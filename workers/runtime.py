@@ -24,7 +24,7 @@ from storage.options import StorageOptions
 from storage.registry import open_storage
 from storage.uri import parse_uri
 from workers.errors import WorkerSetupError
-from workers.readahead import ReadAhead, StorageFor
+from workers.readahead import READ_AHEAD_CAPACITY, ReadAhead, StorageFor
 
 if TYPE_CHECKING:
     from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from ddcolor.pipeline import Colorizer
 
 __all__ = [
+    "DEFAULT_CPU_BATCH",
+    "DEFAULT_GPU_BATCH",
+    "MAX_BATCH_SIZE",
     "RECYCLE_AFTER_OOM",
     "StorageFor",
     "WorkerConfig",
@@ -42,6 +45,15 @@ logger = logging.getLogger(__name__)
 
 #: Out-of-memory ladder steps after which a worker process replaces itself.
 RECYCLE_AFTER_OOM: Final = 3
+#: Images per forward of a GPU worker when none is configured: a GPU runs four images in
+#: little more time than one (docs/performance.md), and four 1024 px inputs of the large
+#: model fit in the memory of any GPU it runs on in fp16; what does not fit is split.
+DEFAULT_GPU_BATCH: Final = 4
+#: Images per forward of a CPU worker when none is configured: on a CPU a batch gains
+#: little (docs/performance.md) and holds more originals in memory.
+DEFAULT_CPU_BATCH: Final = 1
+#: Most images per forward a worker may be configured with.
+MAX_BATCH_SIZE: Final = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,9 @@ class WorkerConfig:
         cpu_threads: Torch threads for a CPU worker; None leaves torch's default.
         read_ahead: Read and decode the probable next image while the model runs.
         recycle_after_oom: Out-of-memory ladder steps after which the process is replaced.
+        batch_size: Images of a collection colorized together, in one forward of the
+            network; None for :data:`DEFAULT_GPU_BATCH` on a GPU and
+            :data:`DEFAULT_CPU_BATCH` on the CPU.
         retry_backoff: Seconds before the first retry of a task whose catalog, broker or
             store was unavailable (each further retry waits up to twice as long); None for
             ``workers.tasks.RETRY_BACKOFF_S``.
@@ -90,6 +105,7 @@ class WorkerConfig:
     cpu_threads: int | None = None
     read_ahead: bool = True
     recycle_after_oom: int = RECYCLE_AFTER_OOM
+    batch_size: int | None = None
     retry_backoff: int | None = None
     retry_backoff_max: int | None = None
 
@@ -100,10 +116,26 @@ class WorkerConfig:
             raise ValueError(f"recycle_after_oom must be at least 1: {self.recycle_after_oom}")
         if self.cpu_threads is not None and self.cpu_threads < 1:
             raise ValueError(f"cpu_threads must be at least 1: {self.cpu_threads}")
+        if self.batch_size is not None and not 1 <= self.batch_size <= MAX_BATCH_SIZE:
+            raise ValueError(f"batch_size must be 1 to {MAX_BATCH_SIZE}: {self.batch_size}")
         for name in ("retry_backoff", "retry_backoff_max"):
             seconds = getattr(self, name)
             if seconds is not None and seconds < 1:
                 raise ValueError(f"{name} must be at least 1 second: {seconds}")
+
+    def batch_bound(self) -> int:
+        """Return the most images one task may colorize, without touching a device.
+
+        The batch size when one is configured, else the default of the configured device
+        (a GPU's when the device is ``auto``): what the worker's main process, which never
+        loads the model, assumes after a pool process was killed at the time limit.
+
+        Returns:
+            A count, at least 1.
+        """
+        if self.batch_size is not None:
+            return self.batch_size
+        return DEFAULT_CPU_BATCH if self.device == "cpu" else DEFAULT_GPU_BATCH
 
 
 def load_configured_colorizer(config: WorkerConfig) -> Colorizer:
@@ -267,18 +299,35 @@ class WorkerRuntime:
 
         return str(describe_device(self.colorizer().device))
 
+    def batch_size(self) -> int:
+        """Return how many images of a collection this worker colorizes per forward.
+
+        Returns:
+            The configured size, else the default for the model's device.
+
+        Raises:
+            WorkerSetupError: If the model cannot be loaded (when none is configured).
+        """
+        if self.config.batch_size is not None:
+            return self.config.batch_size
+        gpu = self.colorizer().device.type == "cuda"
+        return DEFAULT_GPU_BATCH if gpu else DEFAULT_CPU_BATCH
+
     def read_ahead(self) -> ReadAhead | None:
         """Return this process's read-ahead, or None when the configuration turns it off.
 
         Returns:
-            A read-ahead that guesses the next image from the catalog.
+            A read-ahead that guesses the next images from the catalog: as many as a batch.
         """
         if not self.config.read_ahead:
             return None
+        capacity = max(READ_AHEAD_CAPACITY, self.batch_size())
         with self._lock:
             self._forget_parent_copies()
             if self._read_ahead is None:
-                self._read_ahead = ReadAhead(self.storage_for, self.sessions(), guess_next=True)
+                self._read_ahead = ReadAhead(
+                    self.storage_for, self.sessions(), guess_next=True, capacity=capacity
+                )
             return self._read_ahead
 
     def warm_up(self) -> None:

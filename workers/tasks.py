@@ -1,8 +1,16 @@
-"""The colorize task: a thin Celery task over ``workers.process.process_image()``.
+"""The colorize task: a thin Celery task over ``workers.batches.process_batch()``.
 
 ``register_tasks(app, runtime)`` registers ``panchro.colorize(image_id)`` on a worker's app.
-The task unpacks its request, hands everything to ``process_image()`` and handles what only
+The task unpacks its request, hands everything to ``process_batch()`` and handles what only
 a queue can: retries, and the life of its pool process.
+
+- Batches: a worker with a batch size N above 1 (``WorkerConfig.batch_size``; by default
+  4 on a GPU, 1 on the CPU) claims, besides the image of the message, up to N - 1 more
+  queued images of its collection (those read ahead first) under the message's task id,
+  and colorizes them in one forward. Their own messages find them running under another
+  task id, or done, and do nothing. If the pool process dies, the message comes again and
+  takes the whole batch over (``catalog.claim_more``); the reaper hands back what no live
+  worker holds. A message on its last retry works on its own image alone.
 
 - Retries: the failures in ``RETRYABLE`` (database, store or broker unreachable) are
   retried with exponential backoff and jitter, up to ``MAX_RETRIES`` times; the last try
@@ -16,11 +24,13 @@ a queue can: retries, and the life of its pool process.
   exits with ``EX_CONFIG`` (:attr:`PoolProcess.stop_reason` says why), which its
   supervisor does not restart. A model that cannot be loaded when the pool process starts
   stops the worker at once, before it takes a message.
-- Time limits: past the soft limit the task is interrupted and ``process_image()`` fails
-  the image with "time limit: ..."; past the hard limit billiard kills the pool process,
-  and the worker's main process, told by Celery's ``task_failure`` signal, records the
-  image as failed ("time limit: ...") before the message is acknowledged, so it is not
-  delivered again and the collection goes on.
+- Time limits: they are the task's, a batch's as one image's (``workers.time_limits``
+  says why they are not scaled). Past the soft limit the task is interrupted and
+  ``process_batch()`` fails the image at work with "time limit: ..." (the rest of its
+  batch goes back to pending); past the hard limit billiard kills the pool process, and
+  the worker's main process, told by Celery's ``task_failure`` signal, records the images
+  at work as failed ("time limit: ...") and hands the rest back, before the message is
+  acknowledged, so it is not delivered again and the collection goes on.
 - Recycling: device memory is not always fully returned after out-of-memory errors.
   After ``recycle_after_oom`` ladder steps, the pool process exits with billiard's
   "recycle" status once it is idle, after its last result reached the pool's parent (and
@@ -45,16 +55,16 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 from billiard.pool import EX_RECYCLE
 from celery import Celery, Task
 from celery.exceptions import Reject, TimeLimitExceeded
 from celery.signals import task_failure, worker_process_init, worker_process_shutdown
 
-from catalog import DatabaseUnavailable, held_attempt, mark_failed, transaction
-from catalog.reasons import FailureCode
+from catalog import DatabaseUnavailable
 from workers.app import create_app
+from workers.batches import process_batch
 from workers.errors import (
     EX_CONFIG,
     RETRYABLE,
@@ -63,13 +73,11 @@ from workers.errors import (
     WorkerSetupError,
 )
 from workers.names import COLORIZE
-from workers.process import ProcessStatus, process_image
+from workers.outcomes import ProcessStatus
 from workers.redelivery import install_redelivery
 from workers.runtime import RECYCLE_AFTER_OOM, WorkerConfig, WorkerRuntime
+from workers.time_limits import AtWork, record_time_limit, time_limit_reason
 from workers.warmth import Warmth, install_warm_command
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = [
     "EX_CONFIG",
@@ -136,6 +144,8 @@ class PoolProcess:
         self._lock = threading.Lock()
         # Made before the pool forks, so the main process reads what a pool process wrote.
         self._stop_reason = multiprocessing.RawArray(ctypes.c_char, _STOP_REASON_BYTES)
+        #: The images the process works on, for the main process after a hard time limit.
+        self.at_work = AtWork()
         self._parent_pid: int | None = None
         self._busy = False
         self.out_of_memory_steps = 0
@@ -238,7 +248,7 @@ class PoolProcess:
 
 
 def run_colorize(task: Task, image_id: int, *, runtime: WorkerRuntime, pool: PoolProcess) -> None:
-    """The body of ``panchro.colorize``: one image, with the process's cached parts.
+    """The body of ``panchro.colorize``: one image (or a batch), with the cached parts.
 
     Args:
         task: The bound task (its request gives the message id and the retry count).
@@ -247,7 +257,8 @@ def run_colorize(task: Task, image_id: int, *, runtime: WorkerRuntime, pool: Poo
         pool: The process's life.
 
     Raises:
-        ImageFailed: If the image was recorded as failed.
+        ImageFailed: If the image of the message was recorded as failed (the other images
+            of its batch are in the catalog and the log).
         Reject: If the worker cannot work (``WORKER_FAULTS``); the message is requeued
             and the worker stops.
         DatabaseUnavailable: If the catalog cannot be reached (retried).
@@ -260,25 +271,29 @@ def run_colorize(task: Task, image_id: int, *, runtime: WorkerRuntime, pool: Poo
     try:
         try:
             colorizer = runtime.colorizer()
-            outcome = process_image(
-                image_id,
+            outcomes = process_batch(
+                [image_id],
                 sessions=runtime.sessions(),
                 storage_for=runtime.storage_for,
                 colorizer=colorizer,
                 worker=request.hostname or runtime.config.node_name,
+                more=runtime.batch_size() - 1,
                 task_id=request.id,
                 device=runtime.device_label(),
                 untrained=runtime.config.untrained,
                 read_ahead=runtime.read_ahead(),
                 retries=retries,
                 give_up=task.max_retries is not None and retries >= task.max_retries,
+                at_work=pool.at_work.set,
             )
         except WORKER_FAULTS as exc:
             pool.stop_worker(str(exc))
             raise Reject(str(exc), requeue=True) from exc
-        steps = outcome.out_of_memory_steps
+        steps = sum(outcome.out_of_memory_steps for outcome in outcomes)
     finally:
+        pool.at_work.set(())
         pool.after_task(steps)
+    outcome = outcomes[0]
     if outcome.status is ProcessStatus.FAILED:
         raise ImageFailed(outcome.reason or "failed")
 
@@ -312,7 +327,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, *, pool: PoolProcess | N
         throws=(ImageFailed,),
     )
     def colorize(self: Task, image_id: int) -> None:
-        """Colorize one catalog image; all the work is in process_image()."""
+        """Colorize one catalog image (and its batch); all the work is in process_batch()."""
         run_colorize(self, image_id, runtime=runtime, pool=life)
 
     # ``app.task`` returned a lazy proxy of it; the registry holds the task itself.
@@ -320,63 +335,6 @@ def register_tasks(app: Celery, runtime: WorkerRuntime, *, pool: PoolProcess | N
     # Held by the task, so the receivers (weak references) live exactly as long as it does.
     task.process_hooks = _ProcessHooks(runtime, life, task)
     return task
-
-
-def time_limit_reason(limit: float) -> str:
-    """Return the reason recorded on an image whose process was killed at the hard limit.
-
-    Args:
-        limit: The hard time limit, in seconds.
-
-    Returns:
-        A sentence that names the limit and the setting that changes it.
-    """
-    return (
-        f"time limit: the image was still being processed after {limit:g} s, the hard time "
-        "limit per image, and its process was killed (raise PANCHRO_TIME_LIMIT or "
-        "`panchro workers --time-limit` for very large images)"
-    )
-
-
-def record_time_limit(
-    sessions: sessionmaker[Session], image_id: int, task_id: str, limit: float
-) -> bool:
-    """Record as failed an image whose pool process was killed at the hard time limit.
-
-    Runs in the worker's parent process (the pool process is gone); the message is
-    acknowledged by Celery afterwards, so the collection goes on without it.
-
-    Args:
-        sessions: The catalog.
-        image_id: The image of the task.
-        task_id: The task, which must still hold the image.
-        limit: The hard time limit, in seconds.
-
-    Returns:
-        True if recorded; False if the task no longer held the image.
-
-    Raises:
-        DatabaseUnavailable: If the catalog cannot be reached.
-    """
-    reason = time_limit_reason(limit)
-    with transaction(sessions) as db:
-        attempt_id = held_attempt(db, image_id, task_id)
-        if attempt_id is None:
-            logger.debug(
-                "image %s: time limit of task %s, but it no longer holds the image",
-                image_id,
-                task_id,
-            )
-            return False
-        failed = mark_failed(db, image_id, attempt_id, reason, code=FailureCode.TIME_LIMIT)
-    if failed:
-        logger.warning(
-            "image %s: failed: %s",
-            image_id,
-            reason,
-            extra={"image_id": image_id, "status": "failed", "duration_s": limit},
-        )
-    return failed
 
 
 class _ProcessHooks:
@@ -407,7 +365,14 @@ class _ProcessHooks:
         image_id = int(args[0])
         limit = float(exception.args[0]) if exception.args else float("nan")
         try:
-            record_time_limit(self.runtime.sessions(), image_id, task_id, limit)
+            record_time_limit(
+                self.runtime.sessions(),
+                image_id,
+                task_id,
+                limit,
+                at_work=self.pool.at_work.ids(),
+                batch=self.runtime.config.batch_bound(),
+            )
         except (DatabaseUnavailable, WorkerSetupError) as exc:
             # The scheduler's reaper hands the image back later.
             logger.error("image %s: cannot record its time limit: %s", image_id, exc)

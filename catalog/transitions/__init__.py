@@ -33,7 +33,7 @@ cannot deadlock.
 from __future__ import annotations
 
 from catalog.transitions._common import MAX_LOST_ATTEMPTS
-from catalog.transitions.batch_claims import claim_more
+from catalog.transitions.batch_claims import claim_more, held_attempts
 from catalog.transitions.claims import (
     Claim,
     Released,
@@ -69,6 +69,7 @@ __all__ = [
     "claim_image",
     "claim_more",
     "held_attempt",
+    "held_attempts",
     "complete_collection",
     "mark_done",
     "mark_failed",

@@ -29,7 +29,7 @@ from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from catalog.engine import database_errors
-from catalog.models import Image, ImageStatus
+from catalog.models import Attempt, Image, ImageStatus
 from catalog.transitions.claims import Claim, claim_image
 
 logger = logging.getLogger(__name__)
@@ -114,3 +114,30 @@ def _claim(
         if claim is not None:
             claims.append(claim)
     return claims
+
+
+@database_errors()
+def held_attempts(db: Session, task_id: str) -> dict[int, int]:
+    """Return the images running under a task id, each with its open try.
+
+    Args:
+        db: The caller's session.
+        task_id: The broker message.
+
+    Returns:
+        The ``attempts`` row's id of each image, by image id (empty when none).
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    rows = db.execute(
+        select(Image.id, Attempt.id)
+        .join(Attempt, Attempt.image_id == Image.id)
+        .where(
+            Image.status == ImageStatus.RUNNING,
+            Image.task_id == task_id,
+            Attempt.number == Image.attempts,
+            Attempt.outcome.is_(None),
+        )
+    ).all()
+    return {image_id: attempt_id for image_id, attempt_id in rows}

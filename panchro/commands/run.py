@@ -31,6 +31,7 @@ from panchro.commands._resubmit import (
 from panchro.derivative_options import access_file_options, collection_options_for
 from panchro.logs import log_format_option
 from panchro.options import (
+    batch_option,
     chosen_output_format,
     chosen_weights,
     model_options,
@@ -120,6 +121,7 @@ def _runtime(
         storage=settings.storage_options(),
         node_name=f"run@{socket.gethostname()}",
         read_ahead=False,
+        batch_size=settings.batch_size,
     )
     return WorkerRuntime(config)
 
@@ -171,6 +173,7 @@ def _colorize(worker: EmbeddedWorker, collection_id: int, *, total: int) -> RunT
     show_default=True,
     help="Images read and decoded ahead while the model runs.",
 )
+@batch_option
 @redo_changed_option
 @log_format_option
 @click.pass_context
@@ -194,6 +197,7 @@ def run(
     collection: str | None,
     force: bool,
     prefetch: int,
+    batch: int | None,
     redo_changed: bool,
 ) -> None:
     """Colorize every image under SOURCE into --output, on this machine, with no servers.
@@ -217,6 +221,7 @@ def run(
       panchro run s3://archive/scans/1920s --output colour/ --preset landscape
       panchro run examples --output colorized --untrained     # demo, random weights
       panchro run scans/ --output colour/ --skip-colour       # leave colour originals alone
+      panchro run scans/ --output colour/ --batch 8           # 8 images per forward (GPU)
     """
     from sqlalchemy.engine import make_url
 
@@ -231,7 +236,9 @@ def run(
     from workers.embedded import EmbeddedWorker
     from workers.source_checks import SKIP_COLOUR_OPTION
 
-    settings = load_settings(ctx, weights=weights, precision=precision, device=device)
+    settings = load_settings(
+        ctx, weights=weights, precision=precision, device=device, batch_size=batch
+    )
     output_format = chosen_output_format(output_format, format_alias)
     chosen_size = size_from(preset, size)
     with fail_on("reading the locations"):

@@ -25,9 +25,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from panchro.commands._worker_config import worker_config
 from panchro.logs import current_log_format, log_format_option, loglevel_option
 from panchro.options import (
     backend_option,
+    batch_option,
     precision_option,
     time_limit_options,
     untrained_option,
@@ -38,7 +40,6 @@ if TYPE_CHECKING:
     from panchro.settings import Settings
     from workers.devices import WorkerSlot
     from workers.launcher import ChildSpec
-    from workers.runtime import WorkerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +190,7 @@ def plan_children(
 @weights_option
 @precision_option
 @backend_option
+@batch_option
 @click.option(
     "--max-memory-per-child",
     type=click.IntRange(min=1),
@@ -207,6 +209,7 @@ def workers_command(
     cpu_workers: int | None,
     weights: Path | None,
     precision: str | None,
+    batch: int | None,
     max_memory_per_child: int | None,
     untrained: bool,
     loglevel: str,
@@ -251,6 +254,7 @@ def workers_command(
         ctx,
         weights=weights,
         precision=precision,
+        batch_size=batch,
         soft_time_limit=soft_time_limit,
         time_limit=time_limit,
         visibility_timeout=visibility_timeout,
@@ -335,48 +339,6 @@ def worker_child_command(
     app.worker_main(argv=argv)
     if pool.stop_reason is not None:
         ctx.exit(EX_CONFIG)
-
-
-def worker_config(
-    settings: Settings, *, node: str, untrained: bool = False, cpu_threads: int | None = None
-) -> WorkerConfig:
-    """Build the plain-value configuration of one worker process from the settings.
-
-    Args:
-        settings: The validated settings (the worker's device is ``settings.device``).
-        node: The worker's node name, recorded as the worker of every attempt.
-        untrained: Run with random weights instead of a checkpoint.
-        cpu_threads: Torch threads of a CPU worker; None leaves torch's default.
-
-    Returns:
-        The configuration.
-
-    Raises:
-        click.ClickException: If no checkpoint is configured (and ``untrained`` is not
-            set) or the configured one does not exist.
-    """
-    from workers.runtime import WorkerConfig
-
-    if settings.weights is not None and not untrained and not settings.weights.is_file():
-        raise click.ClickException(f"checkpoint {settings.weights} does not exist")
-    try:
-        return WorkerConfig(
-            database_url=settings.database_url,
-            weights=None if settings.weights is None else str(settings.weights),
-            untrained=untrained,
-            device=settings.device,
-            precision=settings.precision,
-            backend=settings.backend,
-            size=settings.worker_size,
-            storage=settings.storage_options(),
-            node_name=node,
-            cpu_threads=cpu_threads,
-            retry_backoff=settings.retry_backoff,
-            retry_backoff_max=settings.retry_backoff_max,
-        )
-    except ValueError as exc:
-        hint = "set PANCHRO_WEIGHTS or --weights (see `panchro doctor`)"
-        raise click.ClickException(f"{exc}: {hint}") from exc
 
 
 def is_loopback(address: str) -> bool:

@@ -105,6 +105,27 @@ def test_worker_size_and_retry_backoff_settings_reach_the_worker_config() -> Non
         _settings(retry_backoff=0)
 
 
+def test_batch_size_reaches_each_worker_and_defaults_by_device() -> None:
+    from panchro.commands.workers import plan_children, worker_config
+    from workers.devices import Backend, WorkerSlot
+    from workers.runtime import DEFAULT_CPU_BATCH, DEFAULT_GPU_BATCH
+
+    (child,) = plan_children(
+        _settings(batch_size=3), [WorkerSlot(Backend.CUDA, 0, "h")], base_env={}, untrained=True
+    )
+    rebuilt = Settings.model_validate(
+        {"device": "cuda:0", "batch_size": child.env["PANCHRO_BATCH_SIZE"]}
+    )
+
+    assert worker_config(rebuilt, node="gpu0@h", untrained=True).batch_size == 3
+    gpu = worker_config(_settings(device="cuda:0"), node="gpu0@h", untrained=True)
+    cpu = worker_config(_settings(device="cpu"), node="cpu0@h", untrained=True)
+    assert (gpu.batch_size, gpu.batch_bound()) == (None, DEFAULT_GPU_BATCH)
+    assert (cpu.batch_size, cpu.batch_bound()) == (None, DEFAULT_CPU_BATCH)
+    with pytest.raises(ValueError, match="less than or equal to 64"):
+        _settings(batch_size=65)
+
+
 def test_settings_environment_round_trips_through_settings(tmp_path: Path) -> None:
     from panchro.commands.workers import settings_environment
 

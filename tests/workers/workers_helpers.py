@@ -3,7 +3,8 @@
 Small stand-in networks with injected behaviour (out of memory above a size, NaN under
 reduced precision, waiting for a read, an interrupt), stores that fail or report their
 reads, sample originals, and catalog rows. Run as a script, it is the Celery worker of
-the end-to-end test: ``python workers_helpers.py <broker url> <database url> <node>``.
+the end-to-end test: ``python workers_helpers.py <broker url> <database url> <node>
+[<batch size>]``.
 """
 
 from __future__ import annotations
@@ -290,6 +291,7 @@ def run_worker(
     node: str,
     *,
     colorizer_factory: Callable[[Any], Colorizer] | None = None,
+    batch_size: int | None = None,
     **options: Any,
 ) -> None:
     """Run a real colorize worker: prefork, one process, the tiny model untrained on the CPU.
@@ -299,6 +301,7 @@ def run_worker(
         database_url: The catalog.
         node: The worker's node name.
         colorizer_factory: Builds the colorizer instead of the tiny model, or None.
+        batch_size: Images colorized together; None for the default.
         **options: Further ``create_app()`` settings (time limits).
     """
     from workers.commandline import worker_argv
@@ -313,6 +316,7 @@ def run_worker(
         size=256,
         node_name=node,
         cpu_threads=1,
+        batch_size=batch_size,
     )
     runtime = None
     if colorizer_factory is not None:
@@ -322,4 +326,4 @@ def run_worker(
 
 
 if __name__ == "__main__":
-    run_worker(*sys.argv[1:4])
+    run_worker(*sys.argv[1:4], batch_size=int(sys.argv[4]) if len(sys.argv) > 4 else None)

@@ -3,9 +3,10 @@
 - A real colorize worker (the project's app, task and recovery steps, prefork with one
   pool process) whose network holds every image while a "hold" file exists, so a test can
   break things while an image is ``running``. Run as a script:
-  ``python recovery_helpers.py BROKER DATABASE NODE HOLD [TIME_LIMIT]`` (the warm-up pass
-  at process start is never held); with a time limit
-  the network also ignores the soft limit, so only the hard kill stops it.
+  ``python recovery_helpers.py BROKER DATABASE NODE HOLD [TIME_LIMIT] [batch=N]`` (the
+  warm-up pass at process start is never held); with a time limit the network also
+  ignores the soft limit, so only the hard kill stops it; with a batch size the worker
+  colorizes N images per forward.
 """
 
 from __future__ import annotations
@@ -52,13 +53,21 @@ def unused_port() -> int:
 
 
 def worker_command(
-    broker_url: str, database_url: str, node: str, hold: Path, *, time_limit: float | None = None
+    broker_url: str,
+    database_url: str,
+    node: str,
+    hold: Path,
+    *,
+    time_limit: float | None = None,
+    batch: int | None = None,
 ) -> list[str]:
     """The command line of a held worker (see the module's text)."""
     argv = [sys.executable, str(Path(__file__).resolve()), broker_url, database_url, node]
     argv.append(str(hold))
     if time_limit is not None:
         argv.append(str(time_limit))
+    if batch is not None:
+        argv.append(f"batch={batch}")
     return argv
 
 
@@ -108,7 +117,9 @@ def _run(argv: list[str]) -> None:
     from workers_helpers import StubNet, run_worker, stub_colorizer
 
     broker_url, database_url, node, hold = argv[:4]
-    time_limit = float(argv[4]) if len(argv) > 4 else None
+    extra = [arg for arg in argv[4:] if not arg.startswith("batch=")]
+    batches = [int(arg.removeprefix("batch=")) for arg in argv[4:] if arg.startswith("batch=")]
+    time_limit = float(extra[0]) if extra else None
 
     class Held(nn.Module):
         """Waits while the hold file exists; with a time limit, shrugs off the soft one."""
@@ -137,7 +148,12 @@ def _run(argv: list[str]) -> None:
     if time_limit is not None:
         limits = {"soft_time_limit": time_limit / 2, "time_limit": time_limit}
     run_worker(
-        broker_url, database_url, node, colorizer_factory=lambda _: stub_colorizer(Held()), **limits
+        broker_url,
+        database_url,
+        node,
+        colorizer_factory=lambda _: stub_colorizer(Held()),
+        batch_size=batches[0] if batches else None,
+        **limits,
     )
 
 

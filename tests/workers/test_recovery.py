@@ -194,6 +194,33 @@ def test_the_message_of_a_killed_pool_process_goes_back_to_the_front_of_the_queu
     wait_for(lambda: rig.status(ids["b.png"]) is ImageStatus.DONE, "b done")
 
 
+def test_a_batch_whose_pool_process_is_killed_is_taken_over_by_its_message(
+    rig: _Rig, redis_url: str
+) -> None:
+    names = ["a.png", "b.png", "c.png", "d.png"]
+    ids = rig.images(names)
+    rig.proc = start_worker(rig.command(redis_url, batch=3), rig.log)
+    app = create_app(broker_url=redis_url)
+    app.send_task(COLORIZE, args=[ids["a.png"]])
+    batch = [ids[name] for name in names[:3]]
+    wait_for(lambda: {rig.status(i) for i in batch} == {ImageStatus.RUNNING}, "the batch")
+
+    assert rig.proc is not None
+    (pool,) = pool_pids(rig.proc.pid)
+    os.kill(pool, signal.SIGKILL)
+    seconds = wait_for(lambda: len(rig.outcomes(ids["c.png"])) == 2, "the batch taken over")
+    rig.hold.unlink()
+    seconds += wait_for(
+        lambda: {rig.status(i) for i in batch} == {ImageStatus.DONE}, "the batch done"
+    )
+
+    print(f"recovery of a batch after its pool process was killed: {seconds:.1f} s")
+    for image_id in batch:
+        assert rig.outcomes(image_id) == [AttemptOutcome.LOST, AttemptOutcome.DONE]
+    # The fourth image was never sent: nothing took it.
+    assert rig.status(ids["d.png"]) is ImageStatus.QUEUED
+
+
 def test_an_image_past_the_hard_time_limit_is_failed_and_the_collection_goes_on(
     rig: _Rig, redis_url: str
 ) -> None:
@@ -210,6 +237,24 @@ def test_an_image_past_the_hard_time_limit_is_failed_and_the_collection_goes_on(
     assert rig.outcomes(ids["stuck.png"]) == [AttemptOutcome.FAILED]
     # Acknowledged, not redelivered: nothing is left for the worker to take.
     assert "Hard time limit (4.0s) exceeded" in rig.output()
+
+
+def test_a_batch_past_the_hard_time_limit_fails_the_images_of_its_forward(
+    rig: _Rig, redis_url: str
+) -> None:
+    ids = rig.images(["a.png", "b.png", "c.png"])
+    rig.proc = start_worker(rig.command(redis_url, time_limit=4.0, batch=2), rig.log)
+    create_app(broker_url=redis_url).send_task(COLORIZE, args=[ids["a.png"]])
+    batch = [ids["a.png"], ids["b.png"]]
+
+    wait_for(lambda: {rig.status(i) for i in batch} == {ImageStatus.FAILED}, "the kill")
+
+    # The pool process named both images of its forward before it was killed.
+    for image_id in batch:
+        image = read_image(rig.catalog, image_id)
+        assert image.last_error == time_limit_reason(4.0, 2)
+        assert rig.outcomes(image_id) == [AttemptOutcome.FAILED]
+    assert rig.status(ids["c.png"]) is ImageStatus.QUEUED
 
 
 def _worker_pid(parent: int) -> int:

@@ -111,6 +111,7 @@ if TYPE_CHECKING:
         reopen_collections,
         resume_collection,
         retry_images,
+        take_over,
         unqueue,
         unqueue_stale,
     )
@@ -194,6 +195,7 @@ _SOURCES = {
     "claim_image": "transitions",
     "claim_more": "transitions",
     "held_attempts": "transitions",
+    "take_over": "transitions",
     "complete_collection": "transitions",
     "held_attempt": "transitions",
     "mark_done": "transitions",
@@ -307,6 +309,7 @@ __all__ = [
     "skipped_images",
     "retry_images",
     "sqlite_url_for",
+    "take_over",
     "transaction",
     "unqueue",
     "unqueue_stale",

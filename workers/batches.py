@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from catalog import Claim, ImageStatus, claim_image, claim_more, transaction
+from catalog import Claim, ImageStatus, claim_image, claim_more, take_over, transaction
 from ddcolor.batching import colorize_images
 from ddcolor.device import describe_device
 from workers.errors import (
@@ -224,10 +224,21 @@ def _claim(
             for image_id in image_ids
         ]
         first = claims[0][1] if claims else None
-        if first is not None and more > 0 and task_id is not None:
-            extra = claim_more(
-                db, first, more, worker=worker, task_id=task_id, device=device[:128], prefer=prefer
-            )
+        if more > 0 and task_id is not None:
+            if first is not None:
+                extra = claim_more(
+                    db,
+                    first,
+                    more,
+                    worker=worker,
+                    task_id=task_id,
+                    device=device[:128],
+                    prefer=prefer,
+                )
+            else:
+                # A message that came again after its own image was finished: the rest
+                # of its batch still runs under it, held by no one.
+                extra = take_over(db, task_id, more, worker=worker, device=device[:128])
             claims += [(claim.image_id, claim) for claim in extra]
         for image_id, claim in claims:
             found.append(

@@ -33,7 +33,7 @@ cannot deadlock.
 from __future__ import annotations
 
 from catalog.transitions._common import MAX_LOST_ATTEMPTS
-from catalog.transitions.batch_claims import claim_more, held_attempts
+from catalog.transitions.batch_claims import claim_more, held_attempts, take_over
 from catalog.transitions.claims import (
     Claim,
     Released,
@@ -81,6 +81,7 @@ __all__ = [
     "resume_collection",
     "reopen_collections",
     "retry_images",
+    "take_over",
     "unqueue",
     "unqueue_stale",
 ]

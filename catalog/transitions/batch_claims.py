@@ -67,17 +67,7 @@ def claim_more(
     """
     if limit <= 0:
         return []
-    stranded = db.scalars(
-        select(Image.id)
-        .where(
-            Image.status == ImageStatus.RUNNING,
-            Image.task_id == task_id,
-            Image.id != first.image_id,
-        )
-        .order_by(Image.id)
-        .limit(limit)
-    ).all()
-    claims = _claim(db, stranded, worker=worker, device=device, task_id=task_id)
+    claims = take_over(db, task_id, limit, worker=worker, device=device, exclude=[first.image_id])
     room = limit - len(claims)
     if room <= 0:
         return claims
@@ -102,6 +92,50 @@ def claim_more(
             [claim.image_id for claim in claims],
         )
     return claims
+
+
+@database_errors()
+def take_over(
+    db: Session,
+    task_id: str,
+    limit: int,
+    *,
+    worker: str,
+    device: str | None = None,
+    exclude: Collection[int] = (),
+) -> list[Claim]:
+    """Take over up to ``limit`` images still running under a task id (its worker died).
+
+    The message of a batch can come again after its own image was finished: the rest of
+    the batch is taken over all the same (each try closed as ``lost``).
+
+    Args:
+        db: The caller's session.
+        task_id: The broker message that came again.
+        limit: The most images to take over.
+        worker: Host or node name of the worker, recorded as provenance.
+        device: Device the worker runs on, recorded as provenance.
+        exclude: Images to leave alone (the one this message claimed already).
+
+    Returns:
+        The new claims, in image id order.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    if limit <= 0:
+        return []
+    stranded = db.scalars(
+        select(Image.id)
+        .where(
+            Image.status == ImageStatus.RUNNING,
+            Image.task_id == task_id,
+            Image.id.not_in(sorted(exclude)),
+        )
+        .order_by(Image.id)
+        .limit(limit)
+    ).all()
+    return _claim(db, stranded, worker=worker, device=device, task_id=task_id)
 
 
 def _claim(

@@ -27,6 +27,7 @@ from catalog import (
     ImageStatus,
     claim_image,
     claim_more,
+    mark_failed,
     transaction,
 )
 from storage import LocalStorage, StorageUnavailable
@@ -246,6 +247,26 @@ def test_a_redelivered_message_takes_its_whole_batch_over(
         lost, done = attempts_of(sessions, image_id)
         assert (lost.outcome, done.outcome) == (AttemptOutcome.LOST, AttemptOutcome.DONE)
     assert read_image(sessions, ids[3]).status is ImageStatus.QUEUED
+
+
+def test_a_message_that_comes_again_after_its_image_was_done_takes_over_the_rest(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    ids = _collection(sessions, source, output, 3)
+    with transaction(sessions) as db:  # the worker finished the first image, then died
+        first = claim_image(db, ids[0], worker="gpu0@gone", task_id="m-0")
+        assert first is not None
+        claim_more(db, first, 2, worker="gpu0@gone", task_id="m-0")
+        assert mark_failed(db, ids[0], first.attempt_id, "finished", code="unknown")
+
+    outcomes = _batch(sessions, [ids[0]], _Batches(), more=2, task_id="m-0")
+
+    assert [o.status for o in outcomes] == [ProcessStatus.NOT_CLAIMED] + [ProcessStatus.DONE] * 2
+    for image_id in ids[1:]:
+        assert [a.outcome for a in attempts_of(sessions, image_id)] == [
+            AttemptOutcome.LOST,
+            AttemptOutcome.DONE,
+        ]
 
 
 def test_at_the_soft_time_limit_the_image_at_work_fails_and_the_rest_goes_back(

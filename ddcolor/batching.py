@@ -26,7 +26,10 @@ of its images records ``fp32``: the precision it was in fact made in. And a batc
 may round differently in the last bits (other convolution algorithms); the outputs agree
 to within one level of 8 bits in tests.
 
-This module adds batching beside :mod:`ddcolor.pipeline` and changes nothing in it.
+The colour work around the network (the inputs, the composition) runs where
+:func:`~ddcolor.pipeline.colorize` runs it (``colour_ops``: on a GPU, on the device), with
+the same helpers. This module adds batching beside :mod:`ddcolor.pipeline` and changes
+nothing in it.
 """
 
 from __future__ import annotations
@@ -51,8 +54,9 @@ from ddcolor.errors import (
     OutOfMemoryAtMinimumSize,
     UnsupportedPrecision,
 )
-from ddcolor.pipeline import ColorizeResult, _check_image, _compose, network_input
+from ddcolor.pipeline import ColorizeResult, _check_image, _compose_anywhere, _network_input
 from ddcolor.registry import (
+    DEFAULT_COLOUR_OPS,
     DEFAULT_SIZE,
     DEFAULT_UPSAMPLE,
     PRECISIONS,
@@ -61,6 +65,7 @@ from ddcolor.registry import (
     validate_upsample,
 )
 from ddcolor.runners import NetworkRunner, TorchRunner
+from ddcolor.tensor_colour import DeviceImage, device_image
 
 if TYPE_CHECKING:
     from torch import nn
@@ -138,8 +143,9 @@ class _Item:
 
     image: np.ndarray
     math: ColorMath
+    on_device: DeviceImage | None
     tried: list[int] = field(default_factory=list)
-    inputs: dict[int, tuple[torch.Tensor, np.ndarray]] = field(default_factory=dict)
+    inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     seconds: float = 0.0
     entry: BatchEntry | None = None
 
@@ -147,7 +153,7 @@ class _Item:
         """The 1x3xSxS input at a size, made once (timed into this image's seconds)."""
         if size not in self.inputs:
             began = time.perf_counter()
-            self.inputs = {size: network_input(self.image, size, self.math)}
+            self.inputs = {size: _network_input(self.image, self.on_device, size, self.math)}
             self.seconds += time.perf_counter() - began
         return self.inputs[size][0]
 
@@ -161,6 +167,7 @@ def colorize_batch(
     upsample: UpsampleMethod = DEFAULT_UPSAMPLE,
     device: str | torch.device | None = None,
     fit: BatchFit | None = None,
+    colour_ops: str = DEFAULT_COLOUR_OPS,
 ) -> list[BatchEntry]:
     """Colorize black-and-white photographs, several per forward of the network.
 
@@ -175,6 +182,9 @@ def colorize_batch(
         device: Device to run a torch model on; None for the model's own.
         fit: What is known to fit, to cut batches by and to learn into; None for the
             runner's own (:func:`fit_of`).
+        colour_ops: Where the colour work around the network runs (``torch`` on its device,
+            ``numpy`` on the host, ``auto``), per image as in
+            :func:`~ddcolor.pipeline.colorize`.
 
     Returns:
         One entry per image, in order: its result (the HxWx3 RGB image of its dtype and its
@@ -197,10 +207,11 @@ def colorize_batch(
     runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
     fit = fit or fit_of(runner)
     described = str(describe_device(runner.device))
-    items = [
-        _Item(image, "opencv" if image.dtype == np.uint8 else "exact", [sizes[0]])
-        for image in images
-    ]
+    items = []
+    for image in images:
+        math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
+        on_device = device_image(image, runner.device, math, colour_ops)
+        items.append(_Item(image, math, on_device, [sizes[0]]))
     step = max(1, min(fit.limit(sizes[0]), MAX_BATCH))
     work: deque[tuple[list[_Item], int]] = deque(
         (items[start : start + step], 0) for start in range(0, len(items), step)
@@ -227,13 +238,16 @@ def _forward(
 ) -> list[tuple[list[_Item], int]] | None:
     """Run one group at one rung of the ladder; return what is left to run, if anything."""
     size = sizes[rung]
-    x = torch.cat([item.network_input(size) for item in group])
+    inputs = [item.network_input(size) for item in group]
+    # An input made on the host (no room on the device) joins the others where they are.
+    x = torch.cat([single.to(inputs[0].device) for single in inputs])
+    del inputs
     began = time.perf_counter()
     failure: DDColorError | None = None
     out_of_memory = False
     try:
         ab, used = runner.predict(x, precision)
-        ab_small = ab.permute(0, 2, 3, 1).cpu().numpy()
+        ab_small = ab.permute(0, 2, 3, 1)
         del ab
     except (NetworkOutOfMemory, torch.OutOfMemoryError):
         out_of_memory = True
@@ -251,7 +265,10 @@ def _forward(
     for index, item in enumerate(group):
         began = time.perf_counter()
         light_small = item.inputs[size][1]
-        image = _compose(item.image, ab_small[index], light_small, item.math, upsample)
+        ab_item = ab_small[index] if item.on_device is not None else ab_small[index].cpu()
+        image = _compose_anywhere(
+            item.image, item.on_device, ab_item, light_small, item.math, upsample, runner
+        )
         item.seconds += time.perf_counter() - began
         item.inputs = {}
         item.entry = ColorizeResult(
@@ -343,4 +360,5 @@ def colorize_images(
         else colorizer.resolve_precision(precision),
         upsample=colorizer.upsample if upsample is None else validate_upsample(upsample),
         device=colorizer.device,
+        colour_ops=colorizer.colour_ops,
     )

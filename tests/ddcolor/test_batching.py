@@ -96,6 +96,20 @@ def test_one_forward_for_a_batch_gives_the_single_image_results(tiny_model: nn.M
         assert result.device == single.device and result.upsample == single.upsample
 
 
+@pytest.mark.parametrize("colour_ops", ["torch", "numpy"])
+def test_a_batch_does_the_colour_work_where_a_single_image_does(colour_ops: str) -> None:
+    # torch colour ops are what a GPU worker runs; here the same code on the CPU device.
+    model = _Recording(_Flat())
+    images = _scans(3)
+
+    batched = colorize_batch(model, images, size=256, fit=BatchFit(), colour_ops=colour_ops)
+
+    for result, image in zip(batched, images, strict=True):
+        assert not isinstance(result, Exception)
+        single = colorize(model, image, size=256, colour_ops=colour_ops)
+        np.testing.assert_array_equal(result.image, single.image)
+
+
 def test_out_of_memory_splits_the_batch_before_shrinking_the_size() -> None:
     model = _Recording(_Flat(), max_batch=2)
     fit = BatchFit()

@@ -1,7 +1,8 @@
 """Throughput of colorizing in batches: images per second at batch sizes 1, 2 and 4.
 
 Synthetic grayscale scans of 2000x1500 pixels (smooth random tones with a few edges,
-different for each image) are colorized at input size 512 on the CPU by the real path:
+different for each image) are colorized at input size 512, on the CPU unless ``--device``
+names a GPU, by the real path:
 
 - ``model``: ``ddcolor.batching.colorize_images`` with a colorizer loaded once, the path
   a worker takes: each scan's network input, one forward per batch, each scan composed
@@ -20,6 +21,8 @@ Usage::
 
     python benchmarks/batching.py                       # 8 scans, 3 rounds, model path
     python benchmarks/batching.py --worker --images 8 --rounds 2 --threads 2
+    python benchmarks/batching.py --device cuda:0 --precision fp16 --model large \
+        --batch 1 --batch 4 --batch 8 --images 16      # a GPU (benchmarks/gpu_check.sh)
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ from PIL import Image as PILImage
 SCAN_SIZE = (2000, 1500)
 #: Input size of the network, in pixels.
 INPUT_SIZE = 512
-#: Batch sizes compared.
+#: Batch sizes compared by default.
 BATCHES = (1, 2, 4)
 
 
@@ -59,16 +62,21 @@ def synthetic_scans(count: int, seed: int = 11) -> list[np.ndarray]:
     return scans
 
 
-def model_runner(model_name: str, scans: list[np.ndarray]) -> Callable[[int], float]:
+def model_runner(
+    model_name: str, scans: list[np.ndarray], device: str, precision: str
+) -> Callable[[int], float]:
     """Return a function that colorizes every scan at a batch size and returns seconds."""
     from ddcolor.batching import colorize_images
     from ddcolor.pipeline import load_colorizer
 
     colorizer = load_colorizer(
-        None, untrained=True, model=model_name, device="cpu", precision="fp32", size=INPUT_SIZE
+        None, untrained=True, model=model_name, device=device, precision=precision, size=INPUT_SIZE
     )
+    print(f"  {colorizer!r}")
 
     def run(batch: int) -> float:
+        if colorizer.device.type == "cuda":
+            torch.cuda.synchronize()
         began = time.perf_counter()
         for start in range(0, len(scans), batch):
             for entry in colorize_images(colorizer, scans[start : start + batch]):
@@ -147,14 +155,15 @@ def worker_runner(model_name: str, scans: list[np.ndarray], folder: Path) -> Cal
 
 
 def measure(
-    name: str, run: Callable[[int], float], images: int, rounds: int
+    name: str, run: Callable[[int], float], images: int, rounds: int, batches: tuple[int, ...]
 ) -> dict[int, list[float]]:
     """Warm each batch size up once, then time them interleaved; print each run."""
-    for batch in BATCHES:
+    for batch in batches:
         run(batch)
-    rates: dict[int, list[float]] = {batch: [] for batch in BATCHES}
+    rates: dict[int, list[float]] = {batch: [] for batch in batches}
     for round_index in range(rounds):
-        order = BATCHES[round_index % len(BATCHES) :] + BATCHES[: round_index % len(BATCHES)]
+        turn = round_index % len(batches)
+        order = batches[turn:] + batches[:turn]
         for batch in order:
             seconds = run(batch)
             rates[batch].append(images / seconds)
@@ -164,9 +173,9 @@ def measure(
 
 def report(name: str, rates: dict[int, list[float]]) -> None:
     """Print the mean images per second of each batch size and its ratio to batch 1."""
-    base = statistics.mean(rates[1])
+    base = statistics.mean(next(iter(rates.values())))
     print(f"\n{name}: images/s at {INPUT_SIZE} px, {SCAN_SIZE[0]}x{SCAN_SIZE[1]} scans")
-    print("| batch | images/s (mean) | min - max | vs batch 1 |")
+    print(f"| batch | images/s (mean) | min - max | vs batch {next(iter(rates))} |")
     print("|---|---|---|---|")
     for batch, values in rates.items():
         mean = statistics.mean(values)
@@ -182,22 +191,30 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="timed rounds (default 3)")
     parser.add_argument("--model", choices=("tiny", "large"), default="tiny")
     parser.add_argument("--threads", type=int, default=None, help="torch threads")
-    parser.add_argument("--worker", action="store_true", help="also time process_many")
+    parser.add_argument("--worker", action="store_true", help="also time process_many (CPU)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda:N")
+    parser.add_argument("--precision", default="fp32", help="fp32 (default), fp16 or bf16")
+    parser.add_argument(
+        "--batch", type=int, action="append", help="a batch size (repeat; default 1, 2, 4)"
+    )
     args = parser.parse_args()
+    batches = tuple(sorted(set(args.batch))) if args.batch else BATCHES
     if args.threads:
         torch.set_num_threads(args.threads)
     model_name = "ddcolor_paper_tiny" if args.model == "tiny" else "ddcolor_paper"
     scans = synthetic_scans(args.images)
     print(
-        f"{args.images} scans, {args.rounds} rounds, {model_name}, CPU, "
+        f"{args.images} scans, {args.rounds} rounds, {model_name}, {args.device}, "
+        f"{args.precision}, "
         f"{torch.get_num_threads()} torch threads on {os.cpu_count()} cores; "
         f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
-    results = {"model": measure("model", model_runner(model_name, scans), args.images, args.rounds)}
+    runner = model_runner(model_name, scans, args.device, args.precision)
+    results = {"model": measure("model", runner, args.images, args.rounds, batches)}
     if args.worker:
         with tempfile.TemporaryDirectory(prefix="panchro-batching-") as folder:
             run = worker_runner(model_name, scans, Path(folder))
-            results["worker"] = measure("worker", run, args.images, args.rounds)
+            results["worker"] = measure("worker", run, args.images, args.rounds, batches)
     for name, rates in results.items():
         report(name, rates)
     print(f"\nload average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

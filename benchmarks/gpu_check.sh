@@ -20,6 +20,7 @@
 #   5. benchmarks/gpu_pipeline.py: images/s end to end per precision and colour work, VRAM
 #      by input size and by scan size
 #   6. benchmarks/model.py: the network alone, large model, 512 and 1024 px, 3 precisions
+#   7. benchmarks/batching.py: images/s at batch sizes 1, 4 and 8, large model, 512 px, fp16
 # Output: one file per step and gpu_check.log under $OUT (or the work folder), a summary
 # last. Exit status: 0 when every step ran and passed or there is no GPU, 1 otherwise.
 set -u -o pipefail
@@ -156,4 +157,6 @@ step "colour_ops" 90 colour_ops.txt "$PY" benchmarks/colour_ops.py --device cuda
 step "pipeline" 150 pipeline.txt "$PY" benchmarks/gpu_pipeline.py --device cuda:0 --images 5
 step "model" 100 model.txt "$PY" benchmarks/model.py --device cuda:0 --arch large --size 512 \
   --size 1024 --precision fp16 --precision bf16 --precision fp32 --repeat 10
+step "batching" 60 batching.txt "$PY" benchmarks/batching.py --device cuda:0 --precision fp16 \
+  --model large --batch 1 --batch 4 --batch 8 --images 16 --rounds 2
 finish

@@ -19,7 +19,7 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.sh"
 #: Seconds the no-GPU and dry runs may take (they start no Python).
 QUICK_S = 10
 #: The steps of a run on a GPU machine, in order.
-STEPS = ("gpu", "venv", "torch", "tests", "colour_ops", "pipeline", "model")
+STEPS = ("gpu", "venv", "torch", "tests", "colour_ops", "pipeline", "model", "batching")
 
 
 def _run(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[str], float]:

@@ -34,7 +34,8 @@ import torch
 
 from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import CheckpointInfo, read_checkpoint
-from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
+from ddcolor.colorspace import ColorMath, lab_to_rgb, rgb_to_lab
+from ddcolor.composing import compose
 from ddcolor.device import (
     describe_device,
     resolve_device,
@@ -60,7 +61,7 @@ from ddcolor.registry import (
     validate_upsample,
 )
 from ddcolor.runners import NetworkRunner, TorchRunner
-from ddcolor.transforms import AbUpsampler, resize_bilinear
+from ddcolor.transforms import resize_bilinear
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -202,7 +203,7 @@ def colorize(
             f"out of memory on {runner.device} at every input size tried "
             f"({', '.join(map(str, tried))} px); free the device or run on the CPU"
         )
-    output = _compose(image, ab_small, light_small, math, upsample)
+    output = compose(image, ab_small, light_small, math, upsample)
     return ColorizeResult(
         image=output,
         size=tried[-1],
@@ -213,28 +214,6 @@ def colorize(
         seconds=time.perf_counter() - started,
         network_seconds=network_seconds,
     )
-
-
-def _compose(
-    image: np.ndarray,
-    ab_small: np.ndarray,
-    light_small: np.ndarray,
-    math: ColorMath,
-    upsample: UpsampleMethod,
-) -> np.ndarray:
-    """Join the upsampled ab with the full-resolution L, band by band, into HxWx3 RGB."""
-    height, width = image.shape[:2]
-    top = np.float32(np.iinfo(image.dtype).max)
-    upsampler = AbUpsampler(ab_small, (height, width), upsample, guide=light_small)
-    output = np.empty((height, width, 3), dtype=image.dtype)
-    step = band_rows(width)
-    for start in range(0, height, step):
-        stop = min(start + step, height)
-        light = lightness(image[start:stop], math=math)
-        ab = upsampler.rows(start, stop, guide=light)
-        rgb = lab_to_rgb(np.concatenate([light[..., None], ab], axis=2), math=math)
-        output[start:stop] = np.rint(rgb * top)
-    return output
 
 
 class Colorizer:

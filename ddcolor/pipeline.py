@@ -176,7 +176,11 @@ def colorize(
             "resolves auto for its device"
         )
     sizes = size_ladder(size)
-    runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
+    # A bare model runs as it is: preparing it (ddcolor.prepared) pays off over many images,
+    # which is what a Colorizer's runner is for.
+    runner = (
+        model if isinstance(model, NetworkRunner) else TorchRunner(model, device, prepared=False)
+    )
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
     tried: list[int] = []
     for step in sizes:

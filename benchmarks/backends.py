@@ -1,15 +1,16 @@
-"""Images per second of the network under each backend, and how far each is from torch fp32.
+"""Images per second of the network under each backend, and how far each is from eager fp32.
 
 For each architecture (tiny, large) a checkpoint of seeded random weights in the official
 layout is written to a temporary folder and loaded as the pipeline loads one; then the same
 512 px grey input (a synthetic scan, through the pipeline's own ``network_input``) is run
-by torch eager in fp32, torch eager in bf16 (autocast, what ``auto`` means on CPUs with
-native bf16) and ONNX Runtime in fp32 (the export is timed apart, and cached beside the
-checkpoint as in production). Each cell is one warm-up pass, then ``--repeat`` timed passes;
-the median is reported. |d ab| is the largest absolute difference of the predicted ab from
-torch fp32's, beside the largest |ab| torch fp32 predicted (random weights predict small ab;
-trained ones span about -128..127). Both runtimes get the same number of threads. The
-export time includes opening the ONNX Runtime session.
+by torch eager in fp32 and in bf16 (autocast), by the network prepared for inference
+(``ddcolor.prepared``: what a CPU colorizer runs, bf16 being what ``auto`` means on CPUs
+with native bf16) in fp32 and bf16, and by ONNX Runtime in fp32 (the export is timed
+apart, and cached beside the checkpoint as in production). Each cell is one warm-up pass,
+then ``--repeat`` timed passes; the median is reported. |d ab| is the largest absolute
+difference of the predicted ab from torch eager fp32's, beside the largest |ab| it predicted
+(random weights predict small ab; trained ones span about -128..127). Both runtimes get the
+same number of threads. The export time includes opening the ONNX Runtime session.
 
 On a CPU without native bf16 (no AVX512-BF16 nor AMX) bf16 is emulated and dozens of times
 slower (``ddcolor.device``): that cell is skipped unless ``--emulated-bf16`` is given.
@@ -70,27 +71,22 @@ def _bench_arch(arch: str, size: int, repeat: int, bf16: bool) -> list[tuple[str
             torch.save(build_ddcolor(model_name).state_dict(), path)
         state_dict, info = read_checkpoint(path)
         net = build_ddcolor(info.arch, state_dict=state_dict)
-        torch_runner = TorchRunner(net)
-        seconds, reference = _timed(lambda: torch_runner.predict(x, "fp32")[0], repeat)
+        eager = TorchRunner(net, prepared=False)
+        seconds, reference = _timed(lambda: eager.predict(x, "fp32")[0], repeat)
         span = f"{float(reference.abs().max()):.3g}"
         rows.append((arch, "torch", "fp32", f"{1 / seconds:.3f}", f"{seconds:.2f}", "0", span, "-"))
+        prepared = TorchRunner(net)
+        cells = [("torch prepared", prepared, "fp32")]
         if bf16:
-            seconds, ab = _timed(lambda: torch_runner.predict(x, "bf16")[0], repeat)
-            diff = float((ab - reference).abs().max())
-            rows.append(
-                (
-                    arch,
-                    "torch",
-                    "bf16",
-                    f"{1 / seconds:.3f}",
-                    f"{seconds:.2f}",
-                    f"{diff:.3g}",
-                    span,
-                    "-",
-                )
-            )
+            cells += [("torch", eager, "bf16"), ("torch prepared", prepared, "bf16")]
         else:
             rows.append((arch, "torch", "bf16", "skipped: emulated bf16", "", "", "", ""))
+        for backend, runner, precision in cells:
+            seconds, ab = _timed(lambda r=runner, p=precision: r.predict(x, p)[0], repeat)
+            diff = f"{float((ab - reference).abs().max()):.3g}"
+            rows.append(
+                (arch, backend, precision, f"{1 / seconds:.3f}", f"{seconds:.2f}", diff, span, "-")
+            )
         began = time.perf_counter()
         onnx_runner = load_onnx_runner(net, model_name=model_name, checkpoint=info)
         export = time.perf_counter() - began

@@ -204,7 +204,9 @@ def colorize_batch(
         _check_image(image)
     upsample = validate_upsample(upsample)
     sizes = size_ladder(size)
-    runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
+    runner = (
+        model if isinstance(model, NetworkRunner) else TorchRunner(model, device, prepared=False)
+    )
     fit = fit or fit_of(runner)
     described = str(describe_device(runner.device))
     items = []

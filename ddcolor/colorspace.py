@@ -63,8 +63,10 @@ _LAB_BASE = 1 << 14
 #: Cells of one gamma spline table (OpenCV's GAMMA_TAB_SIZE), count.
 _GAMMA_TAB_SIZE = 1024
 #: Pixels converted per step by the band-wise functions, count: bounds their temporary arrays
-#: to a few hundred megabytes whatever the image size.
-BAND_PIXELS = 1 << 20
+#: to a few megabytes whatever the image size, so that a band's planes stay in the processor's
+#: caches between the dozens of numpy operations run on them (docs/performance.md: with 2**20
+#: pixels, composing a 3-megapixel scan took about twice as long).
+BAND_PIXELS = 1 << 18
 
 _F32 = np.float32
 FloatArray = npt.NDArray[np.float32]
@@ -176,30 +178,55 @@ def _opencv_rgb_to_lab_table() -> np.ndarray:
     return table.astype(np.int32)
 
 
-def _opencv_rgb_to_lab(rgb: np.ndarray) -> FloatArray:
-    """RGB -> Lab by OpenCV's table: clip, quantise to 2**14, trilinear with 16 steps per cell."""
-    table = _opencv_rgb_to_lab_table()
-    fixed = np.rint(np.clip(rgb, 0.0, 1.0, dtype=_F32) * _F32(_LAB_BASE)).astype(np.int32)
+def _opencv_lab_of_fixed(fixed: np.ndarray) -> FloatArray:
+    """Lab of RGB in OpenCV's fixed point (...x3 int32 in [0, 2**14]): trilinear, 16 steps a cell.
+
+    Each channel is gathered from its own flat table, indexed (b*33 + g)*33 + r, plane by
+    plane; the sums are integers, so the order they are taken in changes nothing.
+    """
+    tables = [_opencv_rgb_to_lab_table()[..., k].ravel() for k in range(3)]
     cell = fixed >> 9  # 2**14 / (33 - 1) = 2**9 fixed-point units per cell
     frac = (fixed >> 5) & 15  # 4-bit position inside the cell
     cb, cg, cr = (cell[..., k] for k in (2, 1, 0))
     fb, fg, fr = (frac[..., k] for k in (2, 1, 0))
-    acc = np.zeros(rgb.shape[:-1] + (3,), dtype=np.int32)
+    acc = [np.zeros(fixed.shape[:-1], dtype=np.int32) for _ in range(3)]
     for db in (0, 1):
         wb = fb if db else 16 - fb
-        ib = np.minimum(cb + db, _LUT_DIM - 1)
+        ib = np.minimum(cb + db, _LUT_DIM - 1) * _LUT_DIM
         for dg in (0, 1):
             wbg = wb * (fg if dg else 16 - fg)
-            ig = np.minimum(cg + dg, _LUT_DIM - 1)
+            ibg = (ib + np.minimum(cg + dg, _LUT_DIM - 1)) * _LUT_DIM
             for dr in (0, 1):
                 weight = wbg * (fr if dr else 16 - fr)
-                ir = np.minimum(cr + dr, _LUT_DIM - 1)
-                acc += table[ib, ig, ir] * weight[..., None]
-    acc = (acc + 2048) >> 12
-    lab = np.empty(acc.shape, dtype=_F32)
-    lab[..., 0] = acc[..., 0].astype(_F32) * _F32(100.0 / _LAB_BASE)
-    lab[..., 1:] = acc[..., 1:].astype(_F32) * _F32(256.0 / _LAB_BASE) - _F32(128)
+                index = ibg + np.minimum(cr + dr, _LUT_DIM - 1)
+                for total, table in zip(acc, tables, strict=True):
+                    total += table.take(index) * weight
+    lab = np.empty(fixed.shape, dtype=_F32)
+    lab[..., 0] = ((acc[0] + 2048) >> 12).astype(_F32) * _F32(100.0 / _LAB_BASE)
+    for k in (1, 2):
+        lab[..., k] = ((acc[k] + 2048) >> 12).astype(_F32) * _F32(256.0 / _LAB_BASE) - _F32(128)
     return lab
+
+
+@functools.cache
+def _opencv_grey_lab_table() -> FloatArray:
+    """Lab of every grey RGB in OpenCV's fixed point, (2**14 + 1) x 3."""
+    levels = np.arange(_LAB_BASE + 1, dtype=np.int32)
+    return _opencv_lab_of_fixed(np.repeat(levels[:, None], 3, axis=1))
+
+
+def _opencv_rgb_to_lab(rgb: np.ndarray) -> FloatArray:
+    """RGB -> Lab by OpenCV's table: clip, quantise to 2**14, trilinear with 16 steps per cell.
+
+    Grey pixels (the three channels equal after quantising: every network input) are looked
+    up in a table of all 2**14 + 1 grey levels made by the same arithmetic.
+    """
+    fixed = np.rint(np.clip(rgb, 0.0, 1.0, dtype=_F32) * _F32(_LAB_BASE)).astype(np.int32)
+    red = fixed[..., 0]
+    if np.array_equal(red, fixed[..., 1]) and np.array_equal(red, fixed[..., 2]):
+        grey: FloatArray = _opencv_grey_lab_table()[red]
+        return grey
+    return _opencv_lab_of_fixed(fixed)
 
 
 def _spline_table(values: np.ndarray) -> np.ndarray:
@@ -236,14 +263,18 @@ def _opencv_inverse_gamma_spline() -> np.ndarray:
     return _spline_table(_linear_to_srgb(x))
 
 
-def _opencv_lab_to_rgb(lab: np.ndarray, *, vector: bool = True) -> FloatArray:
-    """Lab -> RGB in OpenCV's float32 arithmetic, operation for operation.
+def _opencv_lab_planes(
+    light: np.ndarray, a: np.ndarray, b: np.ndarray, *, vector: bool = True
+) -> list[FloatArray]:
+    """Lab -> RGB planes in OpenCV's float32 arithmetic, operation for operation.
 
     OpenCV converts each row with 128-bit SIMD, 8 pixels at a time (multiplying by
     reciprocals, multiply-add unfused), and the last ``width % 8`` pixels of a row with scalar
-    code (dividing); ``vector`` picks which of the two orders to follow.
+    code (dividing); ``vector`` picks which of the two orders to follow. Each channel is a
+    contiguous plane: numpy's loops over an interleaved last axis of 3 are several times
+    slower.
     """
-    light, a, b = (lab[..., k].astype(_F32, copy=False) for k in range(3))
+    light, a, b = (np.asarray(c, dtype=_F32) for c in (light, a, b))
     one = _F32(1)
     bias = _F32(16.0) / _F32(116.0)
     low = light <= _F32(8)
@@ -263,16 +294,20 @@ def _opencv_lab_to_rgb(lab: np.ndarray, *, vector: bool = True) -> FloatArray:
         xz.append(np.where(f <= _F32(6) / _F32(29), linear, f * f * f))
     x, z = xz
     coeffs = (_XYZ_TO_RGB * _D65[None, :]).astype(_F32)
-    spline = _opencv_inverse_gamma_spline()
-    rgb = np.empty(lab.shape, dtype=_F32)
-    for k, (c0, c1, c2) in enumerate(coeffs):
+    c_0, c_1, c_2, c_3 = np.ascontiguousarray(_opencv_inverse_gamma_spline().T)
+    planes = []
+    for c0, c1, c2 in coeffs:
         v = c0 * x + (c1 * y + c2 * z) if vector else (c0 * x + c1 * y) + c2 * z
-        v = np.clip(v, _F32(0), one) * _F32(_GAMMA_TAB_SIZE)
+        np.clip(v, _F32(0), one, out=v)
+        v *= _F32(_GAMMA_TAB_SIZE)
         cell = np.minimum(v.astype(np.int32), _GAMMA_TAB_SIZE - 1)
         t = v - cell.astype(_F32)
-        p = spline[cell]
-        rgb[..., k] = ((p[..., 3] * t + p[..., 2]) * t + p[..., 1]) * t + p[..., 0]
-    return rgb
+        rgb = c_3.take(cell)
+        for column in (c_2, c_1, c_0):
+            rgb *= t
+            rgb += column.take(cell)
+        planes.append(rgb)
+    return planes
 
 
 def _exact_rgb_to_lab(rgb: np.ndarray) -> FloatArray:
@@ -336,15 +371,40 @@ def lab_to_rgb(lab: np.ndarray, *, math: ColorMath = "opencv") -> FloatArray:
         ValueError: If the last axis is not 3 or ``math`` is unknown.
     """
     _check_channels(lab)
-    if math == "opencv":
-        rgb = _opencv_lab_to_rgb(lab)
-        tail = lab.shape[-2] % 8 if lab.ndim >= 2 else 0
-        if tail:
-            rgb[..., -tail:, :] = _opencv_lab_to_rgb(lab[..., -tail:, :], vector=False)
-        return rgb
     if math == "exact":
         return _exact_lab_to_rgb(lab)
-    raise ValueError(f"unknown colour math {math!r}; expected one of {COLOR_MATHS}")
+    return np.stack(lab_planes_to_rgb(lab[..., 0], lab[..., 1], lab[..., 2], math=math), -1)
+
+
+def lab_planes_to_rgb(
+    light: np.ndarray, a: np.ndarray, b: np.ndarray, *, math: ColorMath = "opencv"
+) -> list[FloatArray]:
+    """:func:`lab_to_rgb` on separate planes: the fast form for whole images.
+
+    Args:
+        light: HxW (or ...xW) float L in [0, 100].
+        a: a, same shape.
+        b: b, same shape.
+        math: ``"opencv"`` or ``"exact"``, as for :func:`lab_to_rgb`.
+
+    Returns:
+        Three float32 planes of that shape, R, G and B in [0, 1].
+
+    Raises:
+        ValueError: If ``math`` is unknown.
+    """
+    if math == "exact":
+        rgb = _exact_lab_to_rgb(np.stack([light, a, b], -1))
+        return [rgb[..., k] for k in range(3)]
+    if math != "opencv":
+        raise ValueError(f"unknown colour math {math!r}; expected one of {COLOR_MATHS}")
+    planes = _opencv_lab_planes(light, a, b)
+    tail = np.shape(light)[-1] % 8 if np.ndim(light) >= 1 else 0
+    if tail:
+        ends = _opencv_lab_planes(light[..., -tail:], a[..., -tail:], b[..., -tail:], vector=False)
+        for plane, end in zip(planes, ends, strict=True):
+            plane[..., -tail:] = end
+    return planes
 
 
 def _check_channels(array: np.ndarray) -> None:

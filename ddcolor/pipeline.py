@@ -34,7 +34,8 @@ import torch
 
 from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import CheckpointInfo, read_checkpoint
-from ddcolor.colorspace import ColorMath, band_rows, lab_to_rgb, lightness, rgb_to_lab
+from ddcolor.colorspace import ColorMath, lab_to_rgb, rgb_to_lab
+from ddcolor.composing import compose
 from ddcolor.device import (
     describe_device,
     resolve_device,
@@ -62,7 +63,7 @@ from ddcolor.registry import (
 )
 from ddcolor.runners import NetworkRunner, TorchRunner
 from ddcolor.tensor_colour import DeviceImage, device_image, resolve_colour_ops
-from ddcolor.transforms import AbUpsampler, resize_bilinear
+from ddcolor.transforms import resize_bilinear
 
 if TYPE_CHECKING:
     from os import PathLike
@@ -180,7 +181,11 @@ def colorize(
             "resolves auto for its device"
         )
     sizes = size_ladder(size)
-    runner = model if isinstance(model, NetworkRunner) else TorchRunner(model, device)
+    # A bare model runs as it is: preparing it (ddcolor.prepared) pays off over many images,
+    # which is what a Colorizer's runner is for.
+    runner = (
+        model if isinstance(model, NetworkRunner) else TorchRunner(model, device, prepared=False)
+    )
     math: ColorMath = "opencv" if image.dtype == np.uint8 else "exact"
     on_device = device_image(image, runner.device, math, colour_ops)
     tried: list[int] = []
@@ -261,19 +266,8 @@ def _compose(
     math: ColorMath,
     upsample: UpsampleMethod,
 ) -> np.ndarray:
-    """Join the upsampled ab with the full-resolution L, band by band, into HxWx3 RGB."""
-    height, width = image.shape[:2]
-    top = np.float32(np.iinfo(image.dtype).max)
-    upsampler = AbUpsampler(ab_small, (height, width), upsample, guide=light_small)
-    output = np.empty((height, width, 3), dtype=image.dtype)
-    step = band_rows(width)
-    for start in range(0, height, step):
-        stop = min(start + step, height)
-        light = lightness(image[start:stop], math=math)
-        ab = upsampler.rows(start, stop, guide=light)
-        rgb = lab_to_rgb(np.concatenate([light[..., None], ab], axis=2), math=math)
-        output[start:stop] = np.rint(rgb * top)
-    return output
+    """Join the upsampled ab with the full-resolution L into HxWx3 RGB, on the host."""
+    return compose(image, ab_small, light_small, math, upsample)
 
 
 class Colorizer:

@@ -6,8 +6,10 @@ a *runner*: it turns a Bx3xSxS float32 grey RGB batch in [0, 1] into Bx2xSxS flo
 Everything around it (Lab conversion, resizing, the out-of-memory size ladder, upsampling)
 is shared and lives in :mod:`ddcolor.pipeline`. Two runners exist:
 
-- :class:`TorchRunner`, PyTorch eager (``--backend torch``): fp32, or fp16/bf16 by autocast
-  with an fp32 redo when reduced precision gives NaN or Inf;
+- :class:`TorchRunner`, PyTorch (``--backend torch``): on the CPU the network prepared for
+  inference (:mod:`ddcolor.prepared`: folded weights cast once, channels-last, the
+  full-resolution head fused away) in fp32 or bf16; elsewhere eager, fp32 or fp16/bf16 by
+  autocast; either with an fp32 redo when reduced precision gives NaN or Inf;
 - ``OnnxRunner`` (:mod:`ddcolor.onnx_runner`, ``--backend onnx``): the network exported to
   ONNX and run by ONNX Runtime, in fp32.
 
@@ -26,14 +28,19 @@ import torch
 
 from ddcolor.device import TORCH_DTYPES, describe_device
 from ddcolor.errors import DDColorError, NetworkOutOfMemory
+from ddcolor.modeling.ddcolor import DDColor
+from ddcolor.prepared import PreparedDDColor
 from ddcolor.registry import PRECISIONS
 
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["NetworkRunner", "TorchRunner", "check_ab"]
+__all__ = ["PREPARED_PRECISIONS", "NetworkRunner", "TorchRunner", "check_ab"]
 
 logger = logging.getLogger(__name__)
+
+#: Precisions the prepared network runs in (on the CPU); fp16 there stays eager autocast.
+PREPARED_PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
 
 
 @runtime_checkable
@@ -95,22 +102,59 @@ def check_ab(ab: torch.Tensor) -> torch.Tensor:
 
 
 class TorchRunner:
-    """PyTorch eager: the float32 network, reduced precision by autocast.
+    """PyTorch: the network prepared for inference on the CPU, eager with autocast elsewhere.
+
+    On the CPU (unless ``prepared=False``) a DDColor runs as a :class:`PreparedDDColor`,
+    built on the first call in each precision of :data:`PREPARED_PRECISIONS`: measured at
+    512 px on a 2-core AMD EPYC with AVX512-BF16 (one thread, CPU seconds per forward),
+    tiny 5.0 eager fp32, 4.0 autocast bf16, 2.5 prepared fp32, 1.45 prepared bf16; its ab
+    stay within 1e-6 (fp32) of the eager network's. Other modules, other devices and fp16
+    run eagerly, reduced precision by autocast.
 
     Args:
-        model: DDColor in eval mode, on ``device``.
+        model: DDColor (or another network with its contract) in eval mode, on ``device``.
         device: Its device; None for the device of its parameters.
+        prepared: Whether to run the prepared network; None for "on the CPU".
     """
 
     name = "torch"
     precisions: tuple[str, ...] = PRECISIONS
 
-    def __init__(self, model: nn.Module, device: str | torch.device | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device | None = None,
+        *,
+        prepared: bool | None = None,
+    ) -> None:
         if device is None:
             param = next(model.parameters(), None)
             device = param.device if param is not None else torch.device("cpu")
         self.model = model
         self.device = torch.device(device)
+        if prepared is None:
+            prepared = self.device.type == "cpu"
+        self.prepared = prepared and isinstance(model, DDColor)
+        self._prepared: dict[str, PreparedDDColor] = {}
+
+    def network(self, precision: str) -> PreparedDDColor | None:
+        """The prepared network that runs ``precision``, built on first use; None if eager.
+
+        Args:
+            precision: ``fp32``, ``fp16`` or ``bf16``.
+
+        Returns:
+            The prepared network, or None where the eager network runs.
+        """
+        if not self.prepared or precision not in PREPARED_PRECISIONS:
+            return None
+        network = self._prepared.get(precision)
+        if network is None:
+            assert isinstance(self.model, DDColor)
+            network = PreparedDDColor(self.model, TORCH_DTYPES[precision])
+            self._prepared[precision] = network
+            logger.debug("prepared DDColor for %s inference on %s", precision, self.device)
+        return network
 
     def predict(self, x: torch.Tensor, precision: str) -> tuple[torch.Tensor, str]:
         """One forward; see :meth:`NetworkRunner.predict`. Redone in fp32 on NaN or Inf."""
@@ -118,16 +162,25 @@ class TorchRunner:
             with torch.inference_mode():
                 x = x.to(self.device)
                 if precision != "fp32":
-                    dtype = TORCH_DTYPES[precision]
-                    with torch.autocast(device_type=self.device.type, dtype=dtype):
-                        ab = self.model(x).float()
+                    ab = self._forward(x, precision)
                     if bool(torch.isfinite(ab).all()):
                         return ab, precision
                     logger.warning("non-finite ab in %s; redoing the image in fp32", precision)
                     del ab
-                return check_ab(self.model(x).float()), "fp32"
+                return check_ab(self._forward(x, "fp32")), "fp32"
         except torch.OutOfMemoryError as exc:
             raise NetworkOutOfMemory(f"out of memory on {self.device}: {exc}") from None
+
+    def _forward(self, x: torch.Tensor, precision: str) -> torch.Tensor:
+        network = self.network(precision)
+        if network is not None:
+            return network(x)
+        if precision == "fp32":
+            ab: torch.Tensor = self.model(x).float()
+            return ab
+        with torch.autocast(device_type=self.device.type, dtype=TORCH_DTYPES[precision]):
+            ab = self.model(x).float()
+        return ab
 
     def release_memory(self) -> None:
         """Empty torch's CUDA cache (the CPU keeps nothing to give back)."""

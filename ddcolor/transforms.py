@@ -118,31 +118,33 @@ def _torch_taps(src: int, dst: int, method: str) -> tuple[np.ndarray, np.ndarray
 
 
 def _box_mean(x: np.ndarray, radius: int) -> np.ndarray:
-    """Mean over a (2r+1)^2 window clipped at the borders, of an h x w x c array, by cumsums."""
+    """Mean over a (2r+1)^2 window clipped at the borders, of an h x w array, by cumsums."""
     for axis in (0, 1):
         n = x.shape[axis]
         csum = np.concatenate([np.zeros_like(x.take([0], axis)), np.cumsum(x, axis)], axis)
         hi = np.minimum(np.arange(n) + radius + 1, n)
         lo = np.maximum(np.arange(n) - radius, 0)
-        count = (hi - lo).reshape((-1, 1, 1) if axis == 0 else (1, -1, 1))
+        count = (hi - lo).reshape((-1, 1) if axis == 0 else (1, -1))
         x = (csum.take(hi, axis) - csum.take(lo, axis)) / count
     return x
 
 
-def _guided_maps(ab: np.ndarray, guide: np.ndarray) -> np.ndarray:
-    """The grid maps guided upsampling interpolates: h x w x (ab, slope of ab on L/100, L/100).
+def _guided_maps(ab: np.ndarray, guide: np.ndarray) -> list[np.ndarray]:
+    """The grid maps guided upsampling interpolates: a, b, their slopes on L/100, and L/100.
 
     The slope is the guided filter's: the least-squares fit ab = A * L/100 + B over each
     (2r+1)^2 window, regularised by :data:`GUIDED_EPS`, averaged over the windows covering a
-    pixel.
+    pixel. Each map is an h x w float64 plane.
     """
-    g = guide.astype(np.float64)[..., None] / 100.0
-    p = ab.astype(np.float64)
-    mean_g, mean_p = _box_mean(g, GUIDED_RADIUS), _box_mean(p, GUIDED_RADIUS)
-    cov = _box_mean(g * p, GUIDED_RADIUS) - mean_g * mean_p
+    g = guide.astype(np.float64) / 100.0
+    mean_g = _box_mean(g, GUIDED_RADIUS)
     var = _box_mean(g * g, GUIDED_RADIUS) - mean_g * mean_g
-    slope = _box_mean(cov / (var + GUIDED_EPS), GUIDED_RADIUS)
-    return np.concatenate([p, slope, g], axis=2)
+    planes = [ab[..., k].astype(np.float64) for k in range(ab.shape[-1])]
+    slopes = []
+    for p in planes:
+        cov = _box_mean(g * p, GUIDED_RADIUS) - mean_g * _box_mean(p, GUIDED_RADIUS)
+        slopes.append(_box_mean(cov / (var + GUIDED_EPS), GUIDED_RADIUS))
+    return [*planes, *slopes, g]
 
 
 class AbUpsampler:
@@ -151,7 +153,9 @@ class AbUpsampler:
     The horizontal pass is done once (network rows x full width); each call to :meth:`rows`
     does the vertical pass for its band only, so a 100-megapixel scan needs memory for the
     output, not for full-resolution ab. ``"guided"`` computes, per full-resolution pixel,
-    ``ab = up(ab_grid) + up(slope) * (L - up(L_grid)) / 100`` with bilinear ``up``.
+    ``ab = up(ab_grid) + up(slope) * (L - up(L_grid)) / 100`` with bilinear ``up``. Every map
+    is held and computed as a plane of its own (h x W): numpy's loops over an interleaved
+    last axis of 2 or 5 values are several times slower.
 
     Args:
         ab: hxwx2 float32 ab predicted on the network's grid.
@@ -175,27 +179,39 @@ class AbUpsampler:
         self.shape = shape
         src_h, src_w = ab.shape[:2]
         height, width = shape
+        grid = [ab[..., k] for k in range(ab.shape[-1])]
         if method == "nearest":
             self._rows = _nearest_index(src_h, height)[:, None]
             self._row_weights = np.ones((height, 1))
-            self._wide = ab[:, _nearest_index(src_w, width)].astype(_F32)
+            cols = _nearest_index(src_w, width)
+            self._wide = [plane[:, cols].astype(_F32) for plane in grid]
             return
         if method == "guided":
             if guide is None:
                 raise ValueError("guided upsampling needs the L of the network input as guide")
-            ab = _guided_maps(ab, guide)
+            grid = _guided_maps(ab, guide)
         taps = "bicubic" if method == "bicubic" else "bilinear"
         self._rows, self._row_weights = _torch_taps(src_h, height, taps)
         cols, col_weights = _torch_taps(src_w, width, taps)
-        grid = ab.astype(_F32)
         col_weights = col_weights.astype(_F32)
-        self._wide = grid[:, cols[:, 0]] * col_weights[None, :, 0, None]
-        for k in range(1, cols.shape[1]):
-            self._wide += grid[:, cols[:, k]] * col_weights[None, :, k, None]
+        self._wide = []
+        for plane in grid:
+            plane = plane.astype(_F32)
+            wide = plane[:, cols[:, 0]] * col_weights[None, :, 0]
+            for k in range(1, cols.shape[1]):
+                wide += plane[:, cols[:, k]] * col_weights[None, :, k]
+            self._wide.append(wide)
         self._row_weights = self._row_weights.astype(_F32)
 
     def rows(self, start: int, stop: int, guide: np.ndarray | None = None) -> FloatArray:
-        """Full-resolution ab of rows ``start:stop``.
+        """Full-resolution ab of rows ``start:stop``, (stop-start)xWx2 float32.
+
+        The two :meth:`planes` stacked; the arguments and errors are theirs.
+        """
+        return np.stack(self.planes(start, stop, guide), axis=-1)
+
+    def planes(self, start: int, stop: int, guide: np.ndarray | None = None) -> list[FloatArray]:
+        """Full-resolution a and b of rows ``start:stop``, as two planes.
 
         Args:
             start: First row.
@@ -204,23 +220,28 @@ class AbUpsampler:
                 ``"guided"``.
 
         Returns:
-            (stop-start)xWx2 float32 ab.
+            Two (stop-start)xW float32 planes, a and b.
 
         Raises:
             ValueError: If ``"guided"`` lacks its guide.
         """
         index, weights = self._rows[start:stop], self._row_weights[start:stop]
         if self.method == "nearest":
-            copied: FloatArray = self._wide[index[:, 0]]
-            return copied
-        band: FloatArray = self._wide[index[:, 0]] * weights[:, 0, None, None]
-        for k in range(1, index.shape[1]):
-            band += self._wide[index[:, k]] * weights[:, k, None, None]
+            return [wide[index[:, 0]] for wide in self._wide]
+        bands = []
+        for wide in self._wide:
+            band = wide[index[:, 0]] * weights[:, 0, None]
+            for k in range(1, index.shape[1]):
+                band += wide[index[:, k]] * weights[:, k, None]
+            bands.append(band)
         if self.method != "guided":
-            return band
+            return bands
         if guide is None:
             raise ValueError("guided upsampling needs the full-resolution L of the band")
-        detail = guide[..., None].astype(_F32) * _F32(0.01) - band[..., 4:]
-        band[..., 2:4] *= detail
-        band[..., :2] += band[..., 2:4]
-        return band[..., :2]
+        a, b, slope_a, slope_b, light = bands
+        detail = guide.astype(_F32) * _F32(0.01) - light
+        slope_a *= detail
+        slope_b *= detail
+        a += slope_a
+        b += slope_b
+        return [a, b]

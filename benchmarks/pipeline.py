@@ -100,7 +100,9 @@ RUN_TIMEOUT_S = 3_600.0
 #: Seconds between two looks at the catalog or the worker.
 POLL_S = 0.25
 #: The worker's line per image; ``model`` is the whole ``colorize()`` call in seconds.
-DONE_LINE = re.compile(r"image (?P<id>\d+): done: .*, model [\d.]+ of (?P<model>[\d.]+) s,")
+DONE_LINE = re.compile(
+    r"image (?P<id>\d+): done(?: in [\d.]+ s)?: .*, model [\d.]+ of (?P<model>[\d.]+) s,"
+)
 #: The worker's line once its pool process has loaded the model.
 READY_LINE = re.compile(r"runtime \S+: .* ready in (?P<seconds>[\d.]+) s")
 #: The worker's line once its pool process has run the network once (or failed to).

@@ -1,9 +1,10 @@
 """Time a done image's thumbnail pair: what ``workers.thumbnails`` adds to every image.
 
-For each scan shape the worker may hold, it times what ``write_thumbnails`` does besides
-the one catalog UPDATE: reduce the original's pixels and the colorized copy's (already in
-memory) to ~256 px sRGB JPEGs, and write both with the no-clobber write of
-``LocalStorage``. The median of ``--runs`` runs, on one thread, in milliseconds per image.
+For each scan shape the worker may hold, it times what ``write_thumbnail_files`` does (the
+pair is recorded in the transaction that records the image done): reduce the original's
+pixels and the colorized copy's (already in memory) to ~256 px sRGB JPEGs, and write both
+with the no-clobber write of ``LocalStorage``. The median of ``--runs`` runs, on one
+thread, in milliseconds per image.
 
 Usage::
 

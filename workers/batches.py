@@ -11,7 +11,10 @@ transaction, then takes every image through the steps of :mod:`workers.steps`::
                be skipped
     colorize   ONE forward for the images still going (split in halves, then down the
                size ladder per image, when the device runs out of memory)
-    record     each image: its ``oom_retry`` attempts, its copy encoded and written, done
+    encode     each image: its ``oom_retry`` attempts, its copy encoded
+    finish     the SHA-256 of every copy recorded (one transaction), each copy, its access
+               files and thumbnails written, all of them done (one transaction):
+               :mod:`workers.finishing`
 
 Each image keeps its own attempt, its own outcome and its own failure: a corrupt original
 fails alone and the others go on. What is the *worker's* or may pass stops the whole
@@ -47,6 +50,7 @@ from workers.errors import (
     failure_code,
     is_named_failure,
 )
+from workers.finishing import Finishing, done_step, record_done, record_intents, write_step
 from workers.image_log import ImageLog
 from workers.outcomes import Outcome, ProcessStatus
 from workers.steps import (
@@ -56,7 +60,6 @@ from workers.steps import (
     Try,
     colorize_step,
     fail,
-    finish_step,
     hand_back,
     load_job,
     read_step,
@@ -158,7 +161,7 @@ def process_batch(
         device=device,
         task_id=task_id,
         more=0 if give_up or task_id is None else more,
-        prefer=read_ahead.waiting() if read_ahead is not None else (),
+        read_ahead=read_ahead,
     )
     batch = _Batch(sessions, retries, on_outcome, at_work or _nobody)
     outcomes: dict[int, Outcome] = {}
@@ -194,8 +197,6 @@ def process_batch(
             )
         )
     if works:
-        if read_ahead is not None:
-            read_ahead.after_claim(works[0].job.claim.collection_id, count=len(works))
         batch.run(works, storage_for, colorizer, untrained, read_ahead)
     for work in works:
         assert work.outcome is not None
@@ -211,10 +212,16 @@ def _claim(
     device: str,
     task_id: str | None,
     more: int,
-    prefer: Sequence[int],
+    read_ahead: ReadAhead | None,
 ) -> list[tuple[int, tuple[Claim, Job] | None]]:
-    """Claim the images (and ``more``) in one transaction; read each one's job."""
+    """Claim the images (and ``more``) in one transaction; read each one's job.
+
+    The read-ahead is told of the claim in the same transaction, where it looks up the
+    images that probably come next: the claim is the image's only catalog round trip
+    before its copy is written.
+    """
     found: list[tuple[int, tuple[Claim, Job] | None]] = []
+    prefer = read_ahead.waiting() if read_ahead is not None else ()
     with transaction(sessions) as db:
         claims: list[tuple[int, Claim | None]] = [
             (
@@ -244,6 +251,9 @@ def _claim(
             found.append(
                 (image_id, None if claim is None else (claim, load_job(db, claim, worker)))
             )
+        held = [claim for _, claim in claims if claim is not None]
+        if read_ahead is not None and held:
+            read_ahead.after_claim(held[0].collection_id, count=len(held), db=db)
     return found
 
 
@@ -301,18 +311,17 @@ class _Batch:
                 )
             self.at_work(ids)
             entries, shared = _colorize(colorizer, group, size, precision, upsample)
+            finishing: list[Finishing] = []
             for work, entry in zip(group, entries, strict=True):
                 if self.time_up and not shared:
                     break
                 copy = self._step(
                     work, partial(colorize_step, work, sessions, colorizer, untrained, entry)
                 )
-                if copy is None or isinstance(copy, Outcome) or self.time_up:
-                    continue
-                self._step(
-                    work,
-                    partial(finish_step, work, sessions, storage_for, colorizer, untrained, copy),
-                )
+                if copy is not None and not isinstance(copy, Outcome):
+                    finishing.append(Finishing(work, copy))
+            if finishing and not self.time_up:
+                self._finish(finishing, storage_for, colorizer, untrained)
         if self.time_up:
             self._release_rest()
 
@@ -349,6 +358,50 @@ class _Batch:
         if isinstance(result, Outcome):
             self.settle(result)
         return result
+
+    def _finish(
+        self,
+        finishing: Sequence[Finishing],
+        storage_for: StorageFor,
+        colorizer: Colorizer,
+        untrained: bool,
+    ) -> None:
+        """Write the encoded copies and record them done: two transactions in all."""
+        sessions = self.sessions
+        if not self._all(finishing, partial(record_intents, sessions, finishing)):
+            return
+        written: list[Finishing] = []
+        for item in finishing:
+            if self.time_up:
+                break
+            result = self._step(
+                item.work, partial(write_step, item, sessions, storage_for, colorizer, untrained)
+            )
+            if isinstance(result, Finishing):
+                written.append(result)
+        if not written or self.time_up:
+            return
+        self.at_work([item.work.image_id for item in written])
+        recorded = self._all(written, partial(record_done, sessions, written))
+        self.at_work(())
+        if recorded:
+            for item in written:
+                self.settle(done_step(item))
+
+    def _all(self, finishing: Sequence[Finishing], step: Callable[[], object]) -> bool:
+        """Run a step of several images at once; its error is each image's error.
+
+        Returns:
+            Whether it succeeded (if not, each image was settled as its own step's
+            error would settle it, or the error propagates for all).
+        """
+        try:
+            step()
+        except BaseException as exc:  # noqa: BLE001 - each image's step settles it
+            for item in finishing:
+                self._step(item.work, _giving(exc))
+            return False
+        return True
 
     def _stop(self, reason: str) -> None:
         """Hand back every image of the batch that is not finished."""

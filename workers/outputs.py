@@ -11,25 +11,19 @@ killed after its write recognises that file, and anything else is left untouched
 
 from __future__ import annotations
 
-import hashlib
 import mimetypes
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from catalog import (
-    Claim,
-    collection_roots,
-    image_sources_among,
-    record_output_intent,
-    transaction,
-)
+from catalog import Claim, collection_roots, image_sources_among
 from storage.errors import OutputExists
 from storage.uri import contains, parse_uri
 from workers.errors import ForeignOutput, OutputIsSource
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
     from storage.base import Storage
 
@@ -111,40 +105,26 @@ def check_output(plan: OutputPlan) -> None:
 
 
 def write_output(
-    sessions: sessionmaker[Session],
-    storage: Storage,
-    *,
-    image_id: int,
-    attempt_id: int,
-    uri: str,
-    data: bytes,
-    extension: str,
-) -> str | None:
-    """Record the output's SHA-256 on the try, then write it over nothing of another's.
+    storage: Storage, uri: str, data: bytes, *, extension: str, ours: Collection[str]
+) -> None:
+    """Write an image's output over nothing of another's.
+
+    The caller has recorded the output's SHA-256 on the try first
+    (``catalog.record_output_intent``, which returns ``ours``), so that a try that dies
+    after the write leaves a file the next try knows as the image's own.
 
     Args:
-        sessions: The catalog's session factory.
         storage: The store of ``uri``.
-        image_id: The image.
-        attempt_id: Its running try.
         uri: The planned output URI.
         data: The encoded output.
         extension: Its file name extension, for the content type.
-
-    Returns:
-        The SHA-256 of what was written; None if the try no longer holds the image (then
-        nothing was written).
+        ours: SHA-256 digests of the files this image wrote (the file at ``uri`` may be
+            replaced only if it is one of them).
 
     Raises:
         ForeignOutput: If a file that is not the image's own is at ``uri``; left untouched.
         StorageError: If the write fails; nothing partial is left behind.
-        DatabaseUnavailable: If the catalog cannot be reached.
     """
-    digest = hashlib.sha256(data).hexdigest()
-    with transaction(sessions) as db:
-        ours = record_output_intent(db, image_id, attempt_id, digest)
-    if ours is None:
-        return None
     content_type = mimetypes.guess_type(f"output{extension}")[0]
     try:
         storage.write(uri, data, content_type=content_type, overwrite=False, replaceable=ours)
@@ -155,4 +135,3 @@ def write_output(
             "this image; left untouched. Move it away (or choose another output location) "
             "and retry the image"
         ) from exc
-    return digest

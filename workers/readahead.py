@@ -95,17 +95,21 @@ class ReadAhead:
         except CatalogError as exc:
             logger.debug("image %s: not read ahead: %s", image_id, exc)
 
-    def after_claim(self, collection_id: int, *, count: int = 1) -> None:
+    def after_claim(self, collection_id: int, *, count: int = 1, db: Session | None = None) -> None:
         """Told that images of a collection were claimed; guess the next ones if asked to.
 
         Args:
             collection_id: The collection of the claimed images.
             count: How many were claimed together: as many are guessed (the next batch).
+            db: The claim's session, to look the next images up in its transaction (no
+                round trip of its own); None opens a transaction.
         """
         if self.guess_next:
-            self.prefetch_next_queued(collection_id, count=count)
+            self.prefetch_next_queued(collection_id, count=count, db=db)
 
-    def prefetch_next_queued(self, collection_id: int, *, count: int = 1) -> None:
+    def prefetch_next_queued(
+        self, collection_id: int, *, count: int = 1, db: Session | None = None
+    ) -> None:
         """Start reading the images of a collection that are most likely handed out next.
 
         Those are the queued images with the lowest ids: the dispatcher queues and sends
@@ -115,14 +119,18 @@ class ReadAhead:
         Args:
             collection_id: The collection of the images that were just claimed.
             count: How many to read.
+            db: A session to look them up in; None opens a transaction. An error of the
+                catalog then propagates (it is the caller's transaction's).
         """
+        if db is not None:
+            for image in list_images(
+                db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)
+            ):
+                self._start(image)
+            return
         try:
-            with transaction(self._sessions) as db:
-                upcoming = list_images(
-                    db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)
-                )
-                for image in upcoming:
-                    self._start(image)
+            with transaction(self._sessions) as own:
+                self.prefetch_next_queued(collection_id, count=count, db=own)
         except CatalogError as exc:
             logger.debug("collection %s: no read-ahead: %s", collection_id, exc)
 

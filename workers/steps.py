@@ -7,15 +7,17 @@ state of the try (:class:`Try`), its log, and what the earlier steps made::
                    (or take it from the read-ahead); skip an original in colour if asked
     colorize_step  the colorization (made by the caller: alone, or in a batch), one
                    ``oom_retry`` attempt per input size that ran out of memory, encoded
-    finish_step    write the copy (its SHA-256 recorded first), access files, done with
-                   full provenance, thumbnails
     fail           failed with a reason and a code, the attempt closed
     hand_back      running -> queued or pending, the attempt closed
 
+Between colorize and done, ``workers.finishing`` writes the copies and records them, one
+catalog transaction for the intents to write and one for done per batch.
+
 A step returns an :class:`~workers.outcomes.Outcome` when the image is finished (skipped,
-or taken over meanwhile: ``DROPPED``), and raises what it meets; ``workers.batches``
-decides what an error means for the image and for the rest of its batch. No step holds a
-transaction open while reading, running the model or writing.
+or taken over meanwhile: ``DROPPED``), and raises what it meets (the batch-wide steps of
+``workers.finishing`` raise it for all their images); ``workers.batches`` decides what an
+error means for the image and for the rest of its batch. No step holds a transaction open
+while reading, running the model or writing.
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ from catalog import (
     ImageStatus,
     get_collection,
     get_image,
-    mark_done,
     mark_failed,
     record_oom_retry,
     release_claim,
@@ -41,13 +42,11 @@ from catalog import (
 )
 from ddcolor.errors import OutOfMemoryAtMinimumSize
 from ddcolor.registry import size_ladder
-from workers.access_files import AccessPlan, write_access_files
+from workers.access_files import AccessPlan
 from workers.colorizing import ColorizedCopy, Original, encode_copy, read_original
 from workers.outcomes import Outcome, ProcessStatus
-from workers.outputs import OutputPlan, check_output, plan_output, write_output
-from workers.provenance import catalog_provenance
+from workers.outputs import OutputPlan, check_output, plan_output
 from workers.source_checks import colour_skip_reason, record_colour_skip, skips_colour
-from workers.thumbnails import write_thumbnails
 from workers.weights import check_weights
 
 if TYPE_CHECKING:
@@ -65,7 +64,6 @@ __all__ = [
     "Try",
     "colorize_step",
     "fail",
-    "finish_step",
     "hand_back",
     "load_job",
     "read_step",
@@ -304,77 +302,6 @@ def colorize_step(
         work.log.warning("the try was taken over meanwhile; nothing written")
         return work.finished(ProcessStatus.DROPPED)
     return colorized
-
-
-def finish_step(
-    work: ImageWork,
-    sessions: sessionmaker[Session],
-    storage_for: StorageFor,
-    colorizer: Colorizer,
-    untrained: bool,
-    colorized: ColorizedCopy,
-) -> Outcome:
-    """Write the copy and its access files, record the image done, make its thumbnails.
-
-    Returns:
-        ``DONE``, or ``DROPPED`` if the try was taken over meanwhile.
-    """
-    job, attempt, claim, log = work.job, work.attempt, work.job.claim, work.log
-    original = work.original
-    assert original is not None
-    attempt.phase = "write"
-    began_write = time.perf_counter()
-    output_sha256 = write_output(
-        sessions,
-        storage_for(claim.output_uri),
-        image_id=claim.image_id,
-        attempt_id=attempt.attempt_id,
-        uri=claim.output_uri,
-        data=colorized.data,
-        extension=colorized.extension,
-    )
-    if output_sha256 is None:
-        log.warning("the try was taken over meanwhile; nothing written")
-        return work.finished(ProcessStatus.DROPPED)
-    write_seconds = time.perf_counter() - began_write
-
-    attempt.phase = "record"
-    provenance = catalog_provenance(
-        colorizer, original, colorized, output_sha256=output_sha256, untrained=untrained
-    )
-    access = write_access_files(
-        sessions, storage_for, job.access, attempt.attempt_id, colorized, original, provenance
-    )
-    with transaction(sessions) as db:
-        recorded = mark_done(db, claim.image_id, attempt.attempt_id, provenance)
-        if recorded:
-            access.record(db, claim.image_id)
-    if not recorded:
-        log.warning("the try was taken over meanwhile; its output stays but is not recorded")
-        return work.finished(ProcessStatus.DROPPED)
-    for warning in colorized.warnings:
-        log.warning("warning %s: %s", warning["code"], warning["message"])
-    result, decoded = colorized.result, original.decoded
-    write_thumbnails(sessions, storage_for, job, output_sha256, decoded, result.image, log)
-    timings = f"read {work.read_seconds:.2f} s{' (ahead)' if attempt.read_ahead else ''}, model "
-    timings += (
-        f"{result.network_seconds:.2f} of {result.seconds:.2f} s, write {write_seconds:.2f} s"
-    )
-    log.changed(
-        logging.INFO,
-        "done",
-        "done in %.2f s: %s at %d px, %s, tried %s, on %s (%s) -> %s",
-        time.perf_counter() - work.began,
-        decoded.mode_description,
-        result.size,
-        result.precision,
-        list(result.sizes_tried),
-        result.device,
-        timings,
-        claim.output_uri,
-        began=work.began,
-    )
-    return work.finished(ProcessStatus.DONE, output_uri=claim.output_uri)
 
 
 def _record_out_of_memory(

@@ -1,10 +1,11 @@
 """Thumbnails of a done image: a small sRGB JPEG of the original and one of its copy.
 
-When an image is done, its worker reduces the pixels it already holds (the decoded
-original and the colorized array, never a file read again) to a pair of JPEGs with a
-:data:`LONG_EDGE` px long edge, writes them under the collection's output and records
-their URIs on the image, so that ``panchro report`` shows every image of a collection
-without reading a master. Layout, in a hidden folder that no scan ever registers::
+Once an image's copy is written, its worker reduces the pixels it already holds (the
+decoded original and the colorized array, never a file read again) to a pair of JPEGs
+with a :data:`LONG_EDGE` px long edge and writes them under the collection's output; the
+transaction that records the image done records their URIs on it too, so that
+``panchro report`` shows every image of a collection without reading a master. Layout,
+in a hidden folder that no scan ever registers::
 
     <output>/.panchro/thumbs/<k[:2]>/<k>.source.jpg
     <output>/.panchro/thumbs/<k[:2]>/<k>.output.jpg
@@ -16,7 +17,7 @@ share a thumbnail (a collision of 128-bit digests is not a practical event).
 Each JPEG carries the comment :data:`MARKER`. A file already at a thumbnail's place is
 replaced only if it carries it (a thumbnail panchro wrote, say for an earlier try); any
 other file is left untouched. Nothing here fails the image: a thumbnail that cannot be
-made, written or recorded is logged and the image stays done.
+made or written is logged, and the image is recorded done without one.
 
 Cost: the reduction first takes every n-th pixel down to about :data:`OVERSAMPLE` times
 the long edge (reading a fraction of a large scan), then filters that down with Pillow's
@@ -30,13 +31,13 @@ import hashlib
 import io
 import logging
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 import numpy as np
 from PIL import Image, ImageCms
 
-from catalog import transaction
 from catalog.thumbnails import record_thumbnails
 from storage.errors import OutputExists
 from storage.uri import join, parse_uri
@@ -45,7 +46,7 @@ from workers.outputs import OutputPlan, check_output
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
     from catalog import Claim
     from storage.base import Storage
@@ -57,9 +58,10 @@ __all__ = [
     "MARKER",
     "THUMBS_FOLDER",
     "ThumbnailJob",
+    "Thumbnails",
     "make_thumbnail",
     "thumbnail_uris",
-    "write_thumbnails",
+    "write_thumbnail_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -184,7 +186,7 @@ def _write(storage: Storage, uri: str, data: bytes) -> None:
 
 
 class ThumbnailJob(Protocol):
-    """What :func:`write_thumbnails` needs of a claimed image (``process_image``'s job)."""
+    """What :func:`write_thumbnail_files` needs of a claimed image (``process_image``'s job)."""
 
     @property
     def claim(self) -> Claim:
@@ -197,25 +199,62 @@ class ThumbnailJob(Protocol):
         ...
 
 
-def write_thumbnails(
-    sessions: sessionmaker[Session],
+@dataclass(frozen=True)
+class Thumbnails:
+    """A thumbnail pair written for an image, to record when the image is recorded done.
+
+    Attributes:
+        source_uri: Where the original's thumbnail was written.
+        output_uri: Where the copy's thumbnail was written.
+    """
+
+    source_uri: str
+    output_uri: str
+
+    def record(self, db: Session, image_id: int, output_sha256: str) -> bool:
+        """Record the pair on the image, in the transaction that records it done.
+
+        Args:
+            db: The caller's session.
+            image_id: The image.
+            output_sha256: SHA-256 of the output the thumbnails show.
+
+        Returns:
+            True if recorded; False if the image is not done with that output.
+
+        Raises:
+            DatabaseUnavailable: If the database cannot be reached.
+        """
+        return record_thumbnails(
+            db,
+            image_id,
+            output_sha256=output_sha256,
+            source_thumb_uri=self.source_uri,
+            output_thumb_uri=self.output_uri,
+        )
+
+
+def write_thumbnail_files(
     storage_for: StorageFor,
     job: ThumbnailJob,
-    output_sha256: str,
     original: DecodedImage,
     colorized: NDArray[Any],
     log: logging.LoggerAdapter[logging.Logger] | logging.Logger = logger,
-) -> None:
-    """Write and record the thumbnail pair of a done image; never raises for a failure.
+) -> Thumbnails | None:
+    """Make and write the thumbnail pair of an image; never raises for a failure.
+
+    Nothing is recorded here: the worker records the pair in the transaction that records
+    the image done (:meth:`Thumbnails.record`), so it costs the catalog no round trip.
 
     Args:
-        sessions: The catalog's session factory.
         storage_for: Returns the store of a location.
         job: The claimed image and its output plan.
-        output_sha256: SHA-256 of the written output the thumbnails show.
         original: The decoded original.
         colorized: Its colorized copy: HxWx3, the original's dtype.
         log: Where to log, with the collection and image in every line.
+
+    Returns:
+        The pair, or None when it could not be made or written (logged).
     """
     began = time.perf_counter()
     claim, output_root = job.claim, job.output.root
@@ -232,17 +271,12 @@ def write_thumbnails(
         storage = storage_for(source_uri)
         _write(storage, source_uri, source_jpeg)
         _write(storage, output_uri, output_jpeg)
-        with transaction(sessions) as db:
-            record_thumbnails(
-                db,
-                claim.image_id,
-                output_sha256=output_sha256,
-                source_thumb_uri=source_uri,
-                output_thumb_uri=output_uri,
-            )
     except Exception as exc:
         # A thumbnail is a by-product for reports: whatever goes wrong with it (the store,
-        # the catalog, a profile Pillow cannot read, a bug) must not undo a done image.
-        log.warning("no thumbnails (the image stays done): %s: %s", type(exc).__name__, exc)
-        return
+        # a profile Pillow cannot read, a bug) must not fail the image.
+        log.warning(
+            "no thumbnails (the image is done without them): %s: %s", type(exc).__name__, exc
+        )
+        return None
     log.debug("thumbnails written in %.3f s", time.perf_counter() - began)
+    return Thumbnails(source_uri, output_uri)

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import torch
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 from workers_helpers import (
@@ -24,6 +25,7 @@ from workers_helpers import (
 
 from catalog import (
     AttemptOutcome,
+    DatabaseUnavailable,
     ImageStatus,
     claim_image,
     claim_more,
@@ -31,10 +33,12 @@ from catalog import (
     transaction,
 )
 from storage import LocalStorage, StorageUnavailable
+from workers import finishing
 from workers.batches import process_batch
 from workers.embedded import process_many
 from workers.outcomes import Outcome, ProcessStatus
 from workers.process import process_image
+from workers.readahead import ReadAhead
 from workers.time_limits import record_time_limit, time_limit_reason
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -358,3 +362,81 @@ def test_a_runtime_batches_as_configured_or_by_its_device(catalog_url: str) -> N
     assert runtime(device="cpu", batch_size=5).batch_size() == 5
     with pytest.raises(ValueError, match="batch_size"):
         WorkerConfig(database_url=catalog_url, untrained=True, batch_size=0)
+
+
+def _count_transactions(sessions: sessionmaker[Session]) -> list[str]:
+    """Record every transaction the catalog commits from now on (one entry each)."""
+    commits: list[str] = []
+    engine = sessions.kw["bind"]
+    event.listen(engine, "commit", lambda connection: commits.append("commit"))
+    return commits
+
+
+@pytest.mark.parametrize("size", [1, 4])
+def test_a_batch_costs_the_catalog_three_transactions_whatever_its_size(
+    catalog_sessions: sessionmaker[Session], source: Path, output: Path, size: int
+) -> None:
+    # Claim (with the read-ahead's look at the next images), the intents to write, and
+    # done (with the thumbnails): per image of a batch of 4, under one transaction.
+    sessions = catalog_sessions
+    ids = _collection(sessions, source, output, size + 2)
+    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions, guess_next=True)
+    commits = _count_transactions(sessions)
+    try:
+        outcomes = _batch(
+            sessions, [ids[0]], _Batches(), more=size - 1, task_id="m-1", read_ahead=read_ahead
+        )
+        assert len(commits) == 3
+        # What the transactions saved still happened: the next images are being read...
+        assert read_ahead.waiting() == ids[size : 2 * size][:2]
+    finally:
+        read_ahead.close()
+    assert [o.status for o in outcomes] == [ProcessStatus.DONE] * size
+    for image_id in ids[:size]:
+        image = read_image(sessions, image_id)
+        # ...and each image has its provenance, its thumbnails and one attempt.
+        assert image.output_sha256 and image.source_thumb_uri and image.output_thumb_uri
+        assert Path(image.output_uri.removeprefix("file://")).is_file()
+        [attempt] = attempts_of(sessions, image_id)
+        assert attempt.outcome is AttemptOutcome.DONE
+
+
+def test_a_catalog_outage_when_recording_a_batch_done_hands_it_all_back(
+    sessions: sessionmaker[Session], source: Path, output: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _collection(sessions, source, output, 3)
+
+    def down(*args: Any, **kwargs: Any) -> bool:
+        raise DatabaseUnavailable("injected: the catalog went away")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(finishing, "mark_done", down)
+        with pytest.raises(DatabaseUnavailable):
+            _batch(sessions, ids, _Batches())
+    for image_id in ids:
+        assert read_image(sessions, image_id).status is ImageStatus.QUEUED
+        [attempt] = attempts_of(sessions, image_id)
+        assert (attempt.error or "").startswith("will retry:")
+
+    # The copies written before the outage are the images' own: the retry replaces them.
+    outcomes = _batch(sessions, ids, _Batches())
+    assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 3
+
+
+def test_a_foreign_file_at_one_output_fails_that_image_alone(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    ids = _collection(sessions, source, output, 3)
+    foreign = output / "p1.png"
+    foreign.parent.mkdir(parents=True, exist_ok=True)
+    foreign.write_bytes(b"somebody's file")
+
+    outcomes = _batch(sessions, ids, _Batches())
+
+    assert [o.status for o in outcomes] == [
+        ProcessStatus.DONE,
+        ProcessStatus.FAILED,
+        ProcessStatus.DONE,
+    ]
+    assert "is not a file panchro wrote" in (outcomes[1].reason or "")
+    assert foreign.read_bytes() == b"somebody's file"

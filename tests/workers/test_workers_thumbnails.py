@@ -108,7 +108,7 @@ def test_a_redone_image_replaces_its_thumbnails_but_a_foreign_file_is_left_alone
     assert (other.source_thumb_uri, other.output_thumb_uri) == (None, None)
     assert foreign.read_bytes() == b"somebody's file"
     assert "not a thumbnail panchro wrote" in caplog.text
-    assert f"image {ids['b.png']}: no thumbnails (the image stays done)" in caplog.text
+    assert f"image {ids['b.png']}: no thumbnails (the image is done without them)" in caplog.text
 
 
 def test_a_thumbnail_that_cannot_be_written_leaves_the_image_done(
@@ -129,7 +129,7 @@ def test_a_thumbnail_that_cannot_be_written_leaves_the_image_done(
     row = read_image(sessions, ids["a.png"])
     assert row.status is ImageStatus.DONE and row.output_sha256 is not None
     assert (row.source_thumb_uri, row.output_thumb_uri) == (None, None)
-    assert "no thumbnails (the image stays done)" in caplog.text
+    assert "no thumbnails (the image is done without them)" in caplog.text
 
 
 @pytest.mark.s3

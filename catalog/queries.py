@@ -71,6 +71,26 @@ def get_image(db: Session, image_id: int) -> Image:
 
 
 @database_errors()
+def get_images(db: Session, image_ids: Iterable[int]) -> list[Image]:
+    """Return the images of some ids, in one query; ids with no image are left out.
+
+    Args:
+        db: The caller's session.
+        image_ids: The ids.
+
+    Returns:
+        The images found, in id order.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    ids = sorted(set(image_ids))
+    if not ids:
+        return []
+    return list(db.scalars(select(Image).where(Image.id.in_(ids)).order_by(Image.id)))
+
+
+@database_errors()
 def list_collections(
     db: Session, *, statuses: Iterable[CollectionStatus] | None = None
 ) -> list[Collection]:

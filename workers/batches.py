@@ -40,9 +40,10 @@ from typing import TYPE_CHECKING, Final, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 
-from catalog import Claim, ImageStatus, claim_image, claim_more, take_over, transaction
+from catalog import ImageStatus, transaction
 from ddcolor.batching import colorize_images
 from ddcolor.device import describe_device
+from workers.claiming import Handover, claim_batch, hand_over
 from workers.errors import (
     RETRYABLE,
     WORKER_FAULTS,
@@ -56,12 +57,10 @@ from workers.outcomes import Outcome, ProcessStatus
 from workers.steps import (
     DOING,
     ImageWork,
-    Job,
     Try,
     colorize_step,
     fail,
     hand_back,
-    load_job,
     read_step,
 )
 
@@ -108,6 +107,9 @@ def process_batch(
     release_to: ImageStatus = ImageStatus.QUEUED,
     on_outcome: OnOutcome | None = None,
     at_work: AtWork | None = None,
+    read_ids: Sequence[int] = (),
+    claimed: Handover | None = None,
+    handover: Handover | None = None,
 ) -> list[Outcome]:
     """Colorize queued images of one collection together and record each one's result.
 
@@ -136,6 +138,12 @@ def process_batch(
         on_outcome: Told each image's outcome as soon as it is known.
         at_work: Told the ids of the images each step works on (empty between steps),
             so that a process killed at the hard time limit can be told about.
+        read_ids: Images the read-ahead starts on, looked up in the claim's transaction.
+        claimed: ``image_ids`` as the previous call claimed them (its ``handover``);
+            None claims them here.
+        handover: The next batch of a run: claimed (and its ``read_ids`` looked up) in
+            the transaction that records this batch done, for the next call's
+            ``claimed``. The caller hands its claims back if no call takes them.
 
     Returns:
         The outcome of every named image in order, then of the further ones.
@@ -154,16 +162,25 @@ def process_batch(
     began = time.perf_counter()
     if device is None:
         device = str(describe_device(colorizer.device))
-    claims = _claim(
-        sessions,
-        image_ids,
+    claiming = partial(
+        claim_batch,
+        image_ids=image_ids,
         worker=worker,
         device=device,
         task_id=task_id,
         more=0 if give_up or task_id is None else more,
         read_ahead=read_ahead,
     )
+    if claimed is not None and claimed.claims is not None:
+        claims, claimed.taken = claimed.claims, True
+    else:
+        with transaction(sessions) as db:
+            claims = claiming(db, read_ids=read_ids)
     batch = _Batch(sessions, retries, on_outcome, at_work or _nobody)
+    if handover is not None:
+        batch.claim_next = partial(
+            hand_over, handover, worker=worker, device=device, read_ahead=read_ahead
+        )
     outcomes: dict[int, Outcome] = {}
     works: list[ImageWork] = []
     for index, (image_id, found) in enumerate(claims):
@@ -204,59 +221,6 @@ def process_batch(
     return [outcomes[image_id] for image_id, _ in claims]
 
 
-def _claim(
-    sessions: sessionmaker[Session],
-    image_ids: Sequence[int],
-    *,
-    worker: str,
-    device: str,
-    task_id: str | None,
-    more: int,
-    read_ahead: ReadAhead | None,
-) -> list[tuple[int, tuple[Claim, Job] | None]]:
-    """Claim the images (and ``more``) in one transaction; read each one's job.
-
-    The read-ahead is told of the claim in the same transaction, where it looks up the
-    images that probably come next: the claim is the image's only catalog round trip
-    before its copy is written.
-    """
-    found: list[tuple[int, tuple[Claim, Job] | None]] = []
-    prefer = read_ahead.waiting() if read_ahead is not None else ()
-    with transaction(sessions) as db:
-        claims: list[tuple[int, Claim | None]] = [
-            (
-                image_id,
-                claim_image(db, image_id, worker=worker, device=device[:128], task_id=task_id),
-            )
-            for image_id in image_ids
-        ]
-        first = claims[0][1] if claims else None
-        if more > 0 and task_id is not None:
-            if first is not None:
-                extra = claim_more(
-                    db,
-                    first,
-                    more,
-                    worker=worker,
-                    task_id=task_id,
-                    device=device[:128],
-                    prefer=prefer,
-                )
-            else:
-                # A message that came again after its own image was finished: the rest
-                # of its batch still runs under it, held by no one.
-                extra = take_over(db, task_id, more, worker=worker, device=device[:128])
-            claims += [(claim.image_id, claim) for claim in extra]
-        for image_id, claim in claims:
-            found.append(
-                (image_id, None if claim is None else (claim, load_job(db, claim, worker)))
-            )
-        held = [claim for _, claim in claims if claim is not None]
-        if read_ahead is not None and held:
-            read_ahead.after_claim(held[0].collection_id, count=len(held), db=db)
-    return found
-
-
 @dataclass
 class _Batch:
     """The images of one call on their way, and what an error means for all of them."""
@@ -268,6 +232,8 @@ class _Batch:
     works: Sequence[ImageWork] = ()
     #: An image reached the soft time limit: the rest of the batch is handed back.
     time_up: bool = False
+    #: Claims the next batch of a run in the caller's transaction (done's).
+    claim_next: Callable[[Session], None] | None = None
 
     def settle(self, outcome: Outcome) -> Outcome:
         """Tell the caller an image is finished."""
@@ -382,7 +348,7 @@ class _Batch:
         if not written or self.time_up:
             return
         self.at_work([item.work.image_id for item in written])
-        recorded = self._all(written, partial(record_done, sessions, written))
+        recorded = self._all(written, partial(record_done, sessions, written, also=self.claim_next))
         self.at_work(())
         if recorded:
             for item in written:

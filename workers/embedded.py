@@ -24,14 +24,18 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final
 
 from catalog import (
+    CatalogError,
+    Claim,
     ImageStatus,
     queue_pending,
+    release_claim,
     release_lost,
     transaction,
     unqueue,
     unqueue_stale,
 )
 from workers.batches import OnOutcome, process_batch
+from workers.claiming import Handover
 from workers.outcomes import Outcome
 from workers.readahead import ReadAhead, StorageFor
 
@@ -161,14 +165,16 @@ def process_many(
 
     The images go ``batch`` at a time through one forward of the network. Before each
     batch is processed, the next ``prefetch`` images (at least the next batch) are read
-    and decoded on background threads. Nothing is claimed ahead: each batch is claimed
-    when its turn comes, and an original read ahead is used only if the catalog still has
-    the same source and checksum.
+    and decoded on background threads; an original read ahead is used only if the catalog
+    still has the same source and checksum. The transaction that records a batch done
+    also claims the next batch (``workers.claiming.Handover``) and looks up the images to
+    read after it: a batch costs the catalog two transactions, the first one three.
 
-    Stops cleanly on Ctrl-C: the images being processed are handed back as ``pending``
-    (their attempts closed), what was read ahead is dropped, and ``KeyboardInterrupt``
-    propagates. A failure that may pass (store or database unreachable) hands the
-    unfinished images back as ``pending`` too, and propagates.
+    Stops cleanly on Ctrl-C: the images being processed, and a next batch claimed ahead,
+    are handed back as ``pending`` (their attempts closed), what was read ahead is
+    dropped, and ``KeyboardInterrupt`` propagates. A failure that may pass (store or
+    database unreachable) hands the unfinished images back as ``pending`` too, and
+    propagates.
 
     Args:
         image_ids: Queued images of one collection, in the order to process them.
@@ -197,13 +203,19 @@ def process_many(
     if ahead > 0:
         read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=batch + ahead)
     outcomes: list[Outcome] = []
+    claimed: Handover | None = None
+    handover: Handover | None = None
     try:
         for start in range(0, len(ids), batch):
-            if read_ahead is not None:
-                for upcoming in ids[start + 1 : start + batch + ahead]:
-                    read_ahead.prefetch(upcoming)
+            following = start + batch
+            handover = None
+            if following < len(ids):
+                handover = Handover(
+                    ids[following : following + batch],
+                    read_ids=ids[following + 1 : following + batch + ahead] if ahead else (),
+                )
             outcomes += process_batch(
-                ids[start : start + batch],
+                ids[start:following],
                 sessions=sessions,
                 storage_for=storage_for,
                 colorizer=colorizer,
@@ -213,8 +225,32 @@ def process_many(
                 read_ahead=read_ahead,
                 release_to=ImageStatus.PENDING,
                 on_outcome=on_outcome,
+                read_ids=ids[start + 1 : following + ahead] if ahead else (),
+                claimed=claimed,
+                handover=handover,
             )
+            claimed = handover
+    except BaseException:
+        # A batch claimed for the next call that never came goes back.
+        for unused in (claimed, handover):
+            if unused is not None and not unused.taken:
+                _hand_back(sessions, unused.held())
+        raise
     finally:
         if read_ahead is not None:
             read_ahead.close()
     return outcomes
+
+
+def _hand_back(sessions: sessionmaker[Session], claims: Iterable[Claim]) -> None:
+    """Release claims made ahead for a batch that was not reached, to ``pending``."""
+    reason = "handed back unfinished: the run stopped before its turn"
+    try:
+        with transaction(sessions) as db:
+            for claim in claims:
+                release_claim(
+                    db, claim.image_id, claim.attempt_id, reason=reason, to=ImageStatus.PENDING
+                )
+    except CatalogError as exc:
+        # The next run hands them back (``EmbeddedWorker.recover``).
+        logger.warning("could not hand back the images claimed ahead: %s", exc)

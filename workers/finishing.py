@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -132,12 +132,22 @@ def write_step(
     return item
 
 
-def record_done(sessions: sessionmaker[Session], finishing: Sequence[Finishing]) -> None:
+def record_done(
+    sessions: sessionmaker[Session],
+    finishing: Sequence[Finishing],
+    *,
+    also: Callable[[Session], None] | None = None,
+) -> None:
     """Record every written image done, with its access files and thumbnails, at once.
 
     One transaction for the whole batch: a batch of N images costs the catalog one
     round trip to record them all. Sets each one's ``recorded`` (False: its try was
     taken over meanwhile).
+
+    Args:
+        sessions: The catalog.
+        finishing: The images, written.
+        also: More work for the same transaction (claiming a run's next batch).
     """
     with transaction(sessions) as db:
         for item in finishing:
@@ -148,6 +158,8 @@ def record_done(sessions: sessionmaker[Session], finishing: Sequence[Finishing])
                 item.access.record(db, image_id)
                 if item.thumbnails is not None:
                     item.thumbnails.record(db, image_id, item.sha256)
+        if also is not None:
+            also(db)
 
 
 def done_step(item: Finishing) -> Outcome:

@@ -12,11 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
-from catalog import CatalogError, Image, ImageStatus, get_image, list_images, transaction
+from catalog import (
+    CatalogError,
+    Image,
+    ImageStatus,
+    get_image,
+    get_images,
+    list_images,
+    transaction,
+)
 from storage.base import Storage
 from storage.errors import StorageError
 from workers.colorizing import Original, read_original
@@ -94,6 +102,23 @@ class ReadAhead:
                 self._start(image)
         except CatalogError as exc:
             logger.debug("image %s: not read ahead: %s", image_id, exc)
+
+    def prefetch_in(self, db: Session, image_ids: Sequence[int]) -> None:
+        """Start reading images, in order, looked up in the caller's transaction.
+
+        Those read already, or no longer expected to be processed, are left alone.
+
+        Args:
+            db: The caller's session (a claim's or a done's transaction).
+            image_ids: The images, the first to be needed first.
+        """
+        wanted = [image_id for image_id in image_ids if image_id not in self._entries]
+        if not wanted:
+            return
+        found = {image.id: image for image in get_images(db, wanted)}
+        for image_id in wanted:
+            if image_id in found:
+                self._start(found[image_id])
 
     def after_claim(self, collection_id: int, *, count: int = 1, db: Session | None = None) -> None:
         """Told that images of a collection were claimed; guess the next ones if asked to.

@@ -30,6 +30,7 @@ from catalog import (
     claim_image,
     claim_more,
     mark_failed,
+    queue_pending,
     transaction,
 )
 from storage import LocalStorage, StorageUnavailable
@@ -440,3 +441,65 @@ def test_a_foreign_file_at_one_output_fails_that_image_alone(
     ]
     assert "is not a file panchro wrote" in (outcomes[1].reason or "")
     assert foreign.read_bytes() == b"somebody's file"
+
+
+def _many(sessions: sessionmaker[Session], ids: list[int], **options: Any) -> list[Outcome]:
+    settings: dict[str, Any] = {
+        "sessions": sessions,
+        "storage_for": lambda uri: LocalStorage(),
+        "colorizer": stub_colorizer(_Batches()),
+        "worker": WORKER,
+        "prefetch": 2,
+        "batch": 2,
+    }
+    settings.update(options)
+    return process_many(ids, **settings)
+
+
+def test_a_run_records_a_batch_done_and_claims_the_next_in_one_transaction(
+    catalog_sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    sessions = catalog_sessions
+    ids = _collection(sessions, source, output, 6)
+    commits = _count_transactions(sessions)
+
+    outcomes = _many(sessions, ids)
+
+    # The first batch: claim, intents, done + next claim; then intents, done + next claim.
+    assert len(commits) == 3 + 2 + 2
+    assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 6
+    assert any(o.read_ahead for o in outcomes[2:])
+    for image_id in ids:
+        [attempt] = attempts_of(sessions, image_id)
+        assert attempt.outcome is AttemptOutcome.DONE
+        assert read_image(sessions, image_id).source_thumb_uri
+
+
+def test_ctrl_c_hands_back_the_next_batch_claimed_ahead(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    ids = _collection(sessions, source, output, 6)
+
+    def stop(outcome: Outcome) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _many(sessions, ids, on_outcome=stop)
+
+    # The first batch was recorded done in the transaction that claimed the second...
+    assert [read_image(sessions, i).status for i in ids[:2]] == [ImageStatus.DONE] * 2
+    # ...which goes back, its tries closed with the reason; the rest was never touched.
+    for image_id in ids[2:4]:
+        assert read_image(sessions, image_id).status is ImageStatus.PENDING
+        [attempt] = attempts_of(sessions, image_id)
+        assert attempt.outcome is AttemptOutcome.FAILED
+        assert "the run stopped before its turn" in (attempt.error or "")
+    assert [read_image(sessions, i).status for i in ids[4:]] == [ImageStatus.QUEUED] * 2
+    assert all(attempts_of(sessions, i) == [] for i in ids[4:])
+
+    # Nothing is lost: queued again as the next round of the run queues them, they finish.
+    with transaction(sessions) as db:
+        again = queue_pending(db, read_image(sessions, ids[2]).collection_id, 10)
+    assert again == ids[2:4]
+    outcomes = _many(sessions, again)
+    assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 2

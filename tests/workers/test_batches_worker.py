@@ -10,12 +10,10 @@ from typing import Any
 
 import pytest
 from recovery_helpers import start_worker, stop_worker, wait_for
-from workers_helpers import attempts_of, write_gray16_tiff, write_gray_png
+from workers_helpers import attempts_of, submit_folder, write_gray16_tiff, write_gray_png
 
 from catalog import AttemptOutcome, ImageStatus, list_images, make_sessionmaker, transaction
 from migrations import upgrade
-from storage import open_storage
-from workers.app import create_app
 
 #: Images per forward of the worker.
 BATCH = 3
@@ -25,8 +23,6 @@ BATCH = 3
 def test_a_worker_with_batch_3_colorizes_7_images_once_each_in_3_tasks(
     postgres_database_factory: Any, redis_url: str, source: Path, output: Path, tmp_path: Path
 ) -> None:
-    from scheduler import CollectionSettings, celery_sender, submit
-
     database_url: str = postgres_database_factory()
     upgrade(database_url)
     sessions = make_sessionmaker(database_url)
@@ -35,17 +31,7 @@ def test_a_worker_with_batch_3_colorizes_7_images_once_each_in_3_tasks(
             write_gray16_tiff(source / f"{index}.tif", size=(40 + index, 30))
         else:
             write_gray_png(source / f"{index}.png", size=(50, 30 + index))
-    producer = create_app(broker_url=redis_url)
-    summary = submit(
-        sessions,
-        name="batches",
-        source=source,
-        output=output,
-        storage=open_storage(source),
-        send=celery_sender(producer),
-        max_in_flight=10,
-        settings=CollectionSettings(input_size=256),
-    )
+    summary = submit_folder(sessions, redis_url, "batches", source, output)
     assert summary.dispatched == 7
     log = tmp_path / "worker.log"
     helper = Path(__file__).resolve().parent / "workers_helpers.py"
@@ -64,7 +50,6 @@ def test_a_worker_with_batch_3_colorizes_7_images_once_each_in_3_tasks(
         time.sleep(2)
     finally:
         stop_worker(proc)
-        producer.close()
     with transaction(sessions) as db:
         images = list_images(db, "batches")
 

@@ -31,6 +31,7 @@ from workers_helpers import (
     attempts_of,
     read_image,
     stub_colorizer,
+    submit_folder,
     write_corrupt_png,
     write_gray16_tiff,
     write_gray_png,
@@ -48,7 +49,7 @@ from catalog import (
 from ddcolor.pipeline import Colorizer
 from migrations import upgrade
 from panchro.cli import cli
-from storage import AccessDenied, InvalidImage, StorageUnavailable, open_storage
+from storage import AccessDenied, InvalidImage, StorageUnavailable
 from workers.app import create_app
 from workers.errors import ImageFailed, WorkerSetupError
 from workers.names import COLORIZE
@@ -399,25 +400,13 @@ def _stop_worker(proc: subprocess.Popen[bytes]) -> None:
 def test_real_worker_colorizes_a_collection_and_fails_only_the_corrupt_image(
     postgres_database_factory: Any, redis_url: str, source: Path, output: Path, tmp_path: Path
 ) -> None:
-    from scheduler import CollectionSettings, celery_sender, submit
-
     database_url: str = postgres_database_factory()
     upgrade(database_url)
     sessions = make_sessionmaker(database_url)
     write_gray_png(source / "a.png")
     write_gray16_tiff(source / "b.tif")
     write_corrupt_png(source / "broken.png")
-    producer = create_app(broker_url=redis_url)
-    summary = submit(
-        sessions,
-        name="e2e",
-        source=source,
-        output=output,
-        storage=open_storage(source),
-        send=celery_sender(producer),
-        max_in_flight=10,
-        settings=CollectionSettings(input_size=256),
-    )
+    summary = submit_folder(sessions, redis_url, "e2e", source, output)
     assert summary.dispatched == 3
     log = tmp_path / "worker.log"
 
@@ -435,7 +424,6 @@ def test_real_worker_colorizes_a_collection_and_fails_only_the_corrupt_image(
             time.sleep(0.5)
     finally:
         _stop_worker(proc)
-        producer.close()
         sessions.kw["bind"].dispose()
 
     statuses = {path: image.status for path, image in images.items()}

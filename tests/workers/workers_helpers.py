@@ -285,6 +285,34 @@ def attempts_of(sessions: sessionmaker[Session], image_id: int) -> list[Attempt]
         return list(db.scalars(query))
 
 
+def submit_folder(
+    sessions: sessionmaker[Session], broker_url: str, name: str, source: Path, output: Path
+) -> Any:
+    """Submit a folder as a collection at input size 256, its tasks sent through the broker.
+
+    Returns:
+        The submission's summary.
+    """
+    from scheduler import CollectionSettings, celery_sender, submit
+    from storage.registry import open_storage
+    from workers.app import create_app
+
+    producer = create_app(broker_url=broker_url)
+    try:
+        return submit(
+            sessions,
+            name=name,
+            source=source,
+            output=output,
+            storage=open_storage(source),
+            send=celery_sender(producer),
+            max_in_flight=10,
+            settings=CollectionSettings(input_size=256),
+        )
+    finally:
+        producer.close()
+
+
 def run_worker(
     broker_url: str,
     database_url: str,

@@ -10,6 +10,8 @@ of ``panchro run`` (``workers.embedded``) tells it which images come next.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -44,6 +46,9 @@ logger = logging.getLogger(__name__)
 READ_AHEAD_MAX_BYTES: Final = 1024 * 1024 * 1024
 #: Images a process keeps read ahead at most (each one held decoded in memory).
 READ_AHEAD_CAPACITY: Final = 2
+
+#: How much nicer than the model's threads a read-ahead thread runs (Linux).
+READ_AHEAD_NICENESS: Final = 10
 
 #: Returns the store that holds a location (``file`` or ``s3`` scheme).
 StorageFor = Callable[[str], Storage]
@@ -171,7 +176,9 @@ class ReadAhead:
             if image.id in self._entries:
                 return
             if self._executor is None:
-                self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="read-ahead")
+                self._executor = ThreadPoolExecutor(
+                    self._threads, thread_name_prefix="read-ahead", initializer=yield_to_the_model
+                )
             key = (image.source_uri, image.source_checksum)
             future = self._executor.submit(_read, where, image.source_uri, self._storage_for)
             self._entries[image.id] = (*key, future)
@@ -233,6 +240,25 @@ class ReadAhead:
             if self._executor is not None:
                 self._executor.shutdown(wait=False, cancel_futures=True)
                 self._executor = None
+
+
+def yield_to_the_model() -> None:
+    """Lower the calling thread's CPU priority below the model's threads (Linux only).
+
+    The network's operators run on as many threads as the worker has cores, and each
+    waits for the slowest: a read-ahead decoding on one of those cores while they run
+    holds all of them up. At a lower priority it decodes in the gaps instead. Linux gives
+    each thread its own nice value; elsewhere, or where it cannot be changed, nothing
+    happens.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        thread = threading.get_native_id()
+        niceness = os.getpriority(os.PRIO_PROCESS, thread) + READ_AHEAD_NICENESS
+        os.setpriority(os.PRIO_PROCESS, thread, min(niceness, 19))
+    except OSError as exc:
+        logger.debug("read-ahead thread keeps its priority: %s", exc)
 
 
 def _read(where: str, source_uri: str, storage_for: StorageFor) -> Original:

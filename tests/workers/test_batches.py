@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +97,19 @@ def _batch(
     }
     settings.update(options)
     return process_batch(ids, **settings)
+
+
+def _many(sessions: sessionmaker[Session], ids: list[int], **options: Any) -> list[Outcome]:
+    settings: dict[str, Any] = {
+        "sessions": sessions,
+        "storage_for": lambda uri: LocalStorage(),
+        "colorizer": stub_colorizer(_Batches()),
+        "worker": WORKER,
+        "prefetch": 2,
+        "batch": 2,
+    }
+    settings.update(options)
+    return process_many(ids, **settings)
 
 
 def _collection(
@@ -335,16 +351,7 @@ def test_process_many_colorizes_in_batches_reading_the_next_one_ahead(
     model = _Batches()
     seen: list[Outcome] = []
 
-    outcomes = process_many(
-        ids,
-        sessions=sessions,
-        storage_for=lambda uri: LocalStorage(),
-        colorizer=stub_colorizer(model),
-        worker=WORKER,
-        prefetch=2,
-        batch=2,
-        on_outcome=seen.append,
-    )
+    outcomes = _many(sessions, ids, colorizer=stub_colorizer(model), on_outcome=seen.append)
 
     assert model.calls == [(2, 256), (2, 256), (1, 256)]
     assert [o.image_id for o in outcomes] == ids and seen == outcomes
@@ -443,19 +450,6 @@ def test_a_foreign_file_at_one_output_fails_that_image_alone(
     assert foreign.read_bytes() == b"somebody's file"
 
 
-def _many(sessions: sessionmaker[Session], ids: list[int], **options: Any) -> list[Outcome]:
-    settings: dict[str, Any] = {
-        "sessions": sessions,
-        "storage_for": lambda uri: LocalStorage(),
-        "colorizer": stub_colorizer(_Batches()),
-        "worker": WORKER,
-        "prefetch": 2,
-        "batch": 2,
-    }
-    settings.update(options)
-    return process_many(ids, **settings)
-
-
 def test_a_run_records_a_batch_done_and_claims_the_next_in_one_transaction(
     catalog_sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
@@ -503,3 +497,27 @@ def test_ctrl_c_hands_back_the_next_batch_claimed_ahead(
     assert again == ids[2:4]
     outcomes = _many(sessions, again)
     assert [o.status for o in outcomes] == [ProcessStatus.DONE] * 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux gives threads a nice value")
+def test_read_ahead_threads_run_below_the_models_priority(
+    sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    ids = _collection(sessions, source, output, 2)
+    seen: list[tuple[str, int]] = []
+
+    def storage_for(uri: str) -> LocalStorage:
+        thread = threading.current_thread()
+        seen.append((thread.name, os.getpriority(os.PRIO_PROCESS, thread.native_id or 0)))
+        return LocalStorage()
+
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    read_ahead = ReadAhead(storage_for, sessions)
+    try:
+        read_ahead.prefetch(ids[1])
+        _batch(sessions, ids, _Batches(), read_ahead=read_ahead, storage_for=storage_for)
+    finally:
+        read_ahead.close()
+    ahead = {nice for name, nice in seen if name.startswith("read-ahead")}
+    assert ahead == {min(mine + 10, 19)}
+    assert {nice for name, nice in seen if not name.startswith("read-ahead")} == {mine}

@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     )
     from catalog.models import (
         OUTPUT_FORMAT_OPTION,
+        SKIP_COLOUR_OPTION,
         Attempt,
         Base,
         Collection,
@@ -139,6 +140,7 @@ _SOURCES = {
     "Event": "models",
     "Image": "models",
     "OUTPUT_FORMAT_OPTION": "models",
+    "SKIP_COLOUR_OPTION": "models",
     "image_sources_among": "outputs",
     "record_output_intent": "outputs",
     "recorded_outputs": "outputs",
@@ -225,6 +227,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "OUTPUT_FORMAT_OPTION",
+    "SKIP_COLOUR_OPTION",
     "MAX_LOST_ATTEMPTS",
     "OPEN_STATUSES",
     "REASONS",

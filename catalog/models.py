@@ -157,6 +157,9 @@ class Base(DeclarativeBase):
 #: Key of ``Collection.options`` that holds the output format asked for, if any
 #: (``"png"``, ``"tif"``...); absent means each original's format family.
 OUTPUT_FORMAT_OPTION = "output_format"
+#: Key of ``Collection.options`` that asks to skip originals already in colour
+#: (``workers.source_checks``).
+SKIP_COLOUR_OPTION = "skip_colour"
 
 
 class Collection(Base):

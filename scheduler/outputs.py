@@ -42,8 +42,7 @@ from typing import TypeAlias
 
 from catalog import CollectionRoots, ScannedImage
 from scheduler.errors import InvalidDestination, OutputCollision, OverlappingOutput
-from storage.codecs.formats import normalize_format
-from storage.imaging import output_extension, output_format
+from storage.codecs.formats import normalize_format, output_extension, output_format
 from storage.scan import IMAGE_EXTENSIONS
 from storage.scan_report import ScannedObject
 from storage.uri import URI, contains, join, overlaps, parse_uri

@@ -57,8 +57,8 @@ from scheduler.scanning import ScanProgress, scan_source
 from scheduler.submit_summary import SubmitProgress, SubmitProgressCallback, SubmitSummary
 from scheduler.windows import parse_not_before, window_opens_at
 from storage.base import Storage
+from storage.codecs.formats import output_extension
 from storage.errors import InvalidURI
-from storage.imaging import output_extension
 from storage.scan_report import ScanReport, SkippedEntry
 from storage.uri import URI, join, parse_uri
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from storage.codecs.access import MAX_LONG_EDGE
+from storage.codecs.formats import MAX_LONG_EDGE
 
 __all__ = [
     "DERIVATIVES_OPTION",

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Final
 
-from catalog import mark_skipped, transaction
+from catalog import SKIP_COLOUR_OPTION, mark_skipped, transaction
 from storage.chroma import read_chroma
 from storage.codecs.tiff_ifd import count_pages
 
@@ -39,8 +39,6 @@ __all__ = [
     "source_warnings",
 ]
 
-#: Key of ``Collection.options`` that asks to skip originals already in colour.
-SKIP_COLOUR_OPTION: Final = "skip_colour"
 #: Warning code of an original already in colour.
 COLOUR_WARNING: Final = "source.colour"
 #: Warning code of an original whose further pages are not in its copy.

@@ -225,7 +225,7 @@ def run(
     """
     from sqlalchemy.engine import make_url
 
-    from catalog import make_sessionmaker
+    from catalog import SKIP_COLOUR_OPTION, make_sessionmaker
     from migrations.runner import upgrade
     from panchro.context import load_settings
     from panchro.preflight import check_weights
@@ -234,7 +234,6 @@ def run(
     from storage.registry import open_storage
     from storage.uri import parse_uri
     from workers.embedded import EmbeddedWorker
-    from workers.source_checks import SKIP_COLOUR_OPTION
 
     settings = load_settings(
         ctx, weights=weights, precision=precision, device=device, batch_size=batch

@@ -322,11 +322,11 @@ def submit_command(
     Exit status: 0; 1 on an error (also when the images were registered but the broker
     could not be reached); 2 on a bad option; 130 when Ctrl-C interrupted the scan.
     """
+    from catalog import SKIP_COLOUR_OPTION
     from panchro.context import load_settings
     from scheduler import CollectionSettings, check_locations, shared_max_in_flight
     from scheduler import submit as submit_collection
     from storage.registry import open_storage
-    from workers.source_checks import SKIP_COLOUR_OPTION
 
     input_size = size_from(preset, size)
     if untrained and weights is not None:

@@ -37,6 +37,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageCms, UnidentifiedImageError
 
 from storage.codecs.encode import JPEG_EXIF_LIMIT, JPEG_XMP_LIMIT, save_jpeg
+from storage.codecs.formats import MAX_LONG_EDGE
 from storage.codecs.samples import to_8_bits
 from storage.iptc import insert_app13
 from storage.metadata import (
@@ -63,9 +64,6 @@ logger = logging.getLogger(__name__)
 
 #: JPEG quality of access copies (IJG scale, 1-100).
 ACCESS_QUALITY = 90
-
-#: Largest long edge an access copy may be asked for, in pixels (JPEG's limit is 65,535).
-MAX_LONG_EDGE = 65_500
 
 #: Pillow's resizing does a box reduction first for large factors (much faster, and
 #: indistinguishable from plain Lanczos at this gap; see ``Image.resize``).

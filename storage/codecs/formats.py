@@ -18,6 +18,9 @@ from __future__ import annotations
 
 import struct
 
+#: Largest long edge an access copy may be asked for, in pixels (JPEG's limit is 65,535).
+MAX_LONG_EDGE = 65_500
+
 JPEG = "JPEG"
 PNG = "PNG"
 TIFF = "TIFF"

@@ -48,16 +48,18 @@ def _sqlite_file(url: str) -> Path | None:
 
 def _check_schema(url: str, *, create: bool) -> None:
     """Make sure the catalog schema is at head, upgrading it when ``create`` allows."""
-    from alembic.util.exc import CommandError
-
-    from migrations.runner import current, head, upgrade
+    from migrations.schema import HEAD_REVISION, current_revision
     from panchro.settings import redact_url
 
-    wanted = head()
-    found = current(url)
+    wanted = HEAD_REVISION
+    found = current_revision(url)
     if found == wanted:
         return
     if create and _sqlite_file(url) is not None:
+        from alembic.util.exc import CommandError
+
+        from migrations.runner import upgrade
+
         logger.info("upgrading the SQLite catalog %s from %s to %s", redact_url(url), found, wanted)
         try:
             upgrade(url)

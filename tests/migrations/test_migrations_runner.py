@@ -11,6 +11,7 @@ from sqlalchemy import inspect, text
 from catalog.engine import make_engine
 from catalog.errors import SchemaMismatch
 from migrations.runner import check, current, downgrade, head, upgrade
+from migrations.schema import HEAD_REVISION, current_revision
 
 #: Tables the catalog's revisions create.
 CATALOG_TABLES = {"collections", "images", "attempts"}
@@ -96,3 +97,14 @@ def test_revisions_do_not_import_the_models() -> None:
     assert not [
         source for source in sources if "import catalog" in source or "from catalog" in source
     ]
+
+
+def test_the_schema_revision_read_without_alembic_is_alembics(empty_url: str) -> None:
+    # The CLI checks a catalog's revision without Alembic: the constant must follow the
+    # newest file in migrations/versions, and the plain query what Alembic reads.
+    assert HEAD_REVISION == head()
+    assert current_revision(empty_url) is None
+    upgrade(empty_url, "0cfa6004ef8f")
+    assert current_revision(empty_url) == current(empty_url) == "0cfa6004ef8f"
+    upgrade(empty_url)
+    assert current_revision(empty_url) == current(empty_url) == HEAD_REVISION

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from catalog.errors import CollectionNotFound
+from migrations.runner import upgrade
 from panchro.cli_support import fail_on
 
 #: Libraries that take 0.05 to 1 s to import each; help needs none of them.
@@ -51,7 +52,7 @@ def test_user_errors_still_become_one_line_cli_errors_once_their_module_is_loade
             raise KeyError("not a user error")
 
 
-@pytest.mark.parametrize("package", ["catalog", "storage", "scheduler", "ddcolor"])
+@pytest.mark.parametrize("package", ["catalog", "storage", "scheduler", "ddcolor", "migrations"])
 def test_every_public_name_of_a_lazy_package_resolves(package: str) -> None:
     module = importlib.import_module(package)
 
@@ -77,19 +78,23 @@ from panchro.cli import cli
 arguments = ["--database-url", {database!r}, "submit", {source!r}, "--collection", "probe",
              "--output", {output!r}, "--untrained", "--no-dispatch"]
 cli.main(arguments, standalone_mode=False)
-print("loaded:", " ".join(name for name in ("torch", "numpy", "PIL") if name in sys.modules))
+print("loaded:", " ".join(n for n in ("torch", "numpy", "PIL", "alembic") if n in sys.modules))
 """
 
 
-def test_submit_queues_a_folder_without_the_image_libraries(tmp_path: Path) -> None:
+def test_submit_queues_a_folder_without_the_image_libraries_nor_alembic(tmp_path: Path) -> None:
     # Submitting finds images by their first bytes: it needs neither torch nor numpy nor
-    # Pillow, which would add a third of a second before the first image is queued.
+    # Pillow, which would add a third of a second before the first image is queued; the
+    # catalog's revision (made before, as `panchro db upgrade` makes it) is checked
+    # without Alembic.
     source = tmp_path / "scans"
     source.mkdir()
     for name in ("a.png", "b.png"):
         Image.new("L", (8, 8)).save(source / name)
+    database = f"sqlite:///{tmp_path / 'catalog.sqlite3'}"
+    upgrade(database)
     probe = _SUBMIT_PROBE.format(
-        database=f"sqlite:///{tmp_path / 'catalog.sqlite3'}",
+        database=database,
         source=str(source),
         output=str(tmp_path / "colour"),
     )

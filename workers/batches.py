@@ -162,20 +162,20 @@ def process_batch(
     began = time.perf_counter()
     if device is None:
         device = str(describe_device(colorizer.device))
-    claiming = partial(
-        claim_batch,
-        image_ids=image_ids,
-        worker=worker,
-        device=device,
-        task_id=task_id,
-        more=0 if give_up or task_id is None else more,
-        read_ahead=read_ahead,
-    )
     if claimed is not None and claimed.claims is not None:
         claims, claimed.taken = claimed.claims, True
     else:
         with transaction(sessions) as db:
-            claims = claiming(db, read_ids=read_ids)
+            claims = claim_batch(
+                db,
+                image_ids=image_ids,
+                worker=worker,
+                device=device,
+                task_id=task_id,
+                more=0 if give_up or task_id is None else more,
+                read_ahead=read_ahead,
+                read_ids=read_ids,
+            )
     batch = _Batch(sessions, retries, on_outcome, at_work or _nobody)
     if handover is not None:
         batch.claim_next = partial(

@@ -74,7 +74,7 @@ def claim_batch(
     ]
     held = [claim for _, claim in claims if claim is not None]
     if read_ahead is not None and held:
-        read_ahead.after_claim(held[0].collection_id, count=len(held), db=db)
+        read_ahead.after_claim(db, held[0].collection_id, count=len(held))
     return found
 
 

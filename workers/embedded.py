@@ -203,6 +203,11 @@ def process_many(
     if ahead > 0:
         read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=batch + ahead)
     outcomes: list[Outcome] = []
+
+    def reads(first: int) -> list[int]:
+        """What to start reading when the batch that begins at ``first`` is claimed."""
+        return ids[first + 1 : first + batch + ahead] if ahead else []
+
     claimed: Handover | None = None
     handover: Handover | None = None
     try:
@@ -210,10 +215,7 @@ def process_many(
             following = start + batch
             handover = None
             if following < len(ids):
-                handover = Handover(
-                    ids[following : following + batch],
-                    read_ids=ids[following + 1 : following + batch + ahead] if ahead else (),
-                )
+                handover = Handover(ids[following : following + batch], read_ids=reads(following))
             outcomes += process_batch(
                 ids[start:following],
                 sessions=sessions,
@@ -225,7 +227,7 @@ def process_many(
                 read_ahead=read_ahead,
                 release_to=ImageStatus.PENDING,
                 on_outcome=on_outcome,
-                read_ids=ids[start + 1 : following + ahead] if ahead else (),
+                read_ids=reads(start),
                 claimed=claimed,
                 handover=handover,
             )

@@ -22,7 +22,6 @@ from catalog import (
     CatalogError,
     Image,
     ImageStatus,
-    get_image,
     get_images,
     list_images,
     transaction,
@@ -103,8 +102,7 @@ class ReadAhead:
             return
         try:
             with transaction(self._sessions) as db:
-                image = get_image(db, image_id)
-                self._start(image)
+                self.prefetch_in(db, [image_id])
         except CatalogError as exc:
             logger.debug("image %s: not read ahead: %s", image_id, exc)
 
@@ -125,44 +123,24 @@ class ReadAhead:
             if image_id in found:
                 self._start(found[image_id])
 
-    def after_claim(self, collection_id: int, *, count: int = 1, db: Session | None = None) -> None:
-        """Told that images of a collection were claimed; guess the next ones if asked to.
+    def after_claim(self, db: Session, collection_id: int, *, count: int = 1) -> None:
+        """Told, in the claim's transaction, that images of a collection were claimed.
+
+        If asked to guess, starts reading the images most likely handed out next: the
+        queued ones with the lowest ids (the dispatcher queues and sends in id order, so
+        their messages are at the head of the broker's queue, and a batching worker claims
+        them first, ``catalog.claim_more``). They are looked up in the claim's
+        transaction: no round trip of their own.
 
         Args:
+            db: The claim's session.
             collection_id: The collection of the claimed images.
             count: How many were claimed together: as many are guessed (the next batch).
-            db: The claim's session, to look the next images up in its transaction (no
-                round trip of its own); None opens a transaction.
         """
-        if self.guess_next:
-            self.prefetch_next_queued(collection_id, count=count, db=db)
-
-    def prefetch_next_queued(
-        self, collection_id: int, *, count: int = 1, db: Session | None = None
-    ) -> None:
-        """Start reading the images of a collection that are most likely handed out next.
-
-        Those are the queued images with the lowest ids: the dispatcher queues and sends
-        in id order, so their messages are at the head of the broker's queue, and a
-        batching worker claims them first (``catalog.claim_more``).
-
-        Args:
-            collection_id: The collection of the images that were just claimed.
-            count: How many to read.
-            db: A session to look them up in; None opens a transaction. An error of the
-                catalog then propagates (it is the caller's transaction's).
-        """
-        if db is not None:
-            for image in list_images(
-                db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)
-            ):
-                self._start(image)
+        if not self.guess_next:
             return
-        try:
-            with transaction(self._sessions) as own:
-                self.prefetch_next_queued(collection_id, count=count, db=own)
-        except CatalogError as exc:
-            logger.debug("collection %s: no read-ahead: %s", collection_id, exc)
+        for image in list_images(db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)):
+            self._start(image)
 
     def _start(self, image: Image) -> None:
         """Submit the read of a catalog image (inside the caller's transaction)."""

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from catalog.engine import database_errors
 from catalog.models import Attempt, Image, ImageStatus
-from catalog.transitions.claims import Claim, claim_image
+from catalog.transitions.claims import Claim, claim_image, running_under
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +167,6 @@ def held_attempts(db: Session, task_id: str) -> dict[int, int]:
     rows = db.execute(
         select(Image.id, Attempt.id)
         .join(Attempt, Attempt.image_id == Image.id)
-        .where(
-            Image.status == ImageStatus.RUNNING,
-            Image.task_id == task_id,
-            Attempt.number == Image.attempts,
-            Attempt.outcome.is_(None),
-        )
+        .where(*running_under(task_id))
     ).all()
     return {image_id: attempt_id for image_id, attempt_id in rows}

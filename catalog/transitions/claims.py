@@ -307,13 +307,24 @@ def held_attempt(db: Session, image_id: int, task_id: str) -> int | None:
     return db.scalar(
         select(Attempt.id)
         .join(Image, Image.id == Attempt.image_id)
-        .where(
-            Image.id == image_id,
-            Image.status == ImageStatus.RUNNING,
-            Image.task_id == task_id,
-            Attempt.number == Image.attempts,
-            Attempt.outcome.is_(None),
-        )
+        .where(Image.id == image_id, *running_under(task_id))
+    )
+
+
+def running_under(task_id: str) -> tuple[ColumnElement[bool], ...]:
+    """The conditions of an image running under a task id, joined to its open try.
+
+    Args:
+        task_id: The broker message.
+
+    Returns:
+        The conditions, for ``where()``.
+    """
+    return (
+        Image.status == ImageStatus.RUNNING,
+        Image.task_id == task_id,
+        Attempt.number == Image.attempts,
+        Attempt.outcome.is_(None),
     )
 
 

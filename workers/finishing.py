@@ -20,7 +20,7 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from catalog import mark_done, record_output_intent, transaction
@@ -61,7 +61,7 @@ class Finishing:
 
     work: ImageWork
     copy: ColorizedCopy
-    sha256: str = ""
+    sha256: str = field(init=False)
     ours: frozenset[str] | None = None
     write_seconds: float = 0.0
     provenance: Provenance | None = None
@@ -70,7 +70,7 @@ class Finishing:
     recorded: bool = False
 
     def __post_init__(self) -> None:
-        self.sha256 = self.sha256 or hashlib.sha256(self.copy.data).hexdigest()
+        self.sha256 = hashlib.sha256(self.copy.data).hexdigest()
 
 
 def record_intents(sessions: sessionmaker[Session], finishing: Sequence[Finishing]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 
 import click
@@ -9,8 +10,54 @@ import click
 from panchro.context import SETTING_OPTIONS
 from panchro.logs import configure_logging, log_format_option
 
+#: Every command, by name: the module that defines it and the name of its object there. A
+#: command's module (and what it imports) loads only when that command runs or shows its
+#: help, so ``panchro submit`` does not pay for ``export``'s XML libraries or ``colorize``'s
+#: progress bars.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "cancel": ("panchro.commands.jobs", "cancel_command"),
+    "colorize": ("panchro.commands.colorize", "colorize"),
+    "db": ("panchro.commands.database", "db"),
+    "doctor": ("panchro.commands.doctor", "doctor"),
+    "export": ("panchro.commands.exports", "export_command"),
+    "flower": ("panchro.commands.workers", "flower_command"),
+    "list": ("panchro.commands.listing", "list_command"),
+    "metrics": ("panchro.commands.metrics", "metrics_command"),
+    "report": ("panchro.commands.report", "report_command"),
+    "retry": ("panchro.commands.jobs", "retry_command"),
+    "run": ("panchro.commands.run", "run"),
+    "scheduler": ("panchro.commands.jobs", "scheduler_command"),
+    "status": ("panchro.commands.status", "status_command"),
+    "submit": ("panchro.commands.submit", "submit_command"),
+    "verify": ("panchro.commands.exports", "verify_command"),
+    "weights": ("panchro.commands.weights", "weights"),
+    "worker-child": ("panchro.commands.workers", "worker_child_command"),
+    "workers": ("panchro.commands.workers", "workers_command"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """A click group that imports a command's module only when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, sorted (hidden ones included; help leaves those out)."""
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command called ``cmd_name``, its module imported on first use."""
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name, attribute = COMMANDS[cmd_name]
+            command = getattr(importlib.import_module(module_name), attribute)
+            if not isinstance(command, click.Command) or command.name != cmd_name:
+                raise RuntimeError(f"{module_name}.{attribute} is not the command {cmd_name!r}")
+            self.add_command(command)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.option(
     "--database-url",
     metavar="URL",
@@ -41,38 +88,6 @@ def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
     """
     configure_logging(level=logging.WARNING - 10 * min(verbose, 2))
     ctx.obj = {"overrides": {k: v for k, v in options.items() if k in SETTING_OPTIONS and v}}
-
-
-def _register_commands() -> None:
-    from panchro.commands import (
-        colorize,
-        database,
-        doctor,
-        exports,
-        jobs,
-        metrics,
-        report,
-        run,
-        weights,
-        workers,
-    )
-
-    for module in (
-        colorize,
-        database,
-        doctor,
-        exports,
-        jobs,
-        metrics,
-        report,
-        run,
-        weights,
-        workers,
-    ):
-        module.register(cli)
-
-
-_register_commands()
 
 
 def main() -> None:

@@ -419,8 +419,3 @@ def _summarise(outcomes: list[FileOutcome], output_path: Path) -> None:
         f"them), {len(refused)} refused (a file panchro did not write is in the way), "
         f"{len(failed)} failed; outputs in {output_path}"
     )
-
-
-def register(group: click.Group) -> None:
-    """Add ``colorize`` to the CLI group."""
-    group.add_command(colorize)

@@ -25,8 +25,3 @@ def upgrade_command(ctx: click.Context, revision: str) -> None:
     with fail_on("upgrading the database"):
         upgrade(settings.database_url, revision=revision)
     click.echo(f"database at {redact_url(settings.database_url)} is at revision {revision}")
-
-
-def register(group: click.Group) -> None:
-    """Add the ``db`` commands to the CLI group."""
-    group.add_command(db)

@@ -214,8 +214,3 @@ def doctor(
             click.echo(f"[{_MARKS[check.outcome]}] {check.name:<{width}}  {check.detail}")
     if any(check.outcome == "fail" for check in checks):
         ctx.exit(1)
-
-
-def register(group: click.Group) -> None:
-    """Add ``doctor`` to the CLI group."""
-    group.add_command(doctor)

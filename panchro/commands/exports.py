@@ -161,13 +161,3 @@ def verify_command(ctx: click.Context, name: str, jobs: int) -> None:
     )
     if report.problems:
         ctx.exit(1)
-
-
-def register(group: click.Group) -> None:
-    """Add ``export`` and ``verify`` to the ``panchro`` group.
-
-    Args:
-        group: The CLI group.
-    """
-    group.add_command(export_command)
-    group.add_command(verify_command)

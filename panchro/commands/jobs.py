@@ -1,6 +1,6 @@
 """The job commands of the CLI: submit, status, list, retry, cancel and scheduler.
 
-``register()`` adds them all to the ``panchro`` group. ``submit``, ``status`` and ``list``
+``panchro.cli`` loads them by name. ``submit``, ``status`` and ``list``
 live in their own modules; ``retry``, ``cancel`` and ``scheduler`` are small enough to live
 here. Every command parses its input, opens the catalog with
 :func:`panchro.commands._support.open_catalog` and calls the plain functions of ``catalog``
@@ -198,25 +198,3 @@ def scheduler_command(
         )
     finally:
         app.close()
-
-
-def register(group: click.Group) -> None:
-    """Add the job commands to the CLI group.
-
-    Args:
-        group: The ``panchro`` click group.
-    """
-    from panchro.commands.listing import list_command
-    from panchro.commands.status import status_command
-    from panchro.commands.submit import submit_command
-
-    commands = (
-        submit_command,
-        status_command,
-        list_command,
-        retry_command,
-        cancel_command,
-        scheduler_command,
-    )
-    for command in commands:
-        group.add_command(command)

@@ -115,12 +115,3 @@ def metrics_command(
             ctx.exit(INTERRUPTED_EXIT)
         finally:
             server.shutdown()
-
-
-def register(group: click.Group) -> None:
-    """Add ``metrics`` to the CLI group.
-
-    Args:
-        group: The ``panchro`` click group.
-    """
-    group.add_command(metrics_command)

@@ -79,12 +79,3 @@ def report_command(ctx: click.Context, name: str, output: Path | None, expires: 
         f"report of {name} ({written.images:,} images, {written.size / 1e6:.1f} MB) written "
         f"to {written.path}{expiry}"
     )
-
-
-def register(group: click.Group) -> None:
-    """Add ``report`` to the CLI group.
-
-    Args:
-        group: The ``panchro`` click group.
-    """
-    group.add_command(report_command)

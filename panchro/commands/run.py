@@ -382,8 +382,3 @@ def _summarise(
         list_command=f"panchro --database-url {database_url} list {name} --status skipped",
     ):
         click.echo(line)
-
-
-def register(group: click.Group) -> None:
-    """Add ``run`` to the CLI group."""
-    group.add_command(run)

@@ -63,8 +63,3 @@ def list_weights(ctx: click.Context) -> None:
     for item in found:
         if item is not None:
             click.echo(f"{item.name}  {item.path}  sha256 {item.sha256}")
-
-
-def register(group: click.Group) -> None:
-    """Add the ``weights`` commands to the CLI group."""
-    group.add_command(weights)

@@ -453,10 +453,3 @@ def flower_command(ctx: click.Context, address: str, port: int, user: str | None
     app = create_app(broker_url=settings.broker_url)
     status: Any = app.start(argv=flower_argv(address=address, port=port))
     ctx.exit(int(status or 0))
-
-
-def register(group: click.Group) -> None:
-    """Add ``workers``, ``flower`` and the hidden ``worker-child`` to the CLI group."""
-    group.add_command(workers_command)
-    group.add_command(worker_child_command)
-    group.add_command(flower_command)

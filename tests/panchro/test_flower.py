@@ -38,7 +38,7 @@ from flower_helpers import (
 from PIL import Image as PILImage
 from submit_helpers import run_submit
 
-from panchro.commands.workers import flower_basic_auth, is_loopback, register
+from panchro.commands.workers import flower_basic_auth, flower_command, is_loopback
 from scheduler.dispatching import TaskRequest
 from scheduler.sending import celery_sender
 from workers.app import create_app
@@ -277,8 +277,7 @@ def test_flower_command_refuses_a_public_address_without_a_password(
 
     monkeypatch.delenv("PANCHRO_FLOWER_USER", raising=False)
     monkeypatch.delenv("PANCHRO_FLOWER_PASSWORD", raising=False)
-    group = click.Group("panchro")
-    register(group)
+    group = click.Group("panchro", commands=[flower_command])
 
     result = CliRunner().invoke(group, ["flower", "--address", "0.0.0.0"])
 
@@ -326,8 +325,7 @@ def test_flower_passwords_shorter_than_twelve_characters_are_refused(password: s
 
 def test_settings_refuse_a_short_flower_password(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PANCHRO_FLOWER_PASSWORD", "hunter2")
-    group = click.Group("panchro")
-    register(group)
+    group = click.Group("panchro", commands=[flower_command])
 
     result = CliRunner().invoke(group, ["flower"])
 

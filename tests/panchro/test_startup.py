@@ -78,6 +78,7 @@ from panchro.cli import cli
 arguments = ["--database-url", {database!r}, "submit", {source!r}, "--collection", "probe",
              "--output", {output!r}, "--untrained", "--no-dispatch"]
 cli.main(arguments, standalone_mode=False)
+print("commands:", " ".join(sorted(n for n in sys.modules if n.startswith("panchro.commands."))))
 print("loaded:", " ".join(n for n in ("torch", "numpy", "PIL", "alembic") if n in sys.modules))
 """
 
@@ -106,3 +107,25 @@ def test_submit_queues_a_folder_without_the_image_libraries_nor_alembic(tmp_path
     assert done.returncode == 0, done.stderr
     assert "2 new" in done.stdout
     assert done.stdout.splitlines()[-1].split() == ["loaded:"]
+    # The other commands' modules (export's XML libraries, colorize's...) stay unloaded.
+    (commands,) = [line for line in done.stdout.splitlines() if line.startswith("commands:")]
+    assert {name for name in commands.split()[1:] if not name.split(".")[-1].startswith("_")} == {
+        "panchro.commands.submit"
+    }
+
+
+def test_every_command_of_the_table_is_the_command_of_that_name() -> None:
+    # The group imports a command's module only when it is asked for; a wrong entry would
+    # only show when someone types that command.
+    context = click.Context(cli_group(), info_name="panchro")
+    group = cli_group()
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None and command.name == name
+    assert group.get_command(context, "no-such-command") is None
+
+
+def cli_group() -> click.Group:
+    from panchro.cli import cli
+
+    return cli

@@ -244,7 +244,9 @@ def test_workers_share_the_model_options_of_run_and_colorize() -> None:
     from panchro.cli import cli
 
     def option(command: str, name: str) -> tuple[str, object, str | None]:
-        params = {param.name: param for param in cli.commands[command].params}
+        found = cli.get_command(click.Context(cli), command)
+        assert found is not None
+        params = {param.name: param for param in found.params}
         param = params[name]
         assert isinstance(param, click.Option)
         return type(param.type).__name__, getattr(param.type, "choices", None), param.help

@@ -15,9 +15,11 @@ The released files come in three layouts, all accepted unchanged:
 a :class:`CheckpointInfo` provenance record (the file's SHA-256, the model's name);
 :func:`ddcolor.build.build_ddcolor` builds the network and loads it strictly, and the
 caller keeps the record. :func:`identify_checkpoint` makes the same record, with the same
-checks, from the file's headers where it can, without importing torch. PyTorch files are
-read with ``weights_only=True``, so a file holding arbitrary Python objects is refused,
-never run. This module imports torch only when it reads tensors.
+checks, from the file's headers where it can, without importing torch, and takes the
+file's SHA-256 from :mod:`ddcolor.digests` when this very file was hashed before (a load
+always hashes the bytes it loads). PyTorch files are read with ``weights_only=True``, so a
+file holding arbitrary Python objects is refused, never run. This module imports torch
+only when it reads tensors.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ddcolor.digests import remember_sha256, remembered_sha256
 from ddcolor.errors import CheckpointError
 from ddcolor.headers import file_format, read_record
 from ddcolor.layout import Entry, Layout, check_layout, drop_unused, layout_of, unwrap
@@ -139,7 +142,9 @@ def identify_checkpoint(
 
     The file's layout is read from its headers without torch where the format allows
     (:mod:`ddcolor.headers`); otherwise :func:`read_checkpoint` reads it. Either way the
-    record and the errors are the ones ``read_checkpoint`` gives.
+    record and the errors are the ones ``read_checkpoint`` gives. The SHA-256 is the one
+    remembered for this very file (same path, inode, size, modification and change
+    times; :mod:`ddcolor.digests`) when there is one.
 
     Args:
         path: A ``.pth``, ``.pt``, ``.bin`` or ``.safetensors`` file.
@@ -162,7 +167,7 @@ def identify_checkpoint(
         if isinstance(inner, Mapping) and all(
             isinstance(key, str) and isinstance(value, Entry) for key, value in inner.items()
         ):
-            return _validate(file, inner, wrapper, config)
+            return _validate(file, inner, wrapper, config, remembered_sha256(file, sha256_file))
     _, info = read_checkpoint(file, model=config)
     return info
 
@@ -205,7 +210,10 @@ def read_checkpoint(
                 f"{where} is not a state dict: entry {key!r} is a {type(value).__name__}, "
                 "not a tensor"
             )
-    info = _validate(file, layout_of(inner), wrapper, config)
+    # The bytes just loaded are hashed, never a remembered digest taken for them.
+    digest = sha256_file(file)
+    remember_sha256(file, digest)
+    info = _validate(file, layout_of(inner), wrapper, config, digest)
     state_dict, _ = drop_unused(inner)
     return state_dict, info
 
@@ -218,7 +226,11 @@ def _existing(path: str | PathLike[str]) -> Path:
 
 
 def _validate(
-    file: Path, layout: Mapping[str, Entry], wrapper: str | None, model: ModelConfig | None
+    file: Path,
+    layout: Mapping[str, Entry],
+    wrapper: str | None,
+    model: ModelConfig | None,
+    sha256: str,
 ) -> CheckpointInfo:
     """Check a file's layout (unused keys not yet dropped) and make its provenance record."""
     kept: Layout
@@ -226,7 +238,7 @@ def _validate(
     config = check_layout(kept, model, source=str(file))
     return CheckpointInfo(
         path=file,
-        sha256=sha256_file(file),
+        sha256=sha256,
         size_bytes=file.stat().st_size,
         model_name=config.name if model is not None else model_name_from_path(file, config.arch),
         arch=config.arch,

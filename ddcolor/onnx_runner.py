@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import re
-import stat
 import tempfile
 import time
 import warnings
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 
 from ddcolor.device import describe_device
+from ddcolor.digests import UnsafeCacheDir, private_dir
 from ddcolor.errors import DDColorError, NetworkOutOfMemory
 from ddcolor.runners import check_ab
 
@@ -110,18 +110,6 @@ def default_cache_dir() -> Path:
         ``panchro-onnx-UID`` in the system's temporary folder.
     """
     return Path(tempfile.gettempdir()) / f"panchro-onnx-{os.getuid()}"
-
-
-def _private_dir(folder: Path) -> Path:
-    """Create a cache folder only this user can write, or check that an existing one is."""
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise DDColorError(
-            f"ONNX cache folder {folder} belongs to someone else or others can write it; "
-            "remove it or name another"
-        )
-    return folder
 
 
 def _import_runtime() -> Any:
@@ -224,7 +212,10 @@ def ensure_export(
             continue
         try:
             if target.parent == cache:
-                _private_dir(cache)
+                try:
+                    private_dir(cache)
+                except UnsafeCacheDir as exc:
+                    raise DDColorError(f"ONNX {exc}") from exc
             began = time.perf_counter()
             if _write_export(model, target, key):
                 logger.info(

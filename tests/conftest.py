@@ -61,6 +61,21 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=rank)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_digest_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Checkpoint digests remembered by this session stay in its own folder.
+
+    Set in the environment, so the commands and workers the tests start use it too.
+    """
+    previous = os.environ.get("PANCHRO_DIGEST_CACHE")
+    os.environ["PANCHRO_DIGEST_CACHE"] = str(tmp_path_factory.mktemp("digests"))
+    yield
+    if previous is None:
+        os.environ.pop("PANCHRO_DIGEST_CACHE", None)
+    else:
+        os.environ["PANCHRO_DIGEST_CACHE"] = previous
+
+
 def free_port() -> int:
     """Return a TCP port on the loopback interface that is free right now."""
     with socket.socket() as sock:

@@ -18,6 +18,7 @@ import pytest
 import safetensors.torch
 import torch
 
+from ddcolor import checkpoints, digests
 from ddcolor.build import build_ddcolor
 from ddcolor.checkpoints import (
     CheckpointInfo,
@@ -26,6 +27,7 @@ from ddcolor.checkpoints import (
     read_checkpoint,
     sha256_file,
 )
+from ddcolor.digests import DIGEST_CACHE_VARIABLE
 from ddcolor.errors import CheckpointError
 from ddcolor.layout import (
     UNUSED_KEYS,
@@ -216,6 +218,34 @@ def test_identify_checkpoint_reads_the_legacy_format_with_torch(
 
     assert (info.model_name, info.arch, info.wrapper) == ("ddcolor_paper_tiny", "tiny", "params")
     assert info == read_checkpoint(path)[1]
+
+
+def test_naming_a_checkpoint_again_takes_its_remembered_digest_a_load_always_hashes(
+    tiny_files: CheckpointFiles,
+    scratch_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(DIGEST_CACHE_VARIABLE, str(scratch_dir / "digests"))
+    monkeypatch.setattr(digests, "SETTLE_S", 0.0)
+    path = scratch_dir / "ddcolor_paper_tiny.pth"
+    shutil.copyfile(tiny_files.files["basicsr"], path)
+    hashed: list[Path] = []
+
+    def counted(file: str | Path) -> str:
+        hashed.append(Path(file))
+        return sha256_file(file)
+
+    monkeypatch.setattr(checkpoints, "sha256_file", counted)
+    expected = hashlib.sha256(path.read_bytes()).hexdigest()
+
+    named = [identify_checkpoint(path).sha256 for _ in range(3)]
+    assert named == [expected] * 3 and len(hashed) == 1
+    assert read_checkpoint(path)[1].sha256 == expected and len(hashed) == 2
+    # New bytes under the same name are hashed again, by naming as by loading.
+    # (The unused head keys are drawn at random: another file of the same layout.)
+    shutil.copyfile(write_checkpoint("basicsr", tiny_files.state, "tiny", scratch_dir / "b"), path)
+    assert identify_checkpoint(path).sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert len(hashed) == 3
 
 
 def test_sha256_file_equals_hashlib_on_the_whole_file(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ if TYPE_CHECKING:
         list_attempts,
         list_collections,
         list_images,
+        next_queued,
     )
     from catalog.reasons import REASONS, FailureCode, Reason, describe_reason, reasons_table
     from catalog.registration import (
@@ -160,6 +161,7 @@ _SOURCES = {
     "list_attempts": "queries",
     "list_collections": "queries",
     "list_images": "queries",
+    "next_queued": "queries",
     "REASONS": "reasons",
     "FailureCode": "reasons",
     "Reason": "reasons",
@@ -300,6 +302,7 @@ __all__ = [
     "mark_done",
     "mark_failed",
     "mark_skipped",
+    "next_queued",
     "queue_pending",
     "reconcile_images",
     "record_oom_retry",

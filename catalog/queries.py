@@ -91,6 +91,33 @@ def get_images(db: Session, image_ids: Iterable[int]) -> list[Image]:
 
 
 @database_errors()
+def next_queued(db: Session, collection_id: int, limit: int) -> list[Image]:
+    """Return a collection's queued images with the lowest ids: those sent to workers next.
+
+    One query of the images alone (their collection is not loaded, nor checked to exist):
+    a worker guessing what to read ahead asks this inside each claim.
+
+    Args:
+        db: The caller's session.
+        collection_id: The collection's id.
+        limit: At most this many images.
+
+    Returns:
+        The images, in id order.
+
+    Raises:
+        DatabaseUnavailable: If the database cannot be reached.
+    """
+    query = (
+        select(Image)
+        .where(Image.collection_id == collection_id, Image.status == ImageStatus.QUEUED)
+        .order_by(Image.id)
+        .limit(limit)
+    )
+    return list(db.scalars(query))
+
+
+@database_errors()
 def list_collections(
     db: Session, *, statuses: Iterable[CollectionStatus] | None = None
 ) -> list[Collection]:

@@ -23,7 +23,7 @@ from catalog import (
     Image,
     ImageStatus,
     get_images,
-    list_images,
+    next_queued,
     transaction,
 )
 from storage.base import Storage
@@ -139,7 +139,7 @@ class ReadAhead:
         """
         if not self.guess_next:
             return
-        for image in list_images(db, collection_id, status=ImageStatus.QUEUED, limit=max(1, count)):
+        for image in next_queued(db, collection_id, max(1, count)):
             self._start(image)
 
     def _start(self, image: Image) -> None:

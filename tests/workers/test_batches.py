@@ -409,6 +409,43 @@ def test_a_batch_costs_the_catalog_three_transactions_whatever_its_size(
         assert attempt.outcome is AttemptOutcome.DONE
 
 
+def test_a_claim_with_its_read_ahead_guess_is_six_statements(
+    catalog_sessions: sessionmaker[Session], source: Path, output: Path
+) -> None:
+    # The claim (update the image, open its try), the job (its collection, its row, where
+    # the collections' originals are) and the next queued images for the read-ahead:
+    # nothing looked up twice (the collection was, twice more, before).
+    sessions = catalog_sessions
+    ids = _collection(sessions, source, output, 3)
+    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions, guess_next=True)
+    statements: list[list[str]] = [[]]
+    engine = sessions.kw["bind"]
+
+    def executed(connection: Any, cursor: Any, statement: str, *args: Any) -> None:
+        words = statement.split()
+        if words[0] != "BEGIN":  # SQLite's own
+            statements[-1].append(" ".join(words[:2] if words[0] != "SELECT" else words[1:2]))
+
+    event.listen(engine, "before_cursor_execute", executed)
+    event.listen(engine, "commit", lambda connection: statements.append([]))
+    try:
+        outcomes = _batch(sessions, [ids[0]], _Batches(), task_id="m-1", read_ahead=read_ahead)
+        assert read_ahead.waiting() == [ids[1]]
+    finally:
+        read_ahead.close()
+        event.remove(engine, "before_cursor_execute", executed)
+    assert [o.status for o in outcomes] == [ProcessStatus.DONE]
+    claim = statements[0]
+    assert claim == [
+        "UPDATE images",
+        "INSERT INTO",
+        "collections.id,",  # the image's collection
+        "images.id,",  # the image
+        "collections.id,",  # every collection's roots: the copy is nobody's original
+        "images.id,",  # the next queued images, for the read-ahead
+    ], claim
+
+
 def test_a_catalog_outage_when_recording_a_batch_done_hands_it_all_back(
     sessions: sessionmaker[Session], source: Path, output: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -36,6 +36,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+#: Commands that end without Python's teardown of their modules (``panchro.quick_exit``):
+#: short ones that keep no file open outside a ``with`` block and start no processes.
+QUICK_EXIT_COMMANDS = frozenset({"cancel", "list", "retry", "status", "submit"})
+#: Whether the command being run is one of them (set by the group before it runs).
+_ending = {"quick": False}
+
+
 class LazyGroup(click.Group):
     """A click group that imports a command's module only when the command is asked for."""
 
@@ -88,11 +95,19 @@ def cli(ctx: click.Context, /, verbose: int, **options: str | None) -> None:
     """
     configure_logging(level=logging.WARNING - 10 * min(verbose, 2))
     ctx.obj = {"overrides": {k: v for k, v in options.items() if k in SETTING_OPTIONS and v}}
+    _ending["quick"] = ctx.invoked_subcommand in QUICK_EXIT_COMMANDS
 
 
 def main() -> None:
     """Console-script entry point."""
-    cli(prog_name="panchro")
+    try:
+        cli(prog_name="panchro")
+    except SystemExit as done:
+        if _ending["quick"]:
+            from panchro.quick_exit import exit_now
+
+            exit_now(done.code)
+        raise
 
 
 if __name__ == "__main__":

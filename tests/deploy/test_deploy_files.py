@@ -232,7 +232,11 @@ def _dry_run(group: click.Group, args: Sequence[str], prog: str) -> str:
         saved.append((command, command.callback))
         command.callback = _recorder(reached, path)
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+            # Through get_command: panchro's group loads its commands only when asked.
+            context = click.Context(command)
+            for name in command.list_commands(context):
+                sub = command.get_command(context, name)
+                assert sub is not None, f"{path} {name} is listed but cannot be loaded"
                 swap(sub, f"{path} {name}".strip())
 
     swap(group, "")

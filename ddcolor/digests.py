@@ -6,9 +6,10 @@ collection records which weights its copies are made with), and the file rarely 
 between submissions. :func:`remembered_sha256` keeps each digest under a key made of the
 file's path, device, inode, size, modification time and change time: rewriting, replacing
 or touching the file changes the key (the change time moves whenever the file's bytes or
-its metadata do, and no one can set it back), so a remembered digest is never one of other
-bytes. A file changed within the last :data:`SETTLE_S` seconds is hashed and not
-remembered: it may still be being written.
+its metadata do, and cannot be set back short of turning the system's clock back), so a
+remembered digest is not one of other bytes. Digests are read only from a folder that
+belongs to this user and that no one else may write into. A file changed within the last
+:data:`SETTLE_S` seconds is hashed and not remembered: it may still be being written.
 
 Only naming a checkpoint uses the memory. A worker that loads the weights hashes the bytes
 it loads (``ddcolor.checkpoints.read_checkpoint``), and leaves the digest here for the next
@@ -80,13 +81,21 @@ def private_dir(folder: Path) -> Path:
         OSError: If it cannot be created.
     """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+    if not _private(folder):
         raise UnsafeCacheDir(
             f"cache folder {folder} belongs to someone else or others can write it; "
             "remove it or name another"
         )
     return folder
+
+
+def _private(folder: Path) -> bool:
+    """Whether a folder belongs to this user and no one else may write into it."""
+    try:
+        info = folder.stat()
+    except OSError:
+        return False
+    return info.st_uid == os.getuid() and not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
 
 
 def remembered_sha256(path: str | PathLike[str], hash_file: Callable[[Path], str]) -> str:
@@ -101,7 +110,7 @@ def remembered_sha256(path: str | PathLike[str], hash_file: Callable[[Path], str
     """
     file = Path(path)
     entry = _entry(file)
-    if entry is not None:
+    if entry is not None and _private(entry.parent):
         try:
             known = entry.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):

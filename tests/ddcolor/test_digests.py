@@ -111,17 +111,19 @@ def test_a_damaged_entry_is_hashed_again_and_replaced(
 
 def test_a_folder_others_can_write_is_not_used(tmp_path: Path, cache: Path, settled: None) -> None:
     # Someone else could plant a digest there: the file is hashed every time instead.
-    cache.mkdir()
-    cache.chmod(0o777)
     file = tmp_path / "weights.pth"
     file.write_bytes(b"weights")
     calls, hash_file = counting()
+    remembered_sha256(file, hash_file)
+    (entry,) = cache.iterdir()
+    entry.write_text("0" * 64)  # a planted digest
+    cache.chmod(0o777)
 
     for _ in range(2):
         assert remembered_sha256(file, hash_file) == hashlib.sha256(b"weights").hexdigest()
 
-    assert len(calls) == 2
-    assert list(cache.iterdir()) == []
+    assert len(calls) == 3
+    assert entry.read_text() == "0" * 64
 
 
 def test_without_a_usable_folder_the_file_is_still_hashed(

@@ -35,6 +35,7 @@ __all__ = [
     "DIGEST_CACHE_VARIABLE",
     "UnsafeCacheDir",
     "digest_cache_dir",
+    "is_private_dir",
     "private_dir",
     "remember_sha256",
     "remembered_sha256",
@@ -81,7 +82,7 @@ def private_dir(folder: Path) -> Path:
         OSError: If it cannot be created.
     """
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    if not _private(folder):
+    if not is_private_dir(folder):
         raise UnsafeCacheDir(
             f"cache folder {folder} belongs to someone else or others can write it; "
             "remove it or name another"
@@ -89,8 +90,15 @@ def private_dir(folder: Path) -> Path:
     return folder
 
 
-def _private(folder: Path) -> bool:
-    """Whether a folder belongs to this user and no one else may write into it."""
+def is_private_dir(folder: Path) -> bool:
+    """Whether a folder belongs to this user and no one else may write into it.
+
+    Args:
+        folder: The folder.
+
+    Returns:
+        False also when it cannot be examined.
+    """
     try:
         info = folder.stat()
     except OSError:
@@ -110,7 +118,7 @@ def remembered_sha256(path: str | PathLike[str], hash_file: Callable[[Path], str
     """
     file = Path(path)
     entry = _entry(file)
-    if entry is not None and _private(entry.parent):
+    if entry is not None and is_private_dir(entry.parent):
         try:
             known = entry.read_text(encoding="ascii").strip()
         except (OSError, UnicodeDecodeError):

@@ -204,6 +204,16 @@ def ensure_export(
     if checkpoint is not None:
         places.insert(0, Path(checkpoint.path).parent / f"{Path(checkpoint.path).stem}.{file_name}")
     for target in places:
+        if target.parent == cache:
+            # Created for this user alone, or refused before anything in it is read: someone
+            # else could have put an export there.
+            try:
+                private_dir(cache)
+            except UnsafeCacheDir as exc:
+                raise DDColorError(f"ONNX {exc}") from exc
+            except OSError as exc:
+                logger.warning("cannot write the ONNX export to %s: %s", cache, exc)
+                continue
         if target.exists():
             if _written_by_panchro(target, key):
                 logger.debug("using the ONNX export %s", target)
@@ -211,11 +221,6 @@ def ensure_export(
             logger.warning("%s was not written by panchro for these weights; leaving it", target)
             continue
         try:
-            if target.parent == cache:
-                try:
-                    private_dir(cache)
-                except UnsafeCacheDir as exc:
-                    raise DDColorError(f"ONNX {exc}") from exc
             began = time.perf_counter()
             if _write_export(model, target, key):
                 logger.info(

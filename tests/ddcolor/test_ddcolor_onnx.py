@@ -14,6 +14,7 @@ from ddcolor.checkpoints import CheckpointInfo
 from ddcolor.errors import DDColorError, NetworkOutOfMemory
 from ddcolor.onnx_runner import (
     EXPORT_KEY_PROPERTY,
+    ONNX_OPSET,
     OnnxRunner,
     ensure_export,
     export_key,
@@ -115,6 +116,34 @@ def test_a_file_panchro_did_not_write_is_never_replaced(
         ensure_export(tiny_model, model_name="ddcolor_paper_tiny", checkpoint=info, cache_dir=cache)
     assert beside.read_bytes() == cached.read_bytes() == b"someone else's file"
     assert sorted(p.name for p in cache.iterdir()) == [name]
+
+
+def test_an_export_in_a_cache_folder_others_can_write_is_never_read(
+    exported: tuple[OnnxRunner, CheckpointInfo, Path], tiny_model: nn.Module, tmp_path: Path
+) -> None:
+    """Someone else could have planted a valid-looking export there: it is refused unread."""
+    import onnx
+
+    key = export_key("ddcolor_paper_tiny", "untrained")
+    planted = onnx.load(str(exported[0].path))
+    for prop in planted.metadata_props:
+        if prop.key == EXPORT_KEY_PROPERTY:
+            prop.value = key
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    target = cache / f"ddcolor_paper_tiny.opset{ONNX_OPSET}.{key[:16]}.onnx"
+    onnx.save(planted, str(target))
+
+    def export() -> Path:
+        return ensure_export(
+            tiny_model, model_name="ddcolor_paper_tiny", checkpoint=None, cache_dir=cache
+        )
+
+    assert export() == target  # it would pass for panchro's own
+
+    cache.chmod(0o777)
+    with pytest.raises(DDColorError, match="others can write it"):
+        export()
 
 
 def test_colorizer_on_onnx_runs_fp32_and_says_so(

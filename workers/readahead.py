@@ -19,12 +19,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Final
 
 from catalog import (
-    CatalogError,
     Image,
     ImageStatus,
     get_images,
     next_queued,
-    transaction,
 )
 from storage.base import Storage
 from storage.errors import StorageError
@@ -64,7 +62,7 @@ class ReadAhead:
         sessions: The catalog, to look images up.
         guess_next: After each claim, read the image most likely handed out next (a
             Celery worker, which cannot see its next message); otherwise only what
-            :meth:`prefetch` is asked for.
+            :meth:`prefetch_in` is asked for.
         threads: Reads and decodes that may run at once.
         capacity: Entries kept; the oldest is dropped beyond it.
         max_bytes: Larger originals are not read ahead.
@@ -91,20 +89,6 @@ class ReadAhead:
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
-
-    def prefetch(self, image_id: int) -> None:
-        """Start reading one image, if the catalog still expects it to be processed.
-
-        Args:
-            image_id: The image.
-        """
-        if image_id in self._entries:
-            return
-        try:
-            with transaction(self._sessions) as db:
-                self.prefetch_in(db, [image_id])
-        except CatalogError as exc:
-            logger.debug("image %s: not read ahead: %s", image_id, exc)
 
     def prefetch_in(self, db: Session, image_ids: Sequence[int]) -> None:
         """Start reading images, in order, looked up in the caller's transaction.

@@ -551,7 +551,8 @@ def test_read_ahead_threads_run_below_the_models_priority(
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
     read_ahead = ReadAhead(storage_for, sessions)
     try:
-        read_ahead.prefetch(ids[1])
+        with transaction(sessions) as db:
+            read_ahead.prefetch_in(db, [ids[1]])
         _batch(sessions, ids, _Batches(), read_ahead=read_ahead, storage_for=storage_for)
     finally:
         read_ahead.close()

@@ -439,7 +439,8 @@ def test_read_ahead_is_ignored_when_the_source_changed_since_it_was_read(
     ids = add_collection(sessions, source, output, ["a.png"])
     read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions)
     try:
-        read_ahead.prefetch(ids["a.png"])
+        with transaction(sessions) as db:
+            read_ahead.prefetch_in(db, [ids["a.png"]])
         with transaction(sessions) as db:
             db.execute(
                 update(Image).where(Image.id == ids["a.png"]).values(source_checksum="changed")
@@ -470,8 +471,8 @@ def test_read_ahead_waiting_behind_a_hanging_read_is_not_waited_for(
     storage = ObservedStorage(on_read=hang_on_stuck)
     read_ahead = ReadAhead(lambda uri: storage, sessions)
     try:
-        read_ahead.prefetch(ids["stuck.png"])
-        read_ahead.prefetch(ids["next.png"])
+        with transaction(sessions) as db:
+            read_ahead.prefetch_in(db, [ids["stuck.png"], ids["next.png"]])
         outcome = _process(sessions, ids["next.png"], stub_colorizer(), read_ahead=read_ahead)
         stuck_still_reading = not released.is_set()
     finally:

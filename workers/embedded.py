@@ -201,7 +201,7 @@ def process_many(
     ahead = max(prefetch, batch) if prefetch > 0 else 0
     read_ahead = None
     if ahead > 0:
-        read_ahead = ReadAhead(storage_for, sessions, threads=prefetch, capacity=batch + ahead)
+        read_ahead = ReadAhead(storage_for, threads=prefetch, capacity=batch + ahead)
     outcomes: list[Outcome] = []
 
     def reads(first: int) -> list[int]:

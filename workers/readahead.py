@@ -29,7 +29,7 @@ from storage.errors import StorageError
 from workers.colorizing import Original, read_original
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session, sessionmaker
+    from sqlalchemy.orm import Session
 
 __all__ = [
     "READ_AHEAD_MAX_BYTES",
@@ -59,7 +59,6 @@ class ReadAhead:
 
     Args:
         storage_for: Returns the store of a location.
-        sessions: The catalog, to look images up.
         guess_next: After each claim, read the image most likely handed out next (a
             Celery worker, which cannot see its next message); otherwise only what
             :meth:`prefetch_in` is asked for.
@@ -71,7 +70,6 @@ class ReadAhead:
     def __init__(
         self,
         storage_for: StorageFor,
-        sessions: sessionmaker[Session],
         *,
         guess_next: bool = False,
         threads: int = 1,
@@ -80,7 +78,6 @@ class ReadAhead:
     ) -> None:
         self.guess_next = guess_next
         self._storage_for = storage_for
-        self._sessions = sessions
         self._threads = threads
         self._capacity = capacity
         self._max_bytes = max_bytes

@@ -325,9 +325,7 @@ class WorkerRuntime:
         with self._lock:
             self._forget_parent_copies()
             if self._read_ahead is None:
-                self._read_ahead = ReadAhead(
-                    self.storage_for, self.sessions(), guess_next=True, capacity=capacity
-                )
+                self._read_ahead = ReadAhead(self.storage_for, guess_next=True, capacity=capacity)
             return self._read_ahead
 
     def warm_up(self) -> None:

@@ -388,7 +388,7 @@ def test_a_batch_costs_the_catalog_three_transactions_whatever_its_size(
     # done (with the thumbnails): per image of a batch of 4, under one transaction.
     sessions = catalog_sessions
     ids = _collection(sessions, source, output, size + 2)
-    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions, guess_next=True)
+    read_ahead = ReadAhead(lambda uri: LocalStorage(), guess_next=True)
     commits = _count_transactions(sessions)
     try:
         outcomes = _batch(
@@ -417,7 +417,7 @@ def test_a_claim_with_its_read_ahead_guess_is_six_statements(
     # nothing looked up twice (the collection was, twice more, before).
     sessions = catalog_sessions
     ids = _collection(sessions, source, output, 3)
-    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions, guess_next=True)
+    read_ahead = ReadAhead(lambda uri: LocalStorage(), guess_next=True)
     statements: list[list[str]] = [[]]
     engine = sessions.kw["bind"]
 
@@ -549,7 +549,7 @@ def test_read_ahead_threads_run_below_the_models_priority(
         return LocalStorage()
 
     mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    read_ahead = ReadAhead(storage_for, sessions)
+    read_ahead = ReadAhead(storage_for)
     try:
         with transaction(sessions) as db:
             read_ahead.prefetch_in(db, [ids[1]])

@@ -420,7 +420,7 @@ def test_read_ahead_guesses_the_next_queued_image_after_each_claim(
     for name in names:
         write_gray_png(source / name)
     ids = add_collection(sessions, source, output, names)
-    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions, guess_next=True)
+    read_ahead = ReadAhead(lambda uri: LocalStorage(), guess_next=True)
     try:
         first = _process(sessions, ids["a.png"], stub_colorizer(), read_ahead=read_ahead)
         second = _process(sessions, ids["b.png"], stub_colorizer(), read_ahead=read_ahead)
@@ -437,7 +437,7 @@ def test_read_ahead_is_ignored_when_the_source_changed_since_it_was_read(
 ) -> None:
     write_gray_png(source / "a.png")
     ids = add_collection(sessions, source, output, ["a.png"])
-    read_ahead = ReadAhead(lambda uri: LocalStorage(), sessions)
+    read_ahead = ReadAhead(lambda uri: LocalStorage())
     try:
         with transaction(sessions) as db:
             read_ahead.prefetch_in(db, [ids["a.png"]])
@@ -469,7 +469,7 @@ def test_read_ahead_waiting_behind_a_hanging_read_is_not_waited_for(
             released.wait(10.0)
 
     storage = ObservedStorage(on_read=hang_on_stuck)
-    read_ahead = ReadAhead(lambda uri: storage, sessions)
+    read_ahead = ReadAhead(lambda uri: storage)
     try:
         with transaction(sessions) as db:
             read_ahead.prefetch_in(db, [ids["stuck.png"], ids["next.png"]])

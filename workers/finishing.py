@@ -96,7 +96,7 @@ def write_step(
     colorizer: Colorizer,
     untrained: bool,
 ) -> Finishing | Outcome:
-    """Write the copy (its intent recorded), its access files and its thumbnails.
+    """Write the copy (its intent recorded, its phase set), its access files and thumbnails.
 
     Returns:
         The image, ready to be recorded done; ``DROPPED`` if the try was taken over
@@ -109,7 +109,6 @@ def write_step(
     if item.ours is None:
         log.warning("the try was taken over meanwhile; nothing written")
         return work.finished(ProcessStatus.DROPPED)
-    attempt.phase = "write"
     began_write = time.perf_counter()
     write_output(
         storage_for(claim.output_uri),

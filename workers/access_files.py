@@ -32,6 +32,7 @@ from storage.uri import contains, parse_uri
 from workers.access_options import AccessFiles
 from workers.derivatives import write_derivatives
 from workers.errors import AccessFileFailed
+from workers.outputs import collections_holding
 from workers.sidecars import SidecarFacts, build_sidecar, sidecar_uri, write_sidecar
 from workers.weights import UNTRAINED_CHECKPOINT
 
@@ -218,8 +219,8 @@ def check_access_places(db: Session, claim: Claim, root: str, places: Mapping[st
         candidates = {uri}
         if target.is_local:
             candidates.add(os.path.realpath(target.key))
-        sources = [r.id for r in roots if contains(parse_uri(r.source), target)]
-        outputs = [r.id for r in roots if contains(parse_uri(r.output), target)]
+        sources = collections_holding(((r.id, r.source) for r in roots), target)
+        outputs = collections_holding(((r.id, r.output) for r in roots), target)
         originals = image_sources_among(db, sources, candidates)
         if uri == claim.source_uri or originals:
             raise AccessFileFailed(

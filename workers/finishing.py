@@ -152,11 +152,16 @@ def record_done(
         for item in finishing:
             image_id, attempt_id = item.work.image_id, item.work.attempt.attempt_id
             assert item.provenance is not None and item.access is not None
-            item.recorded = mark_done(db, image_id, attempt_id, item.provenance)
+            thumbs = item.thumbnails
+            item.recorded = mark_done(
+                db,
+                image_id,
+                attempt_id,
+                item.provenance,
+                thumbnails=None if thumbs is None else (thumbs.source_uri, thumbs.output_uri),
+            )
             if item.recorded:
                 item.access.record(db, image_id)
-                if item.thumbnails is not None:
-                    item.thumbnails.record(db, image_id, item.sha256)
         if also is not None:
             also(db)
 

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 import numpy as np
 from PIL import Image, ImageCms
 
-from catalog.thumbnails import record_thumbnails
 from storage.errors import OutputExists
 from storage.uri import join, parse_uri
 from workers.errors import ForeignOutput
@@ -47,7 +46,6 @@ from workers.outputs import OutputPlan, check_output
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
-    from sqlalchemy.orm import Session
 
     from catalog import Claim
     from storage.base import Storage
@@ -214,28 +212,6 @@ class Thumbnails:
     source_uri: str
     output_uri: str
 
-    def record(self, db: Session, image_id: int, output_sha256: str) -> bool:
-        """Record the pair on the image, in the transaction that records it done.
-
-        Args:
-            db: The caller's session.
-            image_id: The image.
-            output_sha256: SHA-256 of the output the thumbnails show.
-
-        Returns:
-            True if recorded; False if the image is not done with that output.
-
-        Raises:
-            DatabaseUnavailable: If the database cannot be reached.
-        """
-        return record_thumbnails(
-            db,
-            image_id,
-            output_sha256=output_sha256,
-            source_thumb_uri=self.source_uri,
-            output_thumb_uri=self.output_uri,
-        )
-
 
 def write_thumbnail_files(
     storage_for: StorageFor,
@@ -246,8 +222,8 @@ def write_thumbnail_files(
 ) -> Thumbnails | None:
     """Make and write the thumbnail pair of an image; never raises for a failure.
 
-    Nothing is recorded here: the worker records the pair in the transaction that records
-    the image done (:meth:`Thumbnails.record`), so it costs the catalog no round trip.
+    Nothing is recorded here: the worker records the pair with the image's done UPDATE
+    (``mark_done(thumbnails=...)``), so it costs the catalog no statement of its own.
 
     Args:
         storage_for: Returns the store of a location.

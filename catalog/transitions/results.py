@@ -193,7 +193,14 @@ def record_oom_retry(
 
 
 @database_errors()
-def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenance) -> bool:
+def mark_done(
+    db: Session,
+    image_id: int,
+    attempt_id: int,
+    provenance: Provenance,
+    *,
+    thumbnails: tuple[str, str] | None = None,
+) -> bool:
     """Record a written output: ``running -> done`` with its provenance.
 
     Args:
@@ -202,6 +209,8 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
         attempt_id: The try that produced the output (from the claim, or from the last
             ``record_oom_retry()``).
         provenance: How the output was made.
+        thumbnails: Where the thumbnails of the original and of this output were written,
+            recorded with it; None keeps the ones recorded before.
 
     Returns:
         True if recorded; False if this try no longer holds the image (it was given up
@@ -235,6 +244,8 @@ def mark_done(db: Session, image_id: int, attempt_id: int, provenance: Provenanc
         "upsample": provenance.upsample,
     }
     image_values.update({key: value for key, value in optional.items() if value is not None})
+    if thumbnails is not None:
+        image_values["source_thumb_uri"], image_values["output_thumb_uri"] = thumbnails
     done = _finish(
         db,
         image_id,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from sqlalchemy import select, update
+from sqlalchemy import select, union_all, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from catalog.engine import database_errors
@@ -41,13 +41,12 @@ def recorded_outputs(db: Session, image_id: int) -> frozenset[str]:
     Raises:
         DatabaseUnavailable: If the database cannot be reached.
     """
-    tried = db.scalars(
-        select(Attempt.output_sha256).where(
-            Attempt.image_id == image_id, Attempt.output_sha256.is_not(None)
-        )
-    ).all()
-    done = db.scalar(select(Image.output_sha256).where(Image.id == image_id))
-    return frozenset(digest for digest in (*tried, done) if digest)
+    tried = select(Attempt.output_sha256).where(
+        Attempt.image_id == image_id, Attempt.output_sha256.is_not(None)
+    )
+    done = select(Image.output_sha256).where(Image.id == image_id, Image.output_sha256.is_not(None))
+    # One statement: a worker asks this for every image it writes.
+    return frozenset(digest for digest in db.scalars(union_all(tried, done)) if digest)
 
 
 @database_errors()

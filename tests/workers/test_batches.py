@@ -409,7 +409,7 @@ def test_a_batch_costs_the_catalog_three_transactions_whatever_its_size(
         assert attempt.outcome is AttemptOutcome.DONE
 
 
-def test_a_claim_with_its_read_ahead_guess_is_six_statements_and_done_three(
+def test_a_claim_is_six_statements_the_intent_two_and_done_three(
     catalog_sessions: sessionmaker[Session], source: Path, output: Path
 ) -> None:
     # The claim (update the image, open its try), the job (its collection, its row, where
@@ -444,6 +444,9 @@ def test_a_claim_with_its_read_ahead_guess_is_six_statements_and_done_three(
         "collections.id,",  # every collection's roots: the copy is nobody's original
         "images.id,",  # the next queued images, for the read-ahead
     ], claim
+    # The intent: the digest on the try, then the image's own digests in one SELECT.
+    intents = statements[1]
+    assert intents == ["UPDATE attempts", "attempts.output_sha256"], statements
     # Done: the try that holds the image, then one UPDATE of the image (its provenance
     # and its thumbnails: they were a statement of their own before) and of the try.
     done = statements[2]

@@ -88,14 +88,9 @@ def model_runner(
 
 def worker_runner(model_name: str, scans: list[np.ndarray], folder: Path) -> Callable[[int], float]:
     """Return a function that runs ``process_many`` on the scans (as PNG files) at a batch size."""
-    from catalog import (
-        ScannedImage,
-        create_or_get_collection,
-        make_sessionmaker,
-        queue_pending,
-        register_images,
-        transaction,
-    )
+    from bench_servers import queue_folder
+
+    from catalog import make_sessionmaker
     from ddcolor.pipeline import load_colorizer
     from migrations import upgrade
     from storage import LocalStorage
@@ -117,25 +112,8 @@ def worker_runner(model_name: str, scans: list[np.ndarray], folder: Path) -> Cal
     def run(batch: int) -> float:
         runs[0] += 1
         output = folder / f"out-{runs[0]}"
-        rows = []
-        for path in sorted(source.iterdir()):
-            info = store.stat(str(path))
-            rows.append(
-                ScannedImage(
-                    source_uri=str(path),
-                    relative_path=path.name,
-                    output_uri=str(output / path.name),
-                    size=info.size,
-                    checksum=info.checksum,
-                    checksum_kind=info.checksum_kind,
-                )
-            )
-        with transaction(sessions) as db:
-            collection, _ = create_or_get_collection(
-                db, f"run-{runs[0]}", str(source), str(output), input_size=INPUT_SIZE
-            )
-            register_images(db, collection.id, rows)
-            ids = queue_pending(db, collection.id, limit=len(rows))
+        names = sorted(path.name for path in source.iterdir())
+        ids = queue_folder(sessions, f"run-{runs[0]}", source, names, output, INPUT_SIZE)
         began = time.perf_counter()
         outcomes = process_many(
             ids,

@@ -1,4 +1,4 @@
-"""Throw-away servers and waiting, shared by the benchmark scripts.
+"""Throw-away servers, waiting and catalog set-up, shared by the benchmark scripts.
 
 The scripts run as ``python benchmarks/<name>.py``, so this folder is on ``sys.path`` and
 they import this module by its plain name.
@@ -14,12 +14,17 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from migrations.runner import upgrade
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session, sessionmaker
 
 #: Seconds a private server may take to answer.
 SERVER_START_S = 30.0
@@ -111,3 +116,55 @@ def fresh_database(admin_url: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def queue_folder(
+    sessions: sessionmaker[Session],
+    name: str,
+    source: Path,
+    names: list[str],
+    output: Path,
+    input_size: int,
+) -> list[int]:
+    """Register files of a local folder as a new collection and queue them at once.
+
+    Args:
+        sessions: The catalog.
+        name: The collection's name, new in the catalog.
+        source: Its source folder.
+        names: The files of ``source`` to register (none: an empty collection).
+        output: Its output folder; each copy goes to ``output / name``.
+        input_size: The collection's input size.
+
+    Returns:
+        The images' ids, queued as a dispatch pass would.
+    """
+    from catalog import (
+        ScannedImage,
+        create_or_get_collection,
+        queue_pending,
+        register_images,
+        transaction,
+    )
+    from storage import LocalStorage
+
+    store = LocalStorage()
+    rows = []
+    for relative in names:
+        info = store.stat(str(source / relative))
+        rows.append(
+            ScannedImage(
+                source_uri=str(source / relative),
+                relative_path=relative,
+                output_uri=str(output / relative),
+                size=info.size,
+                checksum=info.checksum,
+                checksum_kind=info.checksum_kind,
+            )
+        )
+    with transaction(sessions) as db:
+        collection, _ = create_or_get_collection(
+            db, name, str(source), str(output), input_size=input_size
+        )
+        register_images(db, collection.id, rows)
+        return queue_pending(db, collection.id, limit=len(rows))

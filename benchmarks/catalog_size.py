@@ -35,26 +35,18 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from bench_servers import fresh_database
+from bench_servers import fresh_database, queue_folder
 from PIL import Image as PILImage
-from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
 from torch import nn
 
-from catalog import (
-    Image,
-    ScannedImage,
-    create_or_get_collection,
-    make_sessionmaker,
-    queue_pending,
-    register_images,
-    transaction,
-)
+from catalog import make_sessionmaker
 from ddcolor.pipeline import Colorizer
 from storage import LocalStorage
 from workers import outputs
 from workers.process import process_image
 
+#: Input size of the stand-in network, in pixels (the smallest allowed).
+INPUT_SIZE = 256
 #: PostgreSQL used when PANCHRO_BENCH_DATABASE_URL is unset.
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
@@ -69,32 +61,6 @@ class _StandIn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = self.conv(x)
         return out
-
-
-def _add(
-    sessions: sessionmaker[Session], name: str, source: Path, output: Path, files: list[str]
-) -> list[int]:
-    """Register ``files`` of ``source`` as a new collection and queue them; their ids."""
-    store = LocalStorage()
-    rows = []
-    for relative in files:
-        info = store.stat(str(source / relative))
-        rows.append(
-            ScannedImage(
-                source_uri=str(source / relative),
-                relative_path=relative,
-                output_uri=str(output / relative),
-                size=info.size,
-                checksum=info.checksum,
-                checksum_kind=info.checksum_kind,
-            )
-        )
-    with transaction(sessions) as db:
-        collection, _ = create_or_get_collection(db, name, str(source), str(output), input_size=256)
-        register_images(db, collection.id, rows)
-        queue_pending(db, collection.id, limit=len(rows))
-        found = db.scalars(select(Image.id).where(Image.collection_id == collection.id))
-        return sorted(found)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     admin_url = os.environ.get("PANCHRO_BENCH_DATABASE_URL", DEFAULT_DATABASE_URL)
     colorizer = Colorizer(
-        _StandIn(), model_name="stand-in", device="cpu", precision="fp32", size=256
+        _StandIn(), model_name="stand-in", device="cpu", precision="fp32", size=INPUT_SIZE
     )
     store = LocalStorage()
     names = [f"p{number:03d}.png" for number in range(args.images)]
@@ -153,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
             return (time.perf_counter() - began) / len(ids) * 1000
 
-        process(_add(sessions, "warm-up", scans, work / "warm-up", names))  # first-call costs
+        process(
+            queue_folder(sessions, "warm-up", scans, names, work / "warm-up", INPUT_SIZE)
+        )  # first-call costs
         for count in sorted(args.collections):
             while made < count:
-                _add(
-                    sessions, f"box {made}", deep / f"box {made}", work / "out" / f"box {made}", []
-                )
+                box = f"box {made}"
+                queue_folder(sessions, box, deep / box, [], work / "out" / box, INPUT_SIZE)
                 made += 1
             cells = []
             for ttl in (0.0, outputs.RESOLVED_TTL_S):
@@ -167,7 +134,9 @@ def main(argv: list[str] | None = None) -> int:
                 for _ in range(args.rounds):
                     measured += 1
                     output = work / "colour" / str(measured)
-                    ids = _add(sessions, f"measured {measured}", scans, output, names)
+                    ids = queue_folder(
+                        sessions, f"measured {measured}", scans, names, output, INPUT_SIZE
+                    )
                     per_round.append(process(ids))
                 cells.append(statistics.median(per_round))
             lines.append(f"| {count:,} | {cells[0]:.1f} | {cells[1]:.1f} |")

@@ -29,7 +29,17 @@ from urllib.parse import quote, unquote
 
 from storage.errors import InvalidURI
 
-__all__ = ["LOCAL", "S3", "URI", "check_relative", "contains", "join", "overlaps", "parse_uri"]
+__all__ = [
+    "LOCAL",
+    "S3",
+    "URI",
+    "check_relative",
+    "contains",
+    "holds_resolved",
+    "join",
+    "overlaps",
+    "parse_uri",
+]
 
 #: Scheme of objects in an S3 bucket (or an S3-compatible service).
 S3: Final = "s3"
@@ -205,11 +215,18 @@ def contains(outer: URI, inner: URI) -> bool:
     if outer.scheme != inner.scheme:
         return False
     if outer.scheme == LOCAL:
-        top, path = os.path.realpath(outer.key), os.path.realpath(inner.key)
-        return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
+        return holds_resolved(os.path.realpath(outer.key), os.path.realpath(inner.key))
     if outer.bucket != inner.bucket:
         return False
     return not outer.key or inner.key == outer.key or inner.key.startswith(outer.key + "/")
+
+
+def holds_resolved(top: str, path: str) -> bool:
+    """Tell whether a local ``path`` is the folder ``top`` or lies below it, both resolved.
+
+    ``contains()``'s rule for local paths, for callers that resolved them already.
+    """
+    return path == top or path.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def overlaps(first: URI, second: URI) -> bool:

@@ -216,11 +216,10 @@ def check_access_places(db: Session, claim: Claim, root: str, places: Mapping[st
                 f"{what} would go to {uri}, outside the collection's output {root}; "
                 "nothing was written"
             )
-        candidates = {uri}
-        if target.is_local:
-            candidates.add(os.path.realpath(target.key))
-        sources = collections_holding(((r.id, r.source) for r in roots), target)
-        outputs = collections_holding(((r.id, r.output) for r in roots), target)
+        resolved = os.path.realpath(target.key) if target.is_local else None
+        candidates = {uri} if resolved is None else {uri, resolved}
+        sources = collections_holding(((r.id, r.source) for r in roots), target, resolved=resolved)
+        outputs = collections_holding(((r.id, r.output) for r in roots), target, resolved=resolved)
         originals = image_sources_among(db, sources, candidates)
         if uri == claim.source_uri or originals:
             raise AccessFileFailed(

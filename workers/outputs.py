@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final
 
 from catalog import Claim, collection_roots, image_sources_among
 from storage.errors import OutputExists
-from storage.uri import URI, contains, parse_uri
+from storage.uri import URI, contains, holds_resolved, parse_uri
 from workers.errors import ForeignOutput, OutputIsSource
 
 if TYPE_CHECKING:
@@ -61,12 +61,16 @@ def _resolved_location(text: str, now: float) -> tuple[URI, str]:
 
 
 def collections_holding(
-    locations: Iterable[tuple[int, str]], target: URI, *, now: float | None = None
+    locations: Iterable[tuple[int, str]],
+    target: URI,
+    *,
+    resolved: str | None = None,
+    now: float | None = None,
 ) -> list[int]:
     """Return the ids whose location is ``target`` or holds it, as ``contains()`` tells.
 
     Each stored location is parsed and resolved through its links at most once every
-    :data:`RESOLVED_TTL_S` seconds in a process, and ``target`` once per call: a worker
+    :data:`RESOLVED_TTL_S` seconds in a process, and ``target`` once per image: a worker
     asks this for every image, of every collection in the catalog. A link retargeted
     meanwhile is seen within that time; the write itself never replaces a file panchro
     did not write, whatever this answers.
@@ -74,20 +78,24 @@ def collections_holding(
     Args:
         locations: ``(id, stored location)`` of each collection.
         target: The location to be written.
+        resolved: ``os.path.realpath`` of a local ``target``, if the caller has it.
         now: ``time.monotonic()`` by default.
 
     Returns:
         The ids, in the order given.
     """
     now = time.monotonic() if now is None else now
-    real = os.path.realpath(target.key) if target.is_local else ""
+    if not target.is_local:
+        resolved = None
+    elif resolved is None:
+        resolved = os.path.realpath(target.key)
     held = []
     for ident, text in locations:
         outer, top = _resolved_location(text, now)
         if outer.scheme != target.scheme:
             continue
-        if target.is_local:
-            inside = real == top or real.startswith(top.rstrip(os.sep) + os.sep)
+        if resolved is not None:
+            inside = holds_resolved(top, resolved)
         else:
             inside = contains(outer, target)
         if inside:
@@ -127,10 +135,12 @@ def plan_output(db: Session, claim: Claim, root: str) -> OutputPlan:
         DatabaseUnavailable: If the database cannot be reached.
     """
     output = parse_uri(claim.output_uri)
-    holders = collections_holding(((r.id, r.source) for r in collection_roots(db)), output)
+    resolved = os.path.realpath(output.key) if output.is_local else None
+    roots = collection_roots(db)
+    holders = collections_holding(((r.id, r.source) for r in roots), output, resolved=resolved)
     candidates = {claim.output_uri}
-    if output.is_local:
-        candidates.add(os.path.realpath(output.key))
+    if resolved is not None:
+        candidates.add(resolved)
     sources = tuple(image_sources_among(db, holders, candidates))
     return OutputPlan(claim.output_uri, claim.source_uri, root, sources)
 

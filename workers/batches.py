@@ -34,6 +34,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -276,7 +277,8 @@ class _Batch:
                     extra={"collection": group[0].job.collection, "batch": len(group)},
                 )
             self.at_work(ids)
-            entries, shared = _colorize(colorizer, group, size, precision, upsample)
+            computing = _computing(read_ahead, colorizer)
+            entries, shared = _colorize(colorizer, group, size, precision, upsample, computing)
             finishing: list[Finishing] = []
             for work, entry in zip(group, entries, strict=True):
                 if self.time_up and not shared:
@@ -386,18 +388,30 @@ class _Batch:
                 self.settle(work.finished(ProcessStatus.RELEASED, reason=reason))
 
 
+def _computing(
+    read_ahead: ReadAhead | None, colorizer: Colorizer
+) -> Callable[[], AbstractContextManager[None]]:
+    """What a colorization runs in: the read-ahead's decoding held if the model is on a CPU."""
+    if read_ahead is None:
+        return nullcontext
+    on_cpu = colorizer.device.type == "cpu"
+    return partial(read_ahead.model_computing, on_cpu)
+
+
 def _colorize(
     colorizer: Colorizer,
     group: Sequence[ImageWork],
     size: int,
     precision: str,
     upsample: str | None,
+    computing: Callable[[], AbstractContextManager[None]] = nullcontext,
 ) -> tuple[list[Callable[[], ColorizeResult]], bool]:
     """Colorize a group of images in one forward; return what gives each image's result.
 
     A single image is colorized when its step asks (as ``process_image`` always did). A
     batch runs now; an error of the whole batch (an interrupt, a time limit, a bug) is
     raised again by each image's step, so each is settled as a single image would be.
+    Either runs inside ``computing()`` (:func:`_computing`).
 
     Returns:
         Per image, a callable that returns its result or raises its error; and whether
@@ -405,13 +419,19 @@ def _colorize(
     """
     pixels = [work.original.decoded.pixels for work in group if work.original is not None]
     if len(group) == 1:
-        return [
-            lambda: colorizer.colorize(pixels[0], size=size, upsample=upsample, precision=precision)
-        ], False
+
+        def single() -> ColorizeResult:
+            with computing():
+                return colorizer.colorize(
+                    pixels[0], size=size, upsample=upsample, precision=precision
+                )
+
+        return [single], False
     try:
-        entries: Sequence[ColorizeResult | BaseException] = colorize_images(
-            colorizer, pixels, size=size, upsample=upsample, precision=precision
-        )
+        with computing():
+            entries: Sequence[ColorizeResult | BaseException] = colorize_images(
+                colorizer, pixels, size=size, upsample=upsample, precision=precision
+            )
     except BaseException as exc:  # noqa: BLE001 - each image's step settles it
         return [_giving(exc) for _ in group], True
     return [_giving(entry) for entry in entries], False

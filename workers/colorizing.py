@@ -75,7 +75,7 @@ class Original:
 
 
 def read_original(
-    storage: Storage, uri: str, *, on_decode: Callable[[], None] | None = None
+    storage: Storage, uri: str, *, on_decode: Callable[[], object] | None = None
 ) -> Original:
     """Read an original and decode it: validated, upright, at its own bit depth.
 

@@ -5,6 +5,15 @@ background threads, so the device does not wait on S3 or on decoding a large TIF
 never claims anything: a prefetched original is used only by the task for that image, and
 only if its source and checksum are still the ones the catalog has. The embedded worker
 of ``panchro run`` (``workers.embedded``) tells it which images come next.
+
+While the model computes on the CPU (:meth:`ReadAhead.model_computing`), a read fetches
+its bytes but holds its decoding until the model is done: the network's threads take
+every core, and each of them waits for the slowest, so a decode beside them cost the
+model more than the decode itself (``benchmarks/pipeline.py``: the worker's ``colorize()``
+took 3 % longer than the bare loop's, and the same time with no read-ahead at all). Held,
+the decode runs while the worker encodes, writes and records the image before, on the core
+that work leaves free. On a GPU the host's cores are free during the forward, and nothing
+is held.
 """
 
 from __future__ import annotations
@@ -14,8 +23,9 @@ import os
 import sys
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Final
 
 from catalog import (
@@ -84,8 +94,31 @@ class ReadAhead:
         self._executor: ThreadPoolExecutor | None = None
         self._entries: OrderedDict[int, tuple[str, str | None, Future[Original]]] = OrderedDict()
         self._lock = threading.Lock()
+        # Set while the model is not computing on the CPU: reads decode only then.
+        self._model_idle = threading.Event()
+        self._model_idle.set()
         self.hits = 0
         self.misses = 0
+
+    @contextmanager
+    def model_computing(self, on_cpu: bool) -> Iterator[None]:
+        """Hold the reads' decoding while the model computes, if it computes on the CPU.
+
+        Reads under way still fetch their bytes (a store's latency overlaps the model);
+        each decodes once the block is left, however it is left. Only the thread that
+        runs the model may use it, and not while it waits in :meth:`take`.
+
+        Args:
+            on_cpu: Whether the model runs on the CPU; on a GPU nothing is held.
+        """
+        if not on_cpu:
+            yield
+            return
+        self._model_idle.clear()
+        try:
+            yield
+        finally:
+            self._model_idle.set()
 
     def prefetch_in(self, db: Session, image_ids: Sequence[int]) -> None:
         """Start reading images, in order, looked up in the caller's transaction.
@@ -139,7 +172,9 @@ class ReadAhead:
                     self._threads, thread_name_prefix="read-ahead", initializer=yield_to_the_model
                 )
             key = (image.source_uri, image.source_checksum)
-            future = self._executor.submit(_read, where, image.source_uri, self._storage_for)
+            future = self._executor.submit(
+                _read, where, image.source_uri, self._storage_for, self._model_idle
+            )
             self._entries[image.id] = (*key, future)
             while len(self._entries) > self._capacity:
                 _, (_, _, dropped) = self._entries.popitem(last=False)
@@ -192,6 +227,8 @@ class ReadAhead:
 
     def close(self) -> None:
         """Drop every entry and stop the threads (a read under way finishes on its own)."""
+        # A read held before its decoding must not hold its thread for good.
+        self._model_idle.set()
         with self._lock:
             for _, _, future in self._entries.values():
                 future.cancel()
@@ -220,7 +257,9 @@ def yield_to_the_model() -> None:
         logger.debug("read-ahead thread keeps its priority: %s", exc)
 
 
-def _read(where: str, source_uri: str, storage_for: StorageFor) -> Original:
-    original = read_original(storage_for(source_uri), source_uri)
-    logger.debug("%s: read ahead in %.2f s", where, original.seconds)
+def _read(
+    where: str, source_uri: str, storage_for: StorageFor, model_idle: threading.Event
+) -> Original:
+    original = read_original(storage_for(source_uri), source_uri, on_decode=model_idle.wait)
+    logger.debug("%s: read ahead in %.2f s (waits for the model included)", where, original.seconds)
     return original

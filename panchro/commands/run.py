@@ -245,6 +245,17 @@ def run(
         output_uri = parse_uri(output)
     database_url = catalog_url_for(output)
     name = collection or _default_name(source)
+    with fail_on("checking the output"):
+        check_locations(source, output, force=force)  # before the catalog is made there
+    # Held until the command ends: a second run on this output is refused at once. A
+    # catalog that exists is read only under it (the run holding it may be writing to it,
+    # and a reader would wait for that); with none yet, it is taken once the weights are
+    # known to be there, so that a run that cannot start leaves nothing behind.
+    catalog_file = Path(str(make_url(database_url).database))
+    run_lock = hold_run_lock(catalog_file.parent, str(output_uri))
+    locked = catalog_file.is_file()
+    if locked:
+        ctx.with_resource(run_lock)
     # Settings not given keep the collection's: the model too, found again by its name.
     given = given_settings(ctx, settings, always=("precision",))
     stored = stored_settings(database_url, name)
@@ -260,13 +271,10 @@ def run(
         size=chosen_size,
         upsample=upsample,
     )
-    with fail_on("checking the output"):
-        check_locations(source, output, force=force)  # before the catalog is made there
     weights_file = runtime.config.weights
     check_weights(None if weights_file is None else Path(weights_file), untrained=untrained)
-    # Held until the command ends: a second run on this output is refused at once.
-    catalog_folder = Path(str(make_url(database_url).database)).parent
-    ctx.with_resource(hold_run_lock(catalog_folder, str(output_uri)))
+    if not locked:
+        ctx.with_resource(run_lock)
     with fail_on("preparing the catalog"):
         upgrade(database_url)
     sessions = make_sessionmaker(database_url)

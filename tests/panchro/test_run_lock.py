@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -19,6 +20,11 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+
+from catalog.engine import SQLITE_BUSY_TIMEOUT_MS
+from migrations.runner import upgrade
+from panchro.run_lock import hold_run_lock
+from storage.uri import parse_uri
 
 #: Images in the collection: enough that a run is still busy when the test acts (each
 #: takes a second or more through the model, the test acts within a tenth of one).
@@ -163,3 +169,33 @@ def test_the_lock_of_a_run_killed_with_sigkill_is_taken_over(tmp_path: Path) -> 
     assert second.returncode == 0, second.stdout + second.stderr
     assert "another `panchro run`" not in second.stderr
     _every_image_done_once(dest)
+
+
+def test_a_second_run_is_refused_before_it_reads_a_catalog_being_written(
+    tmp_path: Path,
+) -> None:
+    source, dest = _scans(tmp_path / "scans"), tmp_path / "colour"
+    catalog = dest / ".panchro" / "catalog.sqlite3"
+    upgrade(f"sqlite:///{catalog}")
+    # This process stands for a first run caught in the middle of a write: it holds the
+    # output's lock and the catalog's write lock, which a reader would wait for.
+    with hold_run_lock(catalog.parent, str(parse_uri(str(dest)))):
+        writer = sqlite3.connect(catalog, isolation_level=None)
+        try:
+            writer.execute("BEGIN IMMEDIATE")
+            # Bounded by the catalog's busy timeout: a second run that read the catalog
+            # first would wait that long for the writer before it reached the lock.
+            second = subprocess.run(
+                _argv(source, dest),
+                env=_env(tmp_path),
+                capture_output=True,
+                text=True,
+                timeout=SQLITE_BUSY_TIMEOUT_MS / 1000 - 5,
+            )
+        finally:
+            writer.rollback()
+            writer.close()
+
+    assert second.returncode == 1, second.stdout + second.stderr
+    assert "Error: another `panchro run` (pid " in second.stderr
+    assert f"pid {os.getpid()} on " in second.stderr

@@ -404,7 +404,7 @@ def _colorize(
     size: int,
     precision: str,
     upsample: str | None,
-    computing: Callable[[], AbstractContextManager[None]] = nullcontext,
+    computing: Callable[[], AbstractContextManager[None]],
 ) -> tuple[list[Callable[[], ColorizeResult]], bool]:
     """Colorize a group of images in one forward; return what gives each image's result.
 
